@@ -1,0 +1,383 @@
+"""The settings: built-in defaults < config.yaml < environment (UDF names) < flags.
+
+One validated, frozen `Settings` object flows down from the CLI; nothing below it reads the
+environment. Validation happens before anything is written or started: a bad value is a
+`BadInput` naming the key, the source and what is allowed (exit 2).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from agent.errors import BadInput
+from agent.files import atomic_write
+
+DEFAULT_CONFIG = Path("/etc/sandbox-agent/config.yaml")
+
+# Pinned images: `latest` is never the default. vLLM v0.11.x is the last line built on
+# CUDA 12.8 (runs on drivers >= 570); the Open WebUI tag matches the release our
+# end-to-end tier builds from PyPI and drives with a browser.
+VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:v0.6.34"
+
+DEFAULTS: dict[str, Any] = {
+    "project": "ai-sandbox",
+    "model": {
+        "id": "mistralai/Mistral-7B-Instruct-v0.3",
+        "revision": "main",
+        "served_name": None,
+        "max_model_len": "auto",
+        "tensor_parallel_size": "auto",
+        "gpu_memory_utilization": 0.90,
+        "extra_args": [],
+    },
+    "api": {"port": 8000, "bind": "0.0.0.0"},
+    "ui": {"port": 3000, "bind": "0.0.0.0", "enabled": True, "admin_email": "admin@example.com"},
+    "images": {"vllm": VLLM_IMAGE, "webui": WEBUI_IMAGE},
+    "gpus": "auto",
+    "hub": {"endpoint": "https://huggingface.co"},
+    "paths": {
+        "models": "/opt/models",
+        "ui_data": "/opt/open-webui",
+        "stack": "/opt/ai-sandbox",
+        "state": "/var/lib/sandbox-agent",
+        "secrets": "/etc/sandbox-agent/secrets",
+    },
+    "timeouts": {"ready": 1800},
+}
+
+# The StackScript's UDF names (upper case, as Linode hands them over) -> settings keys.
+# Secrets (HF_TOKEN) are not settings: see agent.secrets.
+ENV_KEYS: dict[str, str] = {
+    "PROJECT": "project",
+    "MODEL_ID": "model.id",
+    "MODEL_REVISION": "model.revision",
+    "SERVED_MODEL_NAME": "model.served_name",
+    "MAX_MODEL_LEN": "model.max_model_len",
+    "TENSOR_PARALLEL_SIZE": "model.tensor_parallel_size",
+    "GPU_MEMORY_UTILIZATION": "model.gpu_memory_utilization",
+    "VLLM_EXTRA_ARGS": "model.extra_args",
+    "API_PORT": "api.port",
+    "API_BIND": "api.bind",
+    "UI_PORT": "ui.port",
+    "UI_BIND": "ui.bind",
+    "UI_ENABLED": "ui.enabled",
+    "ADMIN_EMAIL": "ui.admin_email",
+    "VLLM_IMAGE": "images.vllm",
+    "WEBUI_IMAGE": "images.webui",
+    "GPUS": "gpus",
+    "HF_ENDPOINT": "hub.endpoint",
+    "MODELS_DIR": "paths.models",
+    "UI_DATA_DIR": "paths.ui_data",
+    "READY_TIMEOUT": "timeouts.ready",
+}
+
+_REPO_PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,95}"
+REPO_ID = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
+REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,127}$")
+PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SERVED_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./:-]{0,127}$")
+IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
+EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
+EXTRA_ARG = re.compile(r"^[A-Za-z0-9_./:=,@+-]{1,256}$")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    id: str
+    revision: str
+    served_name: str | None
+    max_model_len: int | Literal["auto"]
+    tensor_parallel_size: int | Literal["auto"]
+    gpu_memory_utilization: float
+    extra_args: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """The name clients ask for: the served name, else the repo id."""
+        return self.served_name or self.id
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    port: int
+    bind: str
+
+
+@dataclass(frozen=True)
+class UiSettings(Endpoint):
+    enabled: bool
+    admin_email: str
+
+
+@dataclass(frozen=True)
+class Images:
+    vllm: str
+    webui: str
+
+
+@dataclass(frozen=True)
+class Hub:
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class Paths:
+    models: Path
+    ui_data: Path
+    stack: Path
+    state: Path
+    secrets: Path
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    ready: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str
+    model: ModelSettings
+    api: Endpoint
+    ui: UiSettings
+    images: Images
+    gpus: int | Literal["auto", "none", "all"]
+    hub: Hub
+    paths: Paths
+    timeouts: Timeouts
+    source: Path | None = field(default=None, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "project": self.project,
+            "model": {**vars(self.model), "extra_args": list(self.model.extra_args)},
+            "api": vars(self.api).copy(),
+            "ui": vars(self.ui).copy(),
+            "images": vars(self.images).copy(),
+            "gpus": self.gpus,
+            "hub": vars(self.hub).copy(),
+            "paths": {k: str(v) for k, v in vars(self.paths).items()},
+            "timeouts": vars(self.timeouts).copy(),
+        }
+
+
+# --- validators: (value, where) -> normalised value, or BadInput ------------------------
+
+Validator = Callable[[Any, str], Any]
+
+
+def _pattern(rx: re.Pattern[str], what: str) -> Validator:
+    def check(value: Any, where: str) -> str:
+        if not isinstance(value, str) or not rx.fullmatch(value) or ".." in value:
+            raise BadInput(where, f"{value!r} is not {what}")
+        return value
+
+    return check
+
+
+def _int_range(lo: int, hi: int, *, auto: bool = False) -> Validator:
+    allowed = f"a whole number from {lo} to {hi}" + (" or 'auto'" if auto else "")
+
+    def check(value: Any, where: str) -> Any:
+        if auto and value == "auto":
+            return "auto"
+        number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+        if isinstance(number, bool) or not isinstance(number, int) or not lo <= number <= hi:
+            raise BadInput(where, f"{value!r} is not allowed: use {allowed}")
+        return number
+
+    return check
+
+
+def _fraction(value: Any, where: str) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not 0.05 <= number <= 0.99:
+        raise BadInput(where, f"{value!r} is not allowed: use a fraction from 0.05 to 0.99")
+    return number
+
+
+def _bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+        return value.lower() in ("true", "yes", "1", "on")
+    raise BadInput(where, f"{value!r} is not allowed: use true or false")
+
+
+def _bind(value: Any, where: str) -> str:
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        raise BadInput(where, f"{value!r} is not an IP address (e.g. 0.0.0.0 or 127.0.0.1)") from None
+
+
+def _optional(inner: Validator) -> Validator:
+    def check(value: Any, where: str) -> Any:
+        return None if value in (None, "") else inner(value, where)
+
+    return check
+
+
+def _extra_args(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise BadInput(where, "must be a list of strings, e.g. ['--enable-prefix-caching']")
+    for item in value:
+        if not isinstance(item, str) or not EXTRA_ARG.fullmatch(item):
+            raise BadInput(
+                where, f"{item!r} is not allowed: letters, digits and _ . / : = , @ + - only"
+            )
+    return tuple(value)
+
+
+def _gpus(value: Any, where: str) -> Any:
+    if value in ("auto", "none", "all"):
+        return value
+    try:
+        return _int_range(1, 64)(value, where)
+    except BadInput:
+        raise BadInput(where, f"{value!r} is not allowed: use auto, none, all or a count 1-64") from None
+
+
+def _path(value: Any, where: str) -> Path:
+    if not isinstance(value, str) or not value.startswith("/") or ".." in value.split("/"):
+        raise BadInput(where, f"{value!r} is not allowed: use an absolute path without '..'")
+    return Path(value)
+
+
+SCHEMA: dict[str, Validator] = {
+    "project": _pattern(PROJECT, "a compose project name (lower-case letters, digits, - and _)"),
+    "model.id": _pattern(REPO_ID, "a Hugging Face repo id (org/name of letters, digits, -, _, .)"),
+    "model.revision": _pattern(REVISION, "a branch, tag or commit (letters, digits, - _ . /)"),
+    "model.served_name": _optional(_pattern(SERVED_NAME, "a model name (letters, digits, - _ . / :)")),
+    "model.max_model_len": _int_range(256, 10_000_000, auto=True),
+    "model.tensor_parallel_size": _int_range(1, 64, auto=True),
+    "model.gpu_memory_utilization": _fraction,
+    "model.extra_args": _extra_args,
+    "api.port": _int_range(1, 65535),
+    "api.bind": _bind,
+    "ui.port": _int_range(1, 65535),
+    "ui.bind": _bind,
+    "ui.enabled": _bool,
+    "ui.admin_email": _pattern(EMAIL, "an email address"),
+    "images.vllm": _pattern(IMAGE, "a Docker image reference"),
+    "images.webui": _pattern(IMAGE, "a Docker image reference"),
+    "gpus": _gpus,
+    "hub.endpoint": _pattern(URL, "an http(s) URL"),
+    "paths.models": _path,
+    "paths.ui_data": _path,
+    "paths.stack": _path,
+    "paths.state": _path,
+    "paths.secrets": _path,
+    "timeouts.ready": _int_range(10, 86_400),
+}
+
+
+def load(
+    config: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge every source, validate, and return the settings. Reads; never writes."""
+    env = env or {}
+    path = config or Path(env.get("SANDBOX_AGENT_CONFIG") or DEFAULT_CONFIG)
+    raw = copy.deepcopy(DEFAULTS)
+    origin: dict[str, str] = {}
+    if path.exists():
+        _merge_file(raw, _read_yaml(path), str(path), origin)
+    for name, key in ENV_KEYS.items():
+        if name in env and env[name] != "":
+            # A list from the environment is whitespace separated; never given to a shell.
+            value = env[name].split() if key == "model.extra_args" else env[name]
+            _set(raw, key, value)
+            origin[key] = f"environment {name}"
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set(raw, key, value)
+            origin[key] = "command line"
+    values: dict[str, Any] = {}
+    for key, validate in SCHEMA.items():
+        where = f"{key} (from {origin[key]})" if key in origin else key
+        values[key] = validate(_get(raw, key), where)
+    return _build(values, path if path.exists() else None)
+
+
+def save(settings: Settings, path: Path) -> None:
+    """Atomically write the settings as config.yaml, keeping the previous file as .bak."""
+    text = "# sandbox-agent settings; see `sandbox-agent doctor`.\n" + yaml.safe_dump(
+        settings.as_dict(), sort_keys=False
+    )
+    atomic_write(path, text, mode=0o644, keep_backup=True)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise BadInput(str(path), f"is not valid YAML: {exc}".replace("\n", " ")) from None
+    except OSError as exc:
+        raise BadInput(str(path), f"cannot be read: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise BadInput(str(path), "must hold a mapping of settings (key: value)")
+    return data
+
+
+def _merge_file(base: dict[str, Any], data: dict[str, Any], source: str, origin: dict[str, str], prefix: str = "") -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in base:
+            allowed = ", ".join(sorted(base))
+            raise BadInput(f"{dotted} (in {source})", f"unknown setting; allowed here: {allowed}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise BadInput(f"{dotted} (in {source})", "must be a mapping of settings")
+            _merge_file(base[key], value, source, origin, dotted + ".")
+        else:
+            base[key] = value
+            origin[dotted] = source
+
+
+def _get(raw: dict[str, Any], key: str) -> Any:
+    node: Any = raw
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _set(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = raw
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
+def _build(v: dict[str, Any], source: Path | None) -> Settings:
+    def group(prefix: str) -> dict[str, Any]:
+        return {k.split(".", 1)[1]: val for k, val in v.items() if k.startswith(prefix + ".")}
+
+    return Settings(
+        project=v["project"],
+        model=ModelSettings(**group("model")),
+        api=Endpoint(**group("api")),
+        ui=UiSettings(**group("ui")),
+        images=Images(**group("images")),
+        gpus=v["gpus"],
+        hub=Hub(**group("hub")),
+        paths=Paths(**group("paths")),
+        timeouts=Timeouts(**group("timeouts")),
+        source=source,
+    )

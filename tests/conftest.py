@@ -1,0 +1,113 @@
+"""Fixtures every tier shares.
+
+Unit tests fail loudly on any real command they did not ask for (STYLE.md: an autouse guard
+on the one command runner); a test opts in with the `real_commands` fixture, or serves a table
+of canned answers with `fake_commands`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent import proc
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # so tests can import tests.fakes.*
+
+
+class UnexpectedCommand(AssertionError):
+    pass
+
+
+def _refuse(argv: Any, **_: Any) -> proc.Completed:
+    raise UnexpectedCommand(
+        f"test ran a real command {list(argv)!r}: use the `fake_commands` table or `real_commands`"
+    )
+
+
+@pytest.fixture(autouse=True)
+def command_guard() -> Iterator[None]:
+    previous = proc.set_runner(_refuse)
+    yield
+    proc.set_runner(previous if previous is not _refuse else None)
+
+
+@pytest.fixture
+def real_commands() -> Iterator[None]:
+    previous = proc.set_runner(None)
+    yield
+    proc.set_runner(previous)
+
+
+@dataclass
+class CommandTable:
+    """Patterns (a regex on the joined argv) -> canned (rc, stdout, stderr), in order."""
+
+    rules: list[tuple[re.Pattern[str], int, str, str]] = field(default_factory=list)
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    def on(self, pattern: str, *, rc: int = 0, stdout: str = "", stderr: str = "") -> CommandTable:
+        self.rules.append((re.compile(pattern), rc, stdout, stderr))
+        return self
+
+    def __call__(self, argv: Any, **_: Any) -> proc.Completed:
+        line = " ".join(argv)
+        self.calls.append(tuple(argv))
+        for rx, rc, out, err in self.rules:
+            if rx.search(line):
+                return proc.Completed(tuple(argv), rc, out, err)
+        raise UnexpectedCommand(f"no canned answer for {line!r}")
+
+
+@pytest.fixture
+def fake_commands() -> Iterator[CommandTable]:
+    table = CommandTable()
+    previous = proc.set_runner(table)
+    yield table
+    proc.set_runner(previous)
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """Write a config.yaml whose paths all live under tmp_path; returns its path."""
+
+    def write(data: dict[str, Any] | None = None, name: str = "config.yaml") -> Path:
+        base = {
+            "paths": {
+                "models": str(tmp_path / "models"),
+                "ui_data": str(tmp_path / "open-webui"),
+                "stack": str(tmp_path / "stack"),
+                "state": str(tmp_path / "state"),
+                "secrets": str(tmp_path / "secrets"),
+            }
+        }
+        for key, value in (data or {}).items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                base[key] = {**base[key], **value}
+            else:
+                base[key] = value
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(base))
+        return path
+
+    return write
+
+
+def agent_env(**extra: str) -> dict[str, str]:
+    """The environment a test hands to a `sandbox-agent` subprocess: no stray settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDBOX_AGENT_", "FAKE_NVML"))}
+    env.pop("HF_TOKEN", None)
+    env.update(extra)
+    return env
+
+
+AGENT = str(Path(sys.executable).with_name("sandbox-agent"))
