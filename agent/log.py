@@ -1,0 +1,96 @@
+"""structlog, configured once.
+
+On a terminal: readable console lines. Otherwise one JSON object per line on stderr, which
+journald stores verbatim when we run under systemd (JOURNAL_STREAM), so `journalctl -o cat`
+piped to `jq` reads every event; the watchdog adds native journal fields through
+agent.systemd. JSON lines need no library and read the same in CI, in a container log and
+in the journal.
+
+A processor redacts secrets wherever they appear: values of secret-looking keys, every value
+registered with `register_secret`, and token shapes (hf_..., Bearer ...) in any text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from typing import Any
+
+import structlog
+
+REDACTED = "[REDACTED]"
+_SECRET_KEYS = re.compile(r"(token|secret|password|passwd|api[_-]?key|authorization|credential)", re.I)
+_SECRET_SHAPES = re.compile(
+    r"(hf_[A-Za-z0-9]{20,})|((?<=Bearer )[A-Za-z0-9._~+/=-]{8,})|((?<=--api-key[ =])\S+)"
+)
+_known: set[str] = set()
+_lock = threading.Lock()
+_configured = False
+
+
+def register_secret(value: str | None) -> None:
+    """Every later log line has this value replaced, wherever it appears."""
+    if value and len(value) >= 6:
+        with _lock:
+            _known.add(value)
+
+
+def redact_text(text: str) -> str:
+    for value in sorted(_known, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return _SECRET_SHAPES.sub(REDACTED, text)
+
+
+def redact(value: Any, key: str = "") -> Any:
+    if key and _SECRET_KEYS.search(key) and value not in (None, "", False):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        # An argv: the item after a secret-looking flag (--api-key KEY) is a secret too.
+        out = []
+        for i, item in enumerate(value):
+            prev = value[i - 1] if i else None
+            flag = isinstance(prev, str) and prev.startswith("-") and _SECRET_KEYS.search(prev)
+            out.append(REDACTED if flag and isinstance(item, str) else redact(item))
+        return type(value)(out)
+    return value
+
+
+def _redact_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if k in ("level", "timestamp") else redact(v, k)) for k, v in event.items()}
+
+
+def configure(*, verbose: bool = False, stream: Any = None) -> None:
+    """Set up structlog for this process. Later calls change the level only."""
+    global _configured
+    stream = stream or sys.stderr
+    level = logging.DEBUG if verbose else logging.INFO
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False) if tty else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _redact_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+def get(name: str = "agent") -> Any:
+    if not _configured:
+        configure()
+    return structlog.get_logger(name)
