@@ -18,8 +18,6 @@ import sys
 import threading
 from typing import Any
 
-import structlog
-
 REDACTED = "[REDACTED]"
 _SECRET_KEYS = re.compile(r"(token|secret|password|passwd|api[_-]?key|authorization|credential)", re.I)
 _SECRET_SHAPES = re.compile(
@@ -69,6 +67,8 @@ def _redact_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[s
 def configure(*, verbose: bool = False, stream: Any = None) -> None:
     """Set up structlog for this process. Later calls change the level only."""
     global _configured
+    import structlog  # here, not at import: `--help` need not pay for it (and asyncio)
+
     stream = stream or sys.stderr
     level = logging.DEBUG if verbose else logging.INFO
     tty = hasattr(stream, "isatty") and stream.isatty()
@@ -93,4 +93,6 @@ def configure(*, verbose: bool = False, stream: Any = None) -> None:
 def get(name: str = "agent") -> Any:
     if not _configured:
         configure()
+    import structlog
+
     return structlog.get_logger(name)

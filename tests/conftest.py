@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,6 +109,18 @@ def agent_env(**extra: str) -> dict[str, str]:
     env.pop("HF_TOKEN", None)
     env.update(extra)
     return env
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 16 MiB filesystem (tmpfs; we are root here and in CI)."""
+    mount = tmp_path / "small-fs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 AGENT = str(Path(sys.executable).with_name("sandbox-agent"))
