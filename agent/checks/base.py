@@ -1,0 +1,65 @@
+"""What a doctor check is, and the context the checks share."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agent.settings import Settings
+
+Status = Literal["ok", "warn", "fail", "skip"]
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    status: Status
+    summary: str
+    detail: str = ""
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "summary": self.summary,
+            "detail": self.detail,
+            "fix": self.fix,
+        }
+
+
+@dataclass
+class DoctorContext:
+    """What checks share: the settings, where the host's files are, and facts read once.
+
+    `root` is `/` on a box; tests point it at a folder laid out like one (os-release,
+    /sys/bus/pci, /dev/nvidia*) so the real code reads a real file tree.
+    """
+
+    settings: Settings
+    root: Path = Path("/")
+    _cache: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+
+    def once(self, name: str, compute: Callable[[], Any]) -> Any:
+        """`compute()` the first time any check asks for `name`; the same answer after."""
+        with self._lock:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            if name not in self._cache:
+                self._cache[name] = compute()
+            return self._cache[name]
+
+
+CheckFn = Callable[[DoctorContext], Check]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    id: str
+    run: CheckFn
+    timeout: float = 10.0
