@@ -64,7 +64,9 @@ def render_doctor(report: Any) -> None:
     for gpu in report.gpus:
         mem = gpu.get("memory_total") or 0
         state = "LOST" if gpu.get("lost") else f"{mem / 1024**3:.0f} GiB"
-        click.echo(f"gpu {gpu.get('index')}: {gpu.get('name') or '?'} {gpu.get('uuid') or ''} {state}")
+        click.echo(
+            f"gpu {gpu.get('index')}: {gpu.get('name') or '?'} {gpu.get('uuid') or ''} {state}"
+        )
     failed = sum(c.status == "fail" for c in report.checks)
     warned = sum(c.status == "warn" for c in report.checks)
     click.echo(f"\n{'healthy' if not failed else f'{failed} failed'}, {warned} warning(s)")

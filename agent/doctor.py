@@ -12,7 +12,7 @@ from typing import Any
 from agent.checks.base import Check, CheckSpec, DoctorContext
 from agent.settings import Settings
 
-AREAS = ("host", "gpu", "docker")
+AREAS = ("host", "gpu", "docker", "stack")
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,11 @@ class DoctorReport:
         return not any(c.status == "fail" for c in self.checks)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checks": [c.as_dict() for c in self.checks], "gpus": list(self.gpus)}
+        return {
+            "ok": self.ok,
+            "checks": [c.as_dict() for c in self.checks],
+            "gpus": list(self.gpus),
+        }
 
 
 def all_checks() -> list[CheckSpec]:
@@ -35,7 +39,9 @@ def all_checks() -> list[CheckSpec]:
     return specs
 
 
-def run(settings: Settings, *, root: Path = Path("/"), specs: list[CheckSpec] | None = None) -> DoctorReport:
+def run(
+    settings: Settings, *, root: Path = Path("/"), specs: list[CheckSpec] | None = None
+) -> DoctorReport:
     ctx = DoctorContext(settings=settings, root=root)
     specs = all_checks() if specs is None else specs
     results: dict[str, Check] = {}
@@ -45,7 +51,9 @@ def run(settings: Settings, *, root: Path = Path("/"), specs: list[CheckSpec] | 
             results[spec.id] = spec.run(ctx)
         except Exception as exc:  # noqa: BLE001 - a check never takes doctor down
             results[spec.id] = Check(
-                spec.id, "fail", f"the check itself failed: {type(exc).__name__}: {exc}",
+                spec.id,
+                "fail",
+                f"the check itself failed: {type(exc).__name__}: {exc}",
                 fix="run with -v and report this",
             )
 
@@ -60,7 +68,9 @@ def run(settings: Settings, *, root: Path = Path("/"), specs: list[CheckSpec] | 
     checks = tuple(
         results.get(spec.id)
         or Check(
-            spec.id, "fail", f"no answer within {spec.timeout:g}s",
+            spec.id,
+            "fail",
+            f"no answer within {spec.timeout:g}s",
             fix="the component it checks is hanging; see `sandbox-agent doctor -v`",
         )
         for spec in specs

@@ -29,7 +29,8 @@ def connect(base_url: str = SOCKET, *, timeout: int = 30) -> Any:
     except DockerException as exc:
         raise EngineUnavailable(
             f"the Docker engine at {base_url} is not answering ({_short(exc)})",
-            fix="start it with `systemctl start docker`, or run `sandbox-agent bootstrap` to install it",
+            fix="start it with `systemctl start docker`, "
+            "or run `sandbox-agent bootstrap` to install it",
         ) from None
     return client
 

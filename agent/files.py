@@ -9,7 +9,9 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes | str, *, mode: int = 0o644, keep_backup: bool = False) -> None:
+def atomic_write(
+    path: Path, data: bytes | str, *, mode: int = 0o644, keep_backup: bool = False
+) -> None:
     """Write `data` to `path`: temp file in the same folder, fsync, rename.
 
     With `keep_backup`, the previous file is kept as `<path>.bak` first.

@@ -19,7 +19,9 @@ import threading
 from typing import Any
 
 REDACTED = "[REDACTED]"
-_SECRET_KEYS = re.compile(r"(token|secret|password|passwd|api[_-]?key|authorization|credential)", re.I)
+_SECRET_KEYS = re.compile(
+    r"(token|secret|password|passwd|api[_-]?key|authorization|credential)", re.I
+)
 _SECRET_SHAPES = re.compile(
     r"(hf_[A-Za-z0-9]{20,})|((?<=Bearer )[A-Za-z0-9._~+/=-]{8,})|((?<=--api-key[ =])\S+)"
 )

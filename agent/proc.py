@@ -8,6 +8,7 @@ systemctl, reboot), and an autouse guard makes any other real command fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -85,10 +86,8 @@ def _real_run(
     try:
         out, err = child.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         out, err = child.communicate()
         raise CommandTimeout(argv, timeout, out, err) from None
     return Completed(tuple(argv), child.returncode, out, err, time.monotonic() - start)
@@ -120,7 +119,9 @@ def run(
     logger = log.get("proc")
     logger.debug("command.start", argv=list(argv), timeout=timeout)
     result = _runner(argv, timeout=timeout, env=env, input=input, cwd=cwd)
-    logger.debug("command.end", argv=list(argv), rc=result.returncode, seconds=round(result.seconds, 3))
+    logger.debug(
+        "command.end", argv=list(argv), rc=result.returncode, seconds=round(result.seconds, 3)
+    )
     if check and result.returncode != 0:
         raise CommandFailed(result, fix=fix)
     return result

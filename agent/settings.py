@@ -22,10 +22,11 @@ from agent.files import atomic_write
 
 DEFAULT_CONFIG = Path("/etc/sandbox-agent/config.yaml")
 
-# Pinned images: `latest` is never the default. vLLM v0.11.x is the last line built on
-# CUDA 12.8 (runs on drivers >= 570); the Open WebUI tag matches the release our
-# end-to-end tier builds from PyPI and drives with a browser.
-VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+# Pinned images: `latest` is never the default. vLLM's default images are CUDA 13 builds
+# since v0.20 and need driver >= 580, the branch bootstrap installs; on an older driver use
+# the `-cu129` tag of the same release. The Open WebUI tag is the release our end-to-end
+# tier builds from PyPI and drives with a browser.
+VLLM_IMAGE = "vllm/vllm-openai:v0.30.0"
 WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:v0.6.34"
 
 DEFAULTS: dict[str, Any] = {
@@ -212,7 +213,16 @@ def _fraction(value: Any, where: str) -> float:
 def _bool(value: Any, where: str) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+    if isinstance(value, str) and value.lower() in (
+        "true",
+        "yes",
+        "1",
+        "on",
+        "false",
+        "no",
+        "0",
+        "off",
+    ):
         return value.lower() in ("true", "yes", "1", "on")
     raise BadInput(where, f"{value!r} is not allowed: use true or false")
 
@@ -221,7 +231,9 @@ def _bind(value: Any, where: str) -> str:
     try:
         return str(ipaddress.ip_address(str(value)))
     except ValueError:
-        raise BadInput(where, f"{value!r} is not an IP address (e.g. 0.0.0.0 or 127.0.0.1)") from None
+        raise BadInput(
+            where, f"{value!r} is not an IP address (e.g. 0.0.0.0 or 127.0.0.1)"
+        ) from None
 
 
 def _optional(inner: Validator) -> Validator:
@@ -248,7 +260,9 @@ def _gpus(value: Any, where: str) -> Any:
     try:
         return _int_range(1, 64)(value, where)
     except BadInput:
-        raise BadInput(where, f"{value!r} is not allowed: use auto, none, all or a count 1-64") from None
+        raise BadInput(
+            where, f"{value!r} is not allowed: use auto, none, all or a count 1-64"
+        ) from None
 
 
 def _path(value: Any, where: str) -> Path:
@@ -261,7 +275,9 @@ SCHEMA: dict[str, Validator] = {
     "project": _pattern(PROJECT, "a compose project name (lower-case letters, digits, - and _)"),
     "model.id": _pattern(REPO_ID, "a Hugging Face repo id (org/name of letters, digits, -, _, .)"),
     "model.revision": _pattern(REVISION, "a branch, tag or commit (letters, digits, - _ . /)"),
-    "model.served_name": _optional(_pattern(SERVED_NAME, "a model name (letters, digits, - _ . / :)")),
+    "model.served_name": _optional(
+        _pattern(SERVED_NAME, "a model name (letters, digits, - _ . / :)")
+    ),
     "model.max_model_len": _int_range(256, 10_000_000, auto=True),
     "model.tensor_parallel_size": _int_range(1, 64, auto=True),
     "model.gpu_memory_utilization": _fraction,
@@ -335,7 +351,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _merge_file(base: dict[str, Any], data: dict[str, Any], source: str, origin: dict[str, str], prefix: str = "") -> None:
+def _merge_file(
+    base: dict[str, Any],
+    data: dict[str, Any],
+    source: str,
+    origin: dict[str, str],
+    prefix: str = "",
+) -> None:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if not isinstance(key, str) or key not in base:

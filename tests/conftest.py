@@ -123,4 +123,12 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.fixture(scope="session")
+def fake_nvml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the fake libnvidia-ml.so.1 (compiled once per content hash)."""
+    from tests.fakes import nvml
+
+    return nvml.build_fake_nvml(tmp_path_factory.mktemp("fake-nvml"))
+
+
 AGENT = str(Path(sys.executable).with_name("sandbox-agent"))

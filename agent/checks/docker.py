@@ -9,7 +9,9 @@ from agent.checks.base import Check, CheckSpec, DoctorContext
 
 TOOLKIT_BINARIES = ("usr/bin/nvidia-ctk", "usr/bin/nvidia-container-runtime")
 CDI_DIRS = ("etc/cdi", "var/run/cdi")
-CONFIGURE_FIX = "run `nvidia-ctk runtime configure --runtime=docker` then `systemctl restart docker`"
+CONFIGURE_FIX = (
+    "run `nvidia-ctk runtime configure --runtime=docker` then `systemctl restart docker`"
+)
 
 
 def engine_info(ctx: DoctorContext) -> engine.EngineInfo:
@@ -20,7 +22,13 @@ def check_engine(ctx: DoctorContext) -> Check:
     try:
         info = engine_info(ctx)
     except engine.EngineUnavailable as exc:
-        return Check("docker.engine", "fail", "the Docker engine is not reachable", exc.message, exc.fix or "")
+        return Check(
+            "docker.engine",
+            "fail",
+            "the Docker engine is not reachable",
+            exc.message,
+            exc.fix or "",
+        )
     return Check(
         "docker.engine",
         "ok",
@@ -46,7 +54,9 @@ def check_gpu_runtime(ctx: DoctorContext) -> Check:
 
     inventory = gpu_checks.inventory(ctx)
     if not inventory.pci and not inventory.gpus:
-        return Check("docker.gpu_runtime", "skip", "no NVIDIA GPU on this machine: no runtime needed")
+        return Check(
+            "docker.gpu_runtime", "skip", "no NVIDIA GPU on this machine: no runtime needed"
+        )
     try:
         info = engine_info(ctx)
     except engine.EngineUnavailable:
@@ -58,7 +68,9 @@ def check_gpu_runtime(ctx: DoctorContext) -> Check:
     specs = _cdi_specs(ctx.root)
     if specs:
         return Check(
-            "docker.gpu_runtime", "ok", "NVIDIA GPUs are described for CDI",
+            "docker.gpu_runtime",
+            "ok",
+            "NVIDIA GPUs are described for CDI",
             detail=", ".join(str(s) for s in specs),
         )
     installed = [b for b in TOOLKIT_BINARIES if (ctx.root / b).exists()]
@@ -67,7 +79,8 @@ def check_gpu_runtime(ctx: DoctorContext) -> Check:
             "docker.gpu_runtime",
             "fail",
             "the NVIDIA Container Toolkit is installed but Docker is not configured to use it",
-            detail=f"found {', '.join('/' + b for b in installed)}; engine runtimes: {', '.join(info.runtimes)}",
+            detail=f"found {', '.join('/' + b for b in installed)}; "
+            f"engine runtimes: {', '.join(info.runtimes)}",
             fix=CONFIGURE_FIX,
         )
     return Check(
@@ -75,7 +88,8 @@ def check_gpu_runtime(ctx: DoctorContext) -> Check:
         "fail",
         "the NVIDIA Container Toolkit is not installed: containers cannot use the GPUs",
         detail=f"engine runtimes: {', '.join(info.runtimes)}",
-        fix="run `sandbox-agent bootstrap` (installs nvidia-container-toolkit and configures Docker)",
+        fix="run `sandbox-agent bootstrap` "
+        "(installs nvidia-container-toolkit and configures Docker)",
     )
 
 

@@ -55,7 +55,9 @@ def check_disk(ctx: DoctorContext) -> Check:
     for what, place in places.items():
         usage = shutil.disk_usage(_existing(place))
         free = usage.free / GIB
-        lines.append(f"{what}: {free:.1f} GiB free of {usage.total / GIB:.1f} GiB at {_existing(place)}")
+        lines.append(
+            f"{what}: {free:.1f} GiB free of {usage.total / GIB:.1f} GiB at {_existing(place)}"
+        )
         if worst is None or free < worst[0]:
             worst = (free, what, place)
     assert worst is not None
@@ -63,13 +65,19 @@ def check_disk(ctx: DoctorContext) -> Check:
     detail = "; ".join(lines)
     if free < DISK_FAIL_GIB:
         return Check(
-            "host.disk", "fail", f"only {free:.1f} GiB free for {what} ({place})", detail,
+            "host.disk",
+            "fail",
+            f"only {free:.1f} GiB free for {what} ({place})",
+            detail,
             fix=f"free space or resize the Linode disk: at least {DISK_FAIL_GIB} GiB are needed",
         )
     if free < DISK_WARN_GIB:
         return Check(
-            "host.disk", "warn", f"{free:.1f} GiB free for {what}: enough for a small model only",
-            detail, fix=f"models over ~15B parameters need more than {DISK_WARN_GIB} GiB free",
+            "host.disk",
+            "warn",
+            f"{free:.1f} GiB free for {what}: enough for a small model only",
+            detail,
+            fix=f"models over ~15B parameters need more than {DISK_WARN_GIB} GiB free",
         )
     return Check("host.disk", "ok", f"{free:.1f} GiB free for {what}", detail)
 
@@ -82,13 +90,19 @@ def check_memory(ctx: DoctorContext) -> Check:
     detail = f"{total:.1f} GiB total, {available:.1f} GiB available"
     if total < MEMORY_FAIL_GIB:
         return Check(
-            "host.memory", "fail", f"{total:.1f} GiB of memory is too little for vLLM", detail,
+            "host.memory",
+            "fail",
+            f"{total:.1f} GiB of memory is too little for vLLM",
+            detail,
             fix=f"choose a plan with at least {MEMORY_WARN_GIB} GiB of memory",
         )
     if total < MEMORY_WARN_GIB:
         return Check(
-            "host.memory", "warn", f"{total:.1f} GiB of memory: loading large models may fail",
-            detail, fix=f"plans with {MEMORY_WARN_GIB} GiB or more load models reliably",
+            "host.memory",
+            "warn",
+            f"{total:.1f} GiB of memory: loading large models may fail",
+            detail,
+            fix=f"plans with {MEMORY_WARN_GIB} GiB or more load models reliably",
         )
     return Check("host.memory", "ok", f"{total:.1f} GiB of memory", detail)
 

@@ -23,11 +23,36 @@ def ctx_with(tmp_path: Path, os_release: str | None) -> DoctorContext:
 @pytest.mark.parametrize(
     "text, status, words",
     [
-        pytest.param('PRETTY_NAME="Ubuntu 24.04.1 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n', "ok", "Ubuntu 24.04.1 LTS is supported", id="ubuntu-24.04"),
-        pytest.param('PRETTY_NAME="Ubuntu 22.04.4 LTS"\nID=ubuntu\nVERSION_ID="22.04"\n', "ok", "is supported", id="ubuntu-22.04"),
-        pytest.param('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n', "ok", "is supported", id="debian-12"),
-        pytest.param('PRETTY_NAME="Ubuntu 20.04.6 LTS"\nID=ubuntu\nVERSION_ID="20.04"\n', "warn", "Ubuntu 20.04.6 LTS is not a supported system", id="ubuntu-20.04"),
-        pytest.param(None, "warn", "an unknown system (no /etc/os-release) is not a supported system", id="missing"),
+        pytest.param(
+            'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n',
+            "ok",
+            "Ubuntu 24.04.1 LTS is supported",
+            id="ubuntu-24.04",
+        ),
+        pytest.param(
+            'PRETTY_NAME="Ubuntu 22.04.4 LTS"\nID=ubuntu\nVERSION_ID="22.04"\n',
+            "ok",
+            "is supported",
+            id="ubuntu-22.04",
+        ),
+        pytest.param(
+            'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n',
+            "ok",
+            "is supported",
+            id="debian-12",
+        ),
+        pytest.param(
+            'PRETTY_NAME="Ubuntu 20.04.6 LTS"\nID=ubuntu\nVERSION_ID="20.04"\n',
+            "warn",
+            "Ubuntu 20.04.6 LTS is not a supported system",
+            id="ubuntu-20.04",
+        ),
+        pytest.param(
+            None,
+            "warn",
+            "an unknown system (no /etc/os-release) is not a supported system",
+            id="missing",
+        ),
     ],
 )
 def test_host_os(tmp_path: Path, text: str | None, status: str, words: str) -> None:
@@ -53,4 +78,6 @@ def test_host_disk_fails_on_a_small_filesystem(tmp_path: Path, small_fs: Path) -
 
 def test_host_memory(tmp_path: Path) -> None:
     check = host.check_memory(ctx_with(tmp_path, ""))
-    assert check.status == "ok" and check.summary.endswith("GiB of memory")  # this machine has 24 GiB
+    assert check.status == "ok" and check.summary.endswith(
+        "GiB of memory"
+    )  # this machine has 24 GiB

@@ -29,7 +29,11 @@ def test_secret_keys_are_redacted(lines) -> None:
 
 def test_registered_secret_is_redacted_inside_any_text(lines) -> None:
     log.register_secret("s3cr3t-value-xyz")
-    log.get().warning("probe.failed", detail="server said: bad key s3cr3t-value-xyz!", items=["x s3cr3t-value-xyz"])
+    log.get().warning(
+        "probe.failed",
+        detail="server said: bad key s3cr3t-value-xyz!",
+        items=["x s3cr3t-value-xyz"],
+    )
     event = lines()[0]
     assert "s3cr3t-value-xyz" not in json.dumps(event)
     assert event["detail"] == f"server said: bad key {log.REDACTED}!"
@@ -37,7 +41,10 @@ def test_registered_secret_is_redacted_inside_any_text(lines) -> None:
 
 
 def test_token_shapes_are_redacted_without_registration(lines) -> None:
-    log.get().info("command", argv=["vllm", "--api-key", "unregistered-key-1", "-H", f"Authorization: Bearer {TOKEN}"])
+    log.get().info(
+        "command",
+        argv=["vllm", "--api-key", "unregistered-key-1", "-H", f"Authorization: Bearer {TOKEN}"],
+    )
     text = json.dumps(lines()[0])
     assert TOKEN not in text and "unregistered-key-1" not in text
 
@@ -50,7 +57,9 @@ def test_console_on_tty_is_readable() -> None:
     stream = Tty()
     log.configure(stream=stream)
     try:
-        log.get().info("step.skipped", step="driver", reason="no NVIDIA PCI device", password="pw-123456")
+        log.get().info(
+            "step.skipped", step="driver", reason="no NVIDIA PCI device", password="pw-123456"
+        )
     finally:
         log.configure()
     out = stream.getvalue()

@@ -24,7 +24,9 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
 
 def test_sources_in_order_file_env_flags(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"model": {"id": "org/from-file", "revision": "v1"}, "api": {"port": 8100}}))
+    cfg.write_text(
+        yaml.safe_dump({"model": {"id": "org/from-file", "revision": "v1"}, "api": {"port": 8100}})
+    )
     env = {"MODEL_ID": "org/from-env", "API_PORT": "8200", "UI_ENABLED": "false", "GPUS": "2"}
     s = settings.load(cfg, env=env, flags={"model.id": "org/from-flag"})
     assert s.model.id == "org/from-flag"  # flag beats env beats file
@@ -47,46 +49,157 @@ def test_empty_env_value_is_ignored(tmp_path: Path) -> None:
 
 
 def test_extra_args_from_env_are_split_never_shell_evaluated(tmp_path: Path) -> None:
-    s = settings.load(tmp_path / "n.yaml", env={"VLLM_EXTRA_ARGS": "--enable-prefix-caching --max-num-seqs=8"})
+    s = settings.load(
+        tmp_path / "n.yaml", env={"VLLM_EXTRA_ARGS": "--enable-prefix-caching --max-num-seqs=8"}
+    )
     assert s.model.extra_args == ("--enable-prefix-caching", "--max-num-seqs=8")
 
 
 @pytest.mark.parametrize(
     "data, key, words",
     [
-        pytest.param({"modle": {}}, "modle (in", "unknown setting; allowed here: api, gpus, hub", id="unknown-top-key"),
-        pytest.param({"model": {"idd": "a/b"}}, "model.idd (in", "unknown setting; allowed here: extra_args", id="unknown-nested-key"),
-        pytest.param({"model": "a/b"}, "model (in", "must be a mapping of settings", id="mapping-expected"),
-        pytest.param({"model": {"id": "a/b;rm -rf /"}}, "model.id", "is not a Hugging Face repo id", id="shell-chars"),
-        pytest.param({"model": {"id": "a/b/c"}}, "model.id", "is not a Hugging Face repo id", id="two-slashes"),
-        pytest.param({"model": {"id": "-a/b"}}, "model.id", "is not a Hugging Face repo id", id="leading-dash"),
-        pytest.param({"model": {"id": ".a/b"}}, "model.id", "is not a Hugging Face repo id", id="leading-dot"),
-        pytest.param({"model": {"id": "a/.."}}, "model.id", "is not a Hugging Face repo id", id="dot-dot"),
-        pytest.param({"model": {"id": "a/b c"}}, "model.id", "is not a Hugging Face repo id", id="space"),
-        pytest.param({"model": {"id": "justname"}}, "model.id", "is not a Hugging Face repo id", id="no-org"),
-        pytest.param({"model": {"id": 7}}, "model.id", "is not a Hugging Face repo id", id="not-a-string"),
-        pytest.param({"model": {"revision": "$(id)"}}, "model.revision", "is not a branch, tag or commit", id="revision-shell"),
-        pytest.param({"api": {"port": 0}}, "api.port", "use a whole number from 1 to 65535", id="port-zero"),
-        pytest.param({"api": {"port": 70000}}, "api.port", "use a whole number from 1 to 65535", id="port-too-big"),
-        pytest.param({"ui": {"port": "http"}}, "ui.port", "use a whole number from 1 to 65535", id="port-word"),
-        pytest.param({"api": {"port": True}}, "api.port", "use a whole number from 1 to 65535", id="port-bool"),
-        pytest.param({"api": {"bind": "everywhere"}}, "api.bind", "is not an IP address", id="bind"),
-        pytest.param({"model": {"gpu_memory_utilization": 1.5}}, "model.gpu_memory_utilization", "a fraction from 0.05 to 0.99", id="util-high"),
-        pytest.param({"model": {"max_model_len": 12}}, "model.max_model_len", "from 256 to 10000000 or 'auto'", id="len-small"),
-        pytest.param({"model": {"tensor_parallel_size": "many"}}, "model.tensor_parallel_size", "or 'auto'", id="tp-word"),
-        pytest.param({"model": {"extra_args": "--x"}}, "model.extra_args", "must be a list of strings", id="extra-not-list"),
-        pytest.param({"model": {"extra_args": ["--x; reboot"]}}, "model.extra_args", "is not allowed: letters, digits", id="extra-shell"),
+        pytest.param(
+            {"modle": {}},
+            "modle (in",
+            "unknown setting; allowed here: api, gpus, hub",
+            id="unknown-top-key",
+        ),
+        pytest.param(
+            {"model": {"idd": "a/b"}},
+            "model.idd (in",
+            "unknown setting; allowed here: extra_args",
+            id="unknown-nested-key",
+        ),
+        pytest.param(
+            {"model": "a/b"}, "model (in", "must be a mapping of settings", id="mapping-expected"
+        ),
+        pytest.param(
+            {"model": {"id": "a/b;rm -rf /"}},
+            "model.id",
+            "is not a Hugging Face repo id",
+            id="shell-chars",
+        ),
+        pytest.param(
+            {"model": {"id": "a/b/c"}},
+            "model.id",
+            "is not a Hugging Face repo id",
+            id="two-slashes",
+        ),
+        pytest.param(
+            {"model": {"id": "-a/b"}},
+            "model.id",
+            "is not a Hugging Face repo id",
+            id="leading-dash",
+        ),
+        pytest.param(
+            {"model": {"id": ".a/b"}}, "model.id", "is not a Hugging Face repo id", id="leading-dot"
+        ),
+        pytest.param(
+            {"model": {"id": "a/.."}}, "model.id", "is not a Hugging Face repo id", id="dot-dot"
+        ),
+        pytest.param(
+            {"model": {"id": "a/b c"}}, "model.id", "is not a Hugging Face repo id", id="space"
+        ),
+        pytest.param(
+            {"model": {"id": "justname"}}, "model.id", "is not a Hugging Face repo id", id="no-org"
+        ),
+        pytest.param(
+            {"model": {"id": 7}}, "model.id", "is not a Hugging Face repo id", id="not-a-string"
+        ),
+        pytest.param(
+            {"model": {"revision": "$(id)"}},
+            "model.revision",
+            "is not a branch, tag or commit",
+            id="revision-shell",
+        ),
+        pytest.param(
+            {"api": {"port": 0}}, "api.port", "use a whole number from 1 to 65535", id="port-zero"
+        ),
+        pytest.param(
+            {"api": {"port": 70000}},
+            "api.port",
+            "use a whole number from 1 to 65535",
+            id="port-too-big",
+        ),
+        pytest.param(
+            {"ui": {"port": "http"}},
+            "ui.port",
+            "use a whole number from 1 to 65535",
+            id="port-word",
+        ),
+        pytest.param(
+            {"api": {"port": True}},
+            "api.port",
+            "use a whole number from 1 to 65535",
+            id="port-bool",
+        ),
+        pytest.param(
+            {"api": {"bind": "everywhere"}}, "api.bind", "is not an IP address", id="bind"
+        ),
+        pytest.param(
+            {"model": {"gpu_memory_utilization": 1.5}},
+            "model.gpu_memory_utilization",
+            "a fraction from 0.05 to 0.99",
+            id="util-high",
+        ),
+        pytest.param(
+            {"model": {"max_model_len": 12}},
+            "model.max_model_len",
+            "from 256 to 10000000 or 'auto'",
+            id="len-small",
+        ),
+        pytest.param(
+            {"model": {"tensor_parallel_size": "many"}},
+            "model.tensor_parallel_size",
+            "or 'auto'",
+            id="tp-word",
+        ),
+        pytest.param(
+            {"model": {"extra_args": "--x"}},
+            "model.extra_args",
+            "must be a list of strings",
+            id="extra-not-list",
+        ),
+        pytest.param(
+            {"model": {"extra_args": ["--x; reboot"]}},
+            "model.extra_args",
+            "is not allowed: letters, digits",
+            id="extra-shell",
+        ),
         pytest.param({"gpus": "some"}, "gpus", "use auto, none, all or a count 1-64", id="gpus"),
         pytest.param({"ui": {"enabled": "maybe"}}, "ui.enabled", "use true or false", id="bool"),
-        pytest.param({"ui": {"admin_email": "root"}}, "ui.admin_email", "is not an email address", id="email"),
-        pytest.param({"images": {"vllm": "Bad Image"}}, "images.vllm", "is not a Docker image reference", id="image"),
-        pytest.param({"hub": {"endpoint": "ftp://x"}}, "hub.endpoint", "is not an http(s) URL", id="endpoint"),
-        pytest.param({"paths": {"models": "relative/dir"}}, "paths.models", "use an absolute path without '..'", id="path-relative"),
-        pytest.param({"paths": {"ui_data": "/opt/../etc"}}, "paths.ui_data", "use an absolute path without '..'", id="path-dotdot"),
-        pytest.param({"project": "Has Spaces"}, "project", "is not a compose project name", id="project"),
+        pytest.param(
+            {"ui": {"admin_email": "root"}}, "ui.admin_email", "is not an email address", id="email"
+        ),
+        pytest.param(
+            {"images": {"vllm": "Bad Image"}},
+            "images.vllm",
+            "is not a Docker image reference",
+            id="image",
+        ),
+        pytest.param(
+            {"hub": {"endpoint": "ftp://x"}}, "hub.endpoint", "is not an http(s) URL", id="endpoint"
+        ),
+        pytest.param(
+            {"paths": {"models": "relative/dir"}},
+            "paths.models",
+            "use an absolute path without '..'",
+            id="path-relative",
+        ),
+        pytest.param(
+            {"paths": {"ui_data": "/opt/../etc"}},
+            "paths.ui_data",
+            "use an absolute path without '..'",
+            id="path-dotdot",
+        ),
+        pytest.param(
+            {"project": "Has Spaces"}, "project", "is not a compose project name", id="project"
+        ),
     ],
 )
-def test_bad_config_is_refused_naming_the_key(tmp_path: Path, data: dict, key: str, words: str) -> None:
+def test_bad_config_is_refused_naming_the_key(
+    tmp_path: Path, data: dict, key: str, words: str
+) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump(data))
     before = sorted(tmp_path.iterdir())
@@ -101,9 +214,21 @@ def test_bad_config_is_refused_naming_the_key(tmp_path: Path, data: dict, key: s
 @pytest.mark.parametrize(
     "env, words",
     [
-        pytest.param({"MODEL_ID": "evil/`reboot`"}, "model.id (from environment MODEL_ID): 'evil/`reboot`' is not", id="model"),
-        pytest.param({"API_PORT": "99999"}, "api.port (from environment API_PORT): '99999' is not allowed", id="port"),
-        pytest.param({"GPU_MEMORY_UTILIZATION": "lots"}, "model.gpu_memory_utilization (from environment", id="util"),
+        pytest.param(
+            {"MODEL_ID": "evil/`reboot`"},
+            "model.id (from environment MODEL_ID): 'evil/`reboot`' is not",
+            id="model",
+        ),
+        pytest.param(
+            {"API_PORT": "99999"},
+            "api.port (from environment API_PORT): '99999' is not allowed",
+            id="port",
+        ),
+        pytest.param(
+            {"GPU_MEMORY_UTILIZATION": "lots"},
+            "model.gpu_memory_utilization (from environment",
+            id="util",
+        ),
     ],
 )
 def test_bad_environment_names_the_udf(tmp_path: Path, env: dict, words: str) -> None:
@@ -131,7 +256,15 @@ def test_unreadable_file(tmp_path: Path, text: str, words: str) -> None:
         settings.load(cfg)
 
 
-@pytest.mark.parametrize("repo", ["mistralai/Mistral-7B-Instruct-v0.3", "meta-llama/Llama-3.1-8B", "a_b/c.d-e", "Qwen/Qwen2.5-0.5B"])
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "mistralai/Mistral-7B-Instruct-v0.3",
+        "meta-llama/Llama-3.1-8B",
+        "a_b/c.d-e",
+        "Qwen/Qwen2.5-0.5B",
+    ],
+)
 def test_real_repo_ids_are_accepted(tmp_path: Path, repo: str) -> None:
     assert settings.load(tmp_path / "n.yaml", env={"MODEL_ID": repo}).model.id == repo
 
@@ -143,8 +276,13 @@ def test_save_is_atomic_and_keeps_backup(tmp_path: Path) -> None:
     second = settings.load(cfg, flags={"model.id": "org/second"})
     settings.save(second, cfg)
     assert settings.load(cfg).model.id == "org/second"
-    assert yaml.safe_load(cfg.with_name("config.yaml.bak").read_text())["model"]["id"] == "org/first"
-    assert sorted(p.name for p in cfg.parent.iterdir()) == ["config.yaml", "config.yaml.bak"]  # no temp left
+    assert (
+        yaml.safe_load(cfg.with_name("config.yaml.bak").read_text())["model"]["id"] == "org/first"
+    )
+    assert sorted(p.name for p in cfg.parent.iterdir()) == [
+        "config.yaml",
+        "config.yaml.bak",
+    ]  # no temp left
     assert stat.S_IMODE(os.stat(cfg).st_mode) == 0o644
 
 
