@@ -72,5 +72,13 @@ def render_doctor(report: Any) -> None:
     click.echo(f"\n{'healthy' if not failed else f'{failed} failed'}, {warned} warning(s)")
 
 
+def _register() -> None:
+    from agent.cli_model import model
+
+    main.add_command(model)
+
+
+_register()
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,95 @@
+"""model.*: the configured model is complete on disk, and it fits the GPUs of this box.
+
+No network, no huggingface_hub: the cache and our verification markers are read from disk.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent.checks.base import Check, CheckSpec, DoctorContext
+from agent.errors import AgentError
+from agent.models import WEIGHT_FORMATS, ModelRef, cache_root, cached_commit, is_complete, repo_dir
+
+
+def _ref(ctx: DoctorContext) -> ModelRef:
+    return ModelRef(ctx.settings.model.id, ctx.settings.model.revision)
+
+
+def _pull_fix(ref: ModelRef) -> str:
+    return f"run `sandbox-agent model pull {ref}`"
+
+
+def check_cache(ctx: DoctorContext) -> Check:
+    ref = _ref(ctx)
+    commit = cached_commit(ctx.settings, ref)
+    if commit and is_complete(ctx.settings, ref.repo_id, commit):
+        snap = repo_dir(ctx.settings, ref.repo_id) / "snapshots" / commit
+        size = sum(p.stat().st_size for p in snap.iterdir() if p.is_file())
+        return Check("model.cache", "ok", f"{ref} complete ({size / 1e9:.2f} GB)",
+                     detail=f"{snap} (commit {commit})")
+    partial = list((repo_dir(ctx.settings, ref.repo_id) / "snapshots").glob("*"))
+    if partial:
+        return Check("model.cache", "fail", f"{ref} is only partly downloaded",
+                     detail=f"no verified snapshot for revision {ref.revision} under "
+                     f"{cache_root(ctx.settings)}", fix=_pull_fix(ref) + " to finish it")
+    return Check("model.cache", "fail", f"{ref} is not downloaded",
+                 detail=f"nothing under {repo_dir(ctx.settings, ref.repo_id)}", fix=_pull_fix(ref))
+
+
+def _gpu_memory(ctx: DoctorContext) -> tuple[list[int], str]:
+    """Memory totals of the usable GPUs, or why there are none."""
+    try:
+        from agent import gpu
+    except ImportError:
+        return [], "the GPU inventory (agent.gpu) is not available"
+    inventory: Any = ctx.once("gpu.inventory", lambda: gpu.read_inventory(ctx.root))
+    gpus = getattr(inventory, "healthy_gpus", None)
+    if gpus is None:
+        gpus = [g for g in getattr(inventory, "gpus", ()) if not getattr(g, "lost", False)]
+    memory = [int(g.memory_total) for g in gpus if getattr(g, "memory_total", None)]
+    if not memory:
+        return [], f"no usable GPU ({getattr(inventory, 'detail', '') or 'none found'})"
+    count = ctx.settings.gpus
+    return (memory[:count] if isinstance(count, int) else memory), ""
+
+
+def check_fit(ctx: DoctorContext) -> Check:
+    from agent import fit
+
+    ref, m = _ref(ctx), ctx.settings.model
+    if ctx.settings.gpus == "none":
+        return Check("model.fit", "skip", "gpus is 'none': vLLM runs without a GPU")
+    commit = cached_commit(ctx.settings, ref)
+    if not commit or not is_complete(ctx.settings, ref.repo_id, commit):
+        return Check("model.fit", "skip", f"{ref} is not downloaded yet", fix=_pull_fix(ref))
+    memory, why = _gpu_memory(ctx)
+    if not memory:
+        return Check("model.fit", "skip", "no GPU memory to fit the model on", detail=why)
+    snap = repo_dir(ctx.settings, ref.repo_id) / "snapshots" / commit
+    try:
+        shape = fit.ModelShape.from_config(json.loads((snap / "config.json").read_text()))
+    except (OSError, ValueError) as exc:
+        return Check("model.fit", "fail", f"cannot read {snap / 'config.json'}", detail=str(exc),
+                     fix=_pull_fix(ref))
+    except AgentError as exc:
+        return Check("model.fit", "warn", "cannot size the model", exc.message, exc.fix or "")
+    weights = sum(p.stat().st_size for p in snap.iterdir() if p.name.endswith(WEIGHT_FORMATS))
+    plan = fit.plan(shape, memory, utilization=m.gpu_memory_utilization,
+                    weight_bytes=weights or None, max_model_len=m.max_model_len,
+                    tensor_parallel_size=m.tensor_parallel_size)
+    if plan.fits:
+        return Check("model.fit", "ok",
+                     f"tp {plan.tensor_parallel_size}, context {plan.max_model_len} on "
+                     f"{len(memory)} GPU(s)", detail=plan.reason)
+    return Check("model.fit", "fail", f"{ref} does not fit the GPUs of this box",
+                 detail=plan.reason,
+                 fix="a smaller or quantized model (`sandbox-agent model fit MODEL` plans one), "
+                 "more GPUs, or a lower model.max_model_len")
+
+
+CHECKS: list[CheckSpec] = [
+    CheckSpec("model.cache", check_cache, timeout=10.0),
+    CheckSpec("model.fit", check_fit, timeout=10.0),
+]

@@ -1,0 +1,393 @@
+"""The local model cache: fetch, list, remove (agent.models has the layout).
+
+Order matters: nothing large is downloaded before access, fit (when GPU totals are given) and
+disk space are checked, and the marker and `refs/<revision>` are written only after every
+file's size and LFS sha256 were verified, so a partly fetched model is never reported complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent import log
+from agent.files import atomic_write
+from agent.models import (
+    DISK_MARGIN,
+    MARKERS,
+    AsDict,
+    ConnectionLost,
+    ModelError,
+    ModelInUse,
+    ModelNotCached,
+    ModelRef,
+    NotEnoughDisk,
+    Progress,
+    RepoFile,
+    Resolved,
+    cache_root,
+    fit_options,
+    hub_errors,
+    is_complete,
+    marker_path,
+    pull_lock,
+    read_config,
+    repo_dir,
+    resolve,
+)
+from agent.settings import Settings
+
+
+@dataclass(frozen=True)
+class PullResult(AsDict):
+    repo_id: str
+    revision: str
+    commit: str
+    path: Path
+    files: tuple[str, ...]
+    bytes_total: int
+    bytes_fetched: int
+    seconds: float
+    already_complete: bool
+
+
+def sweep_orphans(folder: Path) -> int:
+    """Remove `*.incomplete` and `tmp_*` a killed process left in blobs/ (the library never
+    does, and never resumes them). Call with the pull lock held. Returns bytes freed."""
+    freed = 0
+    for leftover in [*folder.glob("blobs/*.incomplete"), *folder.glob("blobs/tmp_*")]:
+        with contextlib.suppress(OSError):
+            freed += leftover.stat().st_size
+            leftover.unlink()
+            log.get().info("model.sweep", file=leftover.name, freed_bytes=freed)
+    return freed
+
+
+def _blobs_bytes(folder: Path) -> int:
+    total = 0
+    for entry in folder.glob("blobs/*"):
+        with contextlib.suppress(OSError):
+            total += entry.stat().st_size
+    return total
+
+
+class _Progress(threading.Thread):
+    """A bar on a terminal, else `model.pull.progress` events: bytes on disk under blobs/."""
+
+    def __init__(self, ref: ModelRef, folder: Path, total: int, mode: str, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.ref, self.folder, self.total, self.mode = ref, folder, total, mode
+        self.interval, self.base, self.start_time = interval, _blobs_bytes(folder), time.monotonic()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.report()
+
+    def report(self, final: bool = False) -> int:
+        got = max(0, _blobs_bytes(self.folder) - self.base)
+        seconds = max(time.monotonic() - self.start_time, 1e-6)
+        rate, pct = got / seconds / 1e6, 100.0 * got / self.total if self.total else 100.0
+        if self.mode == "bar":
+            filled = int(min(pct, 100) / 100 * 30)
+            sys.stderr.write(
+                f"\r{self.ref.repo_id} [{'#' * filled:<30}] {pct:5.1f}% "
+                f"{got / 1e9:.2f}/{self.total / 1e9:.2f} GB {rate:.1f} MB/s"
+            )
+            sys.stderr.write("\n" if final else "")
+            sys.stderr.flush()
+        elif self.mode == "log":
+            log.get().info(
+                "model.pull.progress",
+                repo=self.ref.repo_id,
+                bytes=got,
+                total=self.total,
+                percent=round(pct, 1),
+                rate_mb_s=round(rate, 1),
+            )
+        return got
+
+
+def pull(
+    settings: Settings,
+    ref: ModelRef | None = None,
+    *,
+    token: str | None = None,
+    progress: Progress = "auto",
+    interval: float = 5.0,
+    max_workers: int = 8,
+    margin: int = DISK_MARGIN,
+    gpu_memory: list[int] | None = None,
+    attempts: int = 3,
+) -> PullResult:
+    """Resolve, check access, fit (when `gpu_memory` is given) and disk, then fetch, verify and
+    mark complete. Nothing large is downloaded before every check has passed."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    ref = ref or ModelRef(settings.model.id, settings.model.revision)
+    started = time.monotonic()
+    resolved = resolve(settings, ref, token)
+    config = read_config(settings, resolved, token)
+    if gpu_memory is not None:
+        from agent import fit
+
+        shape = fit.ModelShape.from_config(config)
+        fit.require_fit(shape, gpu_memory, **fit_options(settings, ref, resolved))
+    folder = repo_dir(settings, ref.repo_id)
+    snapshot = folder / "snapshots" / resolved.commit
+    names = tuple(f.path for f in resolved.selected)
+    with pull_lock(settings):
+        if is_complete(settings, ref.repo_id, resolved.commit):
+            _write_ref(folder, ref.revision, resolved.commit)
+            return PullResult(
+                ref.repo_id,
+                ref.revision,
+                resolved.commit,
+                snapshot,
+                names,
+                resolved.bytes,
+                0,
+                time.monotonic() - started,
+                True,
+            )
+        sweep_orphans(folder)
+        missing = sum(f.size for f in resolved.selected if not _have_blob(folder, f))
+        _check_disk(settings, ref, missing, margin)
+        mode = progress if progress != "auto" else ("bar" if sys.stderr.isatty() else "log")
+        meter = _Progress(ref, folder, missing, mode, interval)
+
+        class Quiet(hf_tqdm):  # our own bar/events replace the library's bars
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                kwargs["disable"] = True
+                super().__init__(*args, **kwargs)
+
+        log.get().info(
+            "model.pull.start",
+            repo=ref.repo_id,
+            revision=ref.revision,
+            commit=resolved.commit,
+            files=len(names),
+            missing_bytes=missing,
+        )
+        if mode != "none":
+            meter.start()
+        try:
+            for attempt in range(1, attempts + 1):
+                try:
+                    with hub_errors(settings, ref, token):
+                        snapshot_download(
+                            ref.repo_id,
+                            revision=resolved.commit,
+                            cache_dir=cache_root(settings),
+                            endpoint=settings.hub.endpoint,
+                            token=token or False,
+                            allow_patterns=[_escape(n) for n in names],
+                            max_workers=max_workers,
+                            tqdm_class=Quiet,
+                        )
+                    break
+                except ConnectionLost as exc:
+                    if attempt == attempts:
+                        raise
+                    log.get().warning(
+                        "model.pull.retry", repo=ref.repo_id, attempt=attempt, error=exc.message
+                    )
+                    time.sleep(attempt)
+        finally:
+            meter.done.set()
+            fetched = meter.report(final=True)
+            sweep_orphans(folder)
+        _verify(settings, resolved, snapshot, max_workers)
+        # The library's tree listing names every file of the commit; offline readers would call
+        # the snapshot incomplete because of the weights we skipped on purpose. It is a cache.
+        (folder / "trees" / f"{resolved.commit}.json").unlink(missing_ok=True)
+        atomic_write(
+            marker_path(settings, ref.repo_id, resolved.commit),
+            json.dumps(
+                {
+                    "repo_id": ref.repo_id,
+                    "revision": ref.revision,
+                    "commit": resolved.commit,
+                    "files": [f.as_dict() for f in resolved.selected],
+                    "verified_at": time.time(),
+                },
+                indent=1,
+            ),
+        )
+        _write_ref(folder, ref.revision, resolved.commit)
+    seconds = time.monotonic() - started
+    log.get().info(
+        "model.pull.done",
+        repo=ref.repo_id,
+        commit=resolved.commit,
+        bytes=resolved.bytes,
+        fetched=fetched,
+        seconds=round(seconds, 2),
+    )
+    return PullResult(
+        ref.repo_id,
+        ref.revision,
+        resolved.commit,
+        snapshot,
+        names,
+        resolved.bytes,
+        fetched,
+        seconds,
+        False,
+    )
+
+
+def _escape(name: str) -> str:
+    return re.sub(r"([*?\[\]])", r"[\1]", name)  # allow_patterns are fnmatch patterns
+
+
+def _have_blob(folder: Path, f: RepoFile) -> bool:
+    try:
+        return f.etag is not None and (folder / "blobs" / f.etag).stat().st_size == f.size
+    except OSError:
+        return False
+
+
+def _write_ref(folder: Path, revision: str, commit: str) -> None:
+    if revision != commit:
+        atomic_write(folder / "refs" / revision, commit)
+
+
+def _check_disk(settings: Settings, ref: ModelRef, missing: int, margin: int) -> None:
+    where = settings.paths.models
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    log.get().info(
+        "model.disk", path=str(where), missing_bytes=missing, free_bytes=free, margin=margin
+    )
+    if missing + margin > free:
+        raise NotEnoughDisk(
+            f"{ref} needs {missing / 1e9:.2f} GB more under {settings.paths.models} (+ "
+            f"{margin / 1e9:.2f} GB kept free) but only {free / 1e9:.2f} GB is free",
+            fix=f"free {(missing + margin - free) / 1e9:.2f} GB there (`sandbox-agent model rm`), "
+            "point paths.models (MODELS_DIR) at a larger disk, or pick a smaller model",
+        )
+
+
+def _verify(settings: Settings, resolved: Resolved, snapshot: Path, workers: int) -> None:
+    """Every selected file present with its size, LFS files with their sha256; bad blobs go."""
+
+    def check(f: RepoFile) -> str | None:
+        path = snapshot / f.path
+        try:
+            blob = path.resolve(strict=True)
+            if blob.stat().st_size != f.size:
+                problem = f"{f.path}: {blob.stat().st_size} bytes, expected {f.size}"
+            elif f.sha256 and _sha256(blob) != f.sha256:
+                problem = f"{f.path}: sha256 differs from the Hub's"
+            else:
+                return None
+        except OSError:
+            return f"{f.path}: missing"
+        blob.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        return problem
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        problems = [p for p in pool.map(check, resolved.selected) if p]
+    if problems:
+        raise ModelError(
+            f"{resolved.ref} failed verification: {'; '.join(problems[:5])}",
+            fix=f"run `sandbox-agent model pull {resolved.ref}` again to refetch them",
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedModel(AsDict):
+    repo_id: str
+    commit: str
+    refs: tuple[str, ...]
+    path: Path
+    bytes: int
+    complete: bool
+    serving: bool
+
+
+@dataclass(frozen=True)
+class ModelList(AsDict):
+    root: Path
+    models: tuple[CachedModel, ...]
+
+
+def list_models(settings: Settings) -> ModelList:
+    """Every snapshot in the cache, complete (verified marker) or not."""
+    found = []
+    for folder in sorted(cache_root(settings).glob("models--*")):
+        repo_id = folder.name[len("models--") :].replace("--", "/", 1)
+        refs = {}
+        for ref in (folder / "refs").rglob("*"):
+            if ref.is_file():
+                refs.setdefault(ref.read_text().strip(), []).append(
+                    str(ref.relative_to(folder / "refs"))
+                )
+        for snap in sorted((folder / "snapshots").glob("*")):
+            size = sum(p.stat().st_size for p in snap.rglob("*") if p.is_file())
+            found.append(
+                CachedModel(
+                    repo_id,
+                    snap.name,
+                    tuple(sorted(refs.get(snap.name, []))),
+                    snap,
+                    size,
+                    is_complete(settings, repo_id, snap.name),
+                    repo_id == settings.model.id,
+                )
+            )
+    return ModelList(cache_root(settings), tuple(found))
+
+
+@dataclass(frozen=True)
+class RemoveResult(AsDict):
+    repo_id: str
+    path: Path
+    freed_bytes: int
+
+
+def remove(settings: Settings, repo_id: str) -> RemoveResult:
+    """Delete a cached model, every revision; never the one the stack serves (model.id)."""
+    ref = ModelRef.parse(repo_id)
+    if ref.repo_id == settings.model.id:
+        raise ModelInUse(
+            f"{ref.repo_id} is the serving model (model.id); it is not removed",
+            fix="switch to another model first (`sandbox-agent switch-model OTHER`)",
+        )
+    folder = repo_dir(settings, ref.repo_id)
+    if not folder.exists():
+        raise ModelNotCached(
+            f"{ref.repo_id} is not in {cache_root(settings)}",
+            fix="`sandbox-agent model list` shows the cached models",
+        )
+    with pull_lock(settings):
+        freed = sum(
+            p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
+        )
+        shutil.rmtree(folder)
+        shutil.rmtree(settings.paths.models / MARKERS / folder.name, ignore_errors=True)
+        shutil.rmtree(cache_root(settings) / ".locks" / folder.name, ignore_errors=True)
+    log.get().info("model.removed", repo=ref.repo_id, freed_bytes=freed)
+    return RemoveResult(ref.repo_id, folder, freed)

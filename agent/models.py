@@ -1,0 +1,353 @@
+"""Hugging Face models: resolve, choose files, check disk, fetch, verify, list, remove.
+
+The cache is an HF_HOME: `paths.models` is HF_HOME and `paths.models/hub` the hub cache
+(`models--org--name/{blobs,snapshots/<commit>,refs/<revision>}`, relative symlinks), so the
+folder mounts into the vLLM container unchanged. `snapshot_path()` is the folder the stack
+passes to vLLM as `--model`. Our completion markers live beside it, in
+`paths.models/.sandbox-agent/<repo folder>/<commit>.json`, written only after every file's size
+(and LFS sha256) was verified; `refs/<revision>` is written after the marker, so an offline
+reader resolving a revision only ever finds a complete snapshot.
+
+huggingface_hub is imported inside functions only: it is slow to import and reads its
+environment at import time, so every call passes `endpoint=`, `token=` and `cache_dir=`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from agent import log
+from agent.errors import AgentError, BadInput
+from agent.settings import REPO_ID, REVISION, Settings
+
+HUB = "hub"
+MARKERS = ".sandbox-agent"
+DISK_MARGIN = 1 << 30  # kept free beyond the missing bytes: logs, Docker, the OS
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+WEIGHT_FORMATS = (".safetensors", ".bin", ".pt", ".pth")  # preference order
+OTHER_WEIGHTS = (".gguf", ".msgpack", ".h5", ".onnx", ".ckpt", ".ot")
+KEEP = (".json", ".model", ".tiktoken", ".txt", ".jinja", ".py", "tokenizer", "vocab", "merges")
+Progress = Literal["auto", "bar", "log", "none"]
+
+
+class ModelError(AgentError):
+    """A model could not be resolved, fetched or removed."""
+
+
+class GatedModel(ModelError): ...
+
+
+class ModelNotFound(ModelError): ...
+
+
+class BadToken(ModelError): ...
+
+
+class HubUnreachable(ModelError): ...
+
+
+class ConnectionLost(HubUnreachable):
+    """A transport error: worth another try, finished files are kept."""
+
+
+class NotEnoughDisk(ModelError): ...
+
+
+class ModelNotCached(ModelError): ...
+
+
+class ModelInUse(ModelError): ...
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return str(obj) if isinstance(obj, Path) else obj
+
+
+class AsDict:
+    def as_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+@dataclass(frozen=True)
+class ModelRef(AsDict):
+    repo_id: str
+    revision: str = "main"
+
+    @classmethod
+    def parse(cls, text: str, revision: str | None = None, where: str = "MODEL") -> ModelRef:
+        """`org/name[@revision]`; a bad id is `BadInput` naming `where` (exit 2)."""
+        repo_id, _, at = text.partition("@")
+        rev = revision or at or "main"
+        if not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+            raise BadInput(
+                where,
+                f"{repo_id!r} is not a Hugging Face repo id",
+                fix="write it as org/name, e.g. mistralai/Mistral-7B-Instruct-v0.3",
+            )
+        if not REVISION.fullmatch(rev) or ".." in rev:
+            raise BadInput(f"{where} revision", f"{rev!r} is not a branch, tag or commit")
+        return cls(repo_id, rev)
+
+    def __str__(self) -> str:
+        return self.repo_id if self.revision == "main" else f"{self.repo_id}@{self.revision}"
+
+
+@dataclass(frozen=True)
+class RepoFile(AsDict):
+    path: str
+    size: int
+    sha256: str | None = None  # LFS files: the blob is named by it
+    blob_id: str | None = None  # git files: the blob is named by the git oid
+
+    @property
+    def etag(self) -> str | None:
+        return self.sha256 or self.blob_id
+
+
+def select_files(paths: Iterable[str]) -> list[str]:
+    """What vLLM needs: one weight format (safetensors first), config, tokenizer, templates.
+
+    Never the same weights twice: `.bin`/`.pt`/`.gguf` beside safetensors, Meta's `original/`
+    checkpoint, Mistral's `consolidated.safetensors` beside the sharded HF files.
+    """
+    paths = sorted(set(paths))
+    top = [p for p in paths if not p.startswith("original/")]
+    chosen: list[str] = []
+    for suffix in WEIGHT_FORMATS:
+        chosen = [p for p in top if p.endswith(suffix)]
+        if chosen:
+            break
+    sharded = [p for p in chosen if not Path(p).name.startswith("consolidated")]
+    chosen = sharded or chosen
+    fmt = Path(chosen[0]).suffix if chosen else ""
+    keep = set(chosen)
+    for p in top:
+        name = Path(p).name
+        if p.endswith(WEIGHT_FORMATS + OTHER_WEIGHTS) or name.startswith("."):
+            continue
+        if name.endswith(".index.json") and not name.endswith(f"{fmt}.index.json"):
+            continue  # the index of a weight format we did not choose
+        if name.endswith(KEEP) or name.startswith(("tokenizer", "vocab", "merges")):
+            keep.add(p)
+    return sorted(keep)
+
+
+@dataclass(frozen=True)
+class Resolved(AsDict):
+    ref: ModelRef
+    commit: str
+    gated: bool
+    files: tuple[RepoFile, ...]
+    selected: tuple[RepoFile, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.selected)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(f.size for f in self.selected if f.path.endswith(WEIGHT_FORMATS))
+
+
+def cache_root(settings: Settings) -> Path:
+    """The hub cache: HF_HOME is `paths.models`, so this is `paths.models/hub`."""
+    return settings.paths.models / HUB
+
+
+def repo_dir(settings: Settings, repo_id: str) -> Path:
+    return cache_root(settings) / ("models--" + repo_id.replace("/", "--"))
+
+
+def marker_path(settings: Settings, repo_id: str, commit: str) -> Path:
+    return settings.paths.models / MARKERS / repo_dir(settings, repo_id).name / f"{commit}.json"
+
+
+def cached_commit(settings: Settings, ref: ModelRef) -> str | None:
+    if COMMIT.fullmatch(ref.revision):
+        return ref.revision
+    with contextlib.suppress(OSError):
+        return (repo_dir(settings, ref.repo_id) / "refs" / ref.revision).read_text().strip() or None
+    return None
+
+
+def snapshot_path(
+    settings: Settings, ref: ModelRef | None = None, *, mount: Path | None = None
+) -> Path:
+    """The local snapshot folder of `ref` (default: the configured model) to pass to vLLM as
+    `--model`. With `mount`, the same folder as seen where `paths.models` is mounted at `mount`."""
+    ref = ref or ModelRef(settings.model.id, settings.model.revision)
+    commit = cached_commit(settings, ref)
+    if commit is None or not is_complete(settings, ref.repo_id, commit):
+        raise ModelNotCached(
+            f"{ref} is not fully downloaded under {cache_root(settings)}",
+            fix=f"run `sandbox-agent model pull {ref}`",
+        )
+    folder = repo_dir(settings, ref.repo_id) / "snapshots" / commit
+    return Path(mount) / folder.relative_to(settings.paths.models) if mount else folder
+
+
+def is_complete(settings: Settings, repo_id: str, commit: str) -> bool:
+    """The marker exists and every file it lists is on disk with its size (no hashing)."""
+    try:
+        marker = json.loads(marker_path(settings, repo_id, commit).read_text())
+    except (OSError, ValueError):
+        return False
+    folder = repo_dir(settings, repo_id) / "snapshots" / commit
+    try:
+        return all((folder / f["path"]).stat().st_size == f["size"] for f in marker["files"])
+    except (OSError, KeyError, TypeError):
+        return False
+
+
+@contextlib.contextmanager
+def hub_errors(settings: Settings, ref: ModelRef, token: str | None) -> Iterator[None]:
+    """Translate huggingface_hub's exceptions into errors that say what to do."""
+    import httpx2
+    from huggingface_hub import errors as hf
+
+    page = f"https://huggingface.co/{ref.repo_id}"
+    token_file = settings.paths.secrets / "hf_token"
+    try:
+        yield
+    except hf.GatedRepoError:
+        raise gated_error(settings, ref, token) from None
+    except hf.RevisionNotFoundError:
+        raise ModelNotFound(
+            f"{ref.repo_id} has no revision {ref.revision!r}",
+            fix=f"use a branch, tag or commit listed at {page}/tree/main",
+        ) from None
+    except hf.RepositoryNotFoundError:
+        raise ModelNotFound(
+            f"{ref.repo_id} was not found on {settings.hub.endpoint}",
+            fix=f"check the id at {page} (org/name, case matters); a private model "
+            f"needs a token in {token_file} or HF_TOKEN",
+        ) from None
+    except hf.HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else 0
+        if status == 401:
+            raise BadToken(
+                "the Hugging Face token was refused (401 invalid credentials)",
+                fix=f"create a read token at https://huggingface.co/settings/tokens and "
+                f"write it to {token_file}, or set HF_TOKEN",
+            ) from None
+        raise HubUnreachable(
+            f"{settings.hub.endpoint} answered {status or 'an error'} for {ref}",
+            fix="try again later; https://status.huggingface.co shows outages",
+        ) from None
+    except (httpx2.TransportError, hf.LocalEntryNotFoundError) as exc:
+        raise ConnectionLost(
+            f"cannot reach {settings.hub.endpoint}: {type(exc).__name__}",
+            fix="check the network, DNS and proxy of this box, or hub.endpoint "
+            "(HF_ENDPOINT); finished files are kept, run the pull again",
+        ) from None
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise NotEnoughDisk(
+            f"the disk under {settings.paths.models} filled up while fetching {ref}",
+            fix="free space there (`sandbox-agent model rm OLD`) or move "
+            "paths.models to a larger disk, then pull again",
+        ) from None
+
+
+def gated_error(settings: Settings, ref: ModelRef, token: str | None) -> GatedModel:
+    page = f"https://huggingface.co/{ref.repo_id}"
+    token_file = settings.paths.secrets / "hf_token"
+    if not token:
+        return GatedModel(
+            f"{ref.repo_id} is gated: a Hugging Face token is needed and none is set",
+            fix=f"accept the licence at {page} (logged in), then write a read token to "
+            f"{token_file} (0600) or set HF_TOKEN",
+        )
+    return GatedModel(
+        f"the account of the Hugging Face token has no access to gated {ref.repo_id}",
+        fix=f"accept the licence at {page} with that account and wait for approval; the "
+        f"token is read from {token_file} or HF_TOKEN",
+    )
+
+
+def resolve(settings: Settings, ref: ModelRef, token: str | None) -> Resolved:
+    """Revision -> commit, the file list with sizes, gated or not. One request."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=settings.hub.endpoint, token=token or False)
+    with hub_errors(settings, ref, token):
+        info = api.model_info(ref.repo_id, revision=ref.revision, files_metadata=True)
+    files = tuple(
+        RepoFile(
+            s.rfilename,
+            int(s.lfs.size if s.lfs else s.size or 0),
+            s.lfs.sha256 if s.lfs else None,
+            s.blob_id,
+        )
+        for s in info.siblings or ()
+    )
+    chosen = set(select_files(f.path for f in files))
+    resolved = Resolved(
+        ref, str(info.sha), bool(info.gated), files, tuple(f for f in files if f.path in chosen)
+    )
+    if resolved.gated and not token:
+        raise gated_error(settings, ref, token)
+    return resolved
+
+
+def read_config(settings: Settings, resolved: Resolved, token: str | None) -> dict[str, Any]:
+    """config.json of the resolved commit (fetched into the cache; also proves access)."""
+    from huggingface_hub import hf_hub_download
+
+    with hub_errors(settings, resolved.ref, token):
+        path = hf_hub_download(
+            resolved.ref.repo_id,
+            "config.json",
+            revision=resolved.commit,
+            cache_dir=cache_root(settings),
+            endpoint=settings.hub.endpoint,
+            token=token or False,
+        )
+    return json.loads(Path(path).read_text())
+
+
+def fit_options(settings: Settings, ref: ModelRef, resolved: Resolved) -> dict[str, Any]:
+    """`fit.plan` arguments: the configured context and TP size bind the configured model only."""
+    m, own = settings.model, ref.repo_id == settings.model.id
+    return {
+        "utilization": m.gpu_memory_utilization,
+        "weight_bytes": resolved.weight_bytes or None,
+        "max_model_len": m.max_model_len if own else "auto",
+        "tensor_parallel_size": m.tensor_parallel_size if own else "auto",
+    }
+
+
+def fit_model(settings: Settings, ref: ModelRef, gpu_memory: list[int], token: str | None) -> Any:
+    """The fit plan of `ref` on GPUs of these memory totals (bytes); fetches config.json only."""
+    from agent import fit
+
+    resolved = resolve(settings, ref, token)
+    shape = fit.ModelShape.from_config(read_config(settings, resolved, token))
+    return fit.plan(shape, gpu_memory, **fit_options(settings, ref, resolved))
+
+
+@contextlib.contextmanager
+def pull_lock(settings: Settings) -> Iterator[None]:
+    """One fetch or removal at a time under paths.models (the sweep must not hit a live pull)."""
+    path = settings.paths.models / MARKERS / "pull.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.get().info("model.pull.waiting", reason="another pull or rm holds the lock")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield

@@ -1,0 +1,132 @@
+"""`sandbox-agent model ...` as a subprocess against the local Hub server: words and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fakes.hub_server import running_hub
+from tests.integration.test_models_hub import tiny_files
+from tests.unit.test_fit import LLAMA_3_8B, LLAMA_31_70B
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "hf_cli_test_token_abcdefghijklmnop"
+
+
+def command() -> list[str]:
+    """The installed entry point once `model` is registered in agent.cli, else the group."""
+    exe = Path(sys.prefix) / "bin" / "sandbox-agent"
+    if exe.exists():
+        from agent import cli
+
+        if "model" in cli.main.commands:
+            return [str(exe), "model"]
+    return [sys.executable, "-m", "agent.cli_model"]
+
+
+@pytest.fixture(scope="module")
+def hub():
+    with running_hub() as server:
+        server.add_repo("acme/tiny", tiny_files())
+        server.add_repo("acme/gated", tiny_files(), gated="manual")
+        server.tokens.add(TOKEN)
+        server.repos["acme/gated"].approved.add(TOKEN)
+        for repo, config in (("meta-llama/Meta-Llama-3-8B-Instruct", LLAMA_3_8B),
+                             ("meta-llama/Llama-3.1-70B-Instruct", LLAMA_31_70B)):
+            server.add_repo(repo, {"config.json": json.dumps(config).encode(),
+                                   "tokenizer.json": b"{}"})  # sizes from config.json
+        yield server
+
+
+@pytest.fixture
+def run(tmp_path, hub):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "hub": {"endpoint": hub.url},
+        "model": {"id": "acme/tiny"},
+        "paths": {"models": str(tmp_path / "models"), "secrets": str(tmp_path / "secrets")},
+    }))
+
+    def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MODEL"))}
+        return subprocess.run([*command(), *args, "--config", str(config)], cwd=ROOT,
+                              env={**clean, **(env or {})}, capture_output=True, text=True,
+                              timeout=120)
+
+    return invoke
+
+
+def test_pull_gives_safetensors_config_tokenizer_and_no_bin(run, tmp_path):
+    done = run("pull", "acme/tiny", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert "model.safetensors" in result["files"] and "config.json" in result["files"]
+    snapshot = Path(result["path"])
+    assert (snapshot / "tokenizer.json").exists()
+    assert not list((tmp_path / "models").rglob("*.bin"))
+    listed = run("list")
+    assert listed.returncode == 0 and "acme/tiny" in listed.stdout
+    assert "complete  (serving)" in listed.stdout
+
+
+def test_gated_without_token_fails_naming_the_token_and_where_to_put_it(run, tmp_path):
+    done = run("pull", "acme/gated")
+    assert done.returncode == 1
+    assert "error: acme/gated is gated: a Hugging Face token is needed" in done.stderr
+    assert f"{tmp_path}/secrets/hf_token" in done.stderr and "HF_TOKEN" in done.stderr
+    assert "https://huggingface.co/acme/gated" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not list((tmp_path / "models").rglob("*.safetensors"))
+
+
+def test_gated_with_token_from_env_or_secret_file_pulls_and_never_prints_it(run, tmp_path):
+    done = run("pull", "acme/gated", "--json", env={"HF_TOKEN": TOKEN})
+    assert done.returncode == 0, done.stderr
+    assert TOKEN not in done.stdout + done.stderr
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets/hf_token").write_text(TOKEN + "\n")
+    assert run("pull", "acme/gated").returncode == 0
+
+
+def test_bad_model_id_is_bad_input_naming_the_field(run):
+    done = run("pull", "not a repo")
+    assert done.returncode == 2
+    assert "error: MODEL: 'not a repo' is not a Hugging Face repo id" in done.stderr
+
+
+def test_unknown_model_fails_with_exit_1(run):
+    done = run("pull", "acme/missing", "--json")
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["kind"] == "ModelNotFound"
+
+
+def test_fit_llama3_8b_on_one_24gb_gpu(run):
+    done = run("fit", "meta-llama/Meta-Llama-3-8B-Instruct", "--gpu-memory", "24GB", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert (plan["fits"], plan["tensor_parallel_size"], plan["max_model_len"]) == (True, 1, 8192)
+
+
+def test_fit_70b_on_one_24gb_gpu_is_refused_with_numbers(run):
+    done = run("fit", "meta-llama/Llama-3.1-70B-Instruct", "--gpu-memory", "24GB")
+    assert done.returncode == 1
+    assert "does not fit" in done.stdout and "141.1 GB" in done.stdout
+    assert "21.6 GB (24.0 GB x 0.90)" in done.stdout
+
+
+def test_fit_70b_on_eight_80gb_gpus(run):
+    done = run("fit", "meta-llama/Llama-3.1-70B-Instruct", "--gpu-memory", "80GB", "--gpus", "8")
+    assert done.returncode == 0, done.stderr
+    assert "fits: tensor_parallel_size 8, max_model_len 131072" in done.stdout
+
+
+def test_rm_refuses_the_serving_model(run):
+    run("pull", "acme/tiny")
+    done = run("rm", "acme/tiny")
+    assert done.returncode == 1 and "is the serving model" in done.stderr
