@@ -8,15 +8,15 @@ environment. Validation happens before anything is written or started: a bad val
 from __future__ import annotations
 
 import copy
-import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from agent import validate as v
 from agent.errors import BadInput
 from agent.files import atomic_write
 
@@ -89,7 +89,6 @@ SERVED_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./:-]{0,127}$")
 IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
 EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
-EXTRA_ARG = re.compile(r"^[A-Za-z0-9_./:=,@+-]{1,256}$")
 
 
 @dataclass(frozen=True)
@@ -172,132 +171,33 @@ class Settings:
         }
 
 
-# --- validators: (value, where) -> normalised value, or BadInput ------------------------
-
-Validator = Callable[[Any, str], Any]
-
-
-def _pattern(rx: re.Pattern[str], what: str) -> Validator:
-    def check(value: Any, where: str) -> str:
-        if not isinstance(value, str) or not rx.fullmatch(value) or ".." in value:
-            raise BadInput(where, f"{value!r} is not {what}")
-        return value
-
-    return check
-
-
-def _int_range(lo: int, hi: int, *, auto: bool = False) -> Validator:
-    allowed = f"a whole number from {lo} to {hi}" + (" or 'auto'" if auto else "")
-
-    def check(value: Any, where: str) -> Any:
-        if auto and value == "auto":
-            return "auto"
-        number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
-        if isinstance(number, bool) or not isinstance(number, int) or not lo <= number <= hi:
-            raise BadInput(where, f"{value!r} is not allowed: use {allowed}")
-        return number
-
-    return check
-
-
-def _fraction(value: Any, where: str) -> float:
-    try:
-        number = float(value) if not isinstance(value, bool) else None
-    except (TypeError, ValueError):
-        number = None
-    if number is None or not 0.05 <= number <= 0.99:
-        raise BadInput(where, f"{value!r} is not allowed: use a fraction from 0.05 to 0.99")
-    return number
-
-
-def _bool(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in (
-        "true",
-        "yes",
-        "1",
-        "on",
-        "false",
-        "no",
-        "0",
-        "off",
-    ):
-        return value.lower() in ("true", "yes", "1", "on")
-    raise BadInput(where, f"{value!r} is not allowed: use true or false")
-
-
-def _bind(value: Any, where: str) -> str:
-    try:
-        return str(ipaddress.ip_address(str(value)))
-    except ValueError:
-        raise BadInput(
-            where, f"{value!r} is not an IP address (e.g. 0.0.0.0 or 127.0.0.1)"
-        ) from None
-
-
-def _optional(inner: Validator) -> Validator:
-    def check(value: Any, where: str) -> Any:
-        return None if value in (None, "") else inner(value, where)
-
-    return check
-
-
-def _extra_args(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, (list, tuple)):
-        raise BadInput(where, "must be a list of strings, e.g. ['--enable-prefix-caching']")
-    for item in value:
-        if not isinstance(item, str) or not EXTRA_ARG.fullmatch(item):
-            raise BadInput(
-                where, f"{item!r} is not allowed: letters, digits and _ . / : = , @ + - only"
-            )
-    return tuple(value)
-
-
-def _gpus(value: Any, where: str) -> Any:
-    if value in ("auto", "none", "all"):
-        return value
-    try:
-        return _int_range(1, 64)(value, where)
-    except BadInput:
-        raise BadInput(
-            where, f"{value!r} is not allowed: use auto, none, all or a count 1-64"
-        ) from None
-
-
-def _path(value: Any, where: str) -> Path:
-    if not isinstance(value, str) or not value.startswith("/") or ".." in value.split("/"):
-        raise BadInput(where, f"{value!r} is not allowed: use an absolute path without '..'")
-    return Path(value)
-
-
-SCHEMA: dict[str, Validator] = {
-    "project": _pattern(PROJECT, "a compose project name (lower-case letters, digits, - and _)"),
-    "model.id": _pattern(REPO_ID, "a Hugging Face repo id (org/name of letters, digits, -, _, .)"),
-    "model.revision": _pattern(REVISION, "a branch, tag or commit (letters, digits, - _ . /)"),
-    "model.served_name": _optional(
-        _pattern(SERVED_NAME, "a model name (letters, digits, - _ . / :)")
+SCHEMA: dict[str, v.Validator] = {
+    "project": v.pattern(PROJECT, "a compose project name (lower-case letters, digits, - and _)"),
+    "model.id": v.pattern(REPO_ID, "a Hugging Face repo id (org/name of letters, digits, -, _, .)"),
+    "model.revision": v.pattern(REVISION, "a branch, tag or commit (letters, digits, - _ . /)"),
+    "model.served_name": v.optional(
+        v.pattern(SERVED_NAME, "a model name (letters, digits, - _ . / :)")
     ),
-    "model.max_model_len": _int_range(256, 10_000_000, auto=True),
-    "model.tensor_parallel_size": _int_range(1, 64, auto=True),
-    "model.gpu_memory_utilization": _fraction,
-    "model.extra_args": _extra_args,
-    "api.port": _int_range(1, 65535),
-    "api.bind": _bind,
-    "ui.port": _int_range(1, 65535),
-    "ui.bind": _bind,
-    "ui.enabled": _bool,
-    "ui.admin_email": _pattern(EMAIL, "an email address"),
-    "images.vllm": _pattern(IMAGE, "a Docker image reference"),
-    "images.webui": _pattern(IMAGE, "a Docker image reference"),
-    "gpus": _gpus,
-    "hub.endpoint": _pattern(URL, "an http(s) URL"),
-    "paths.models": _path,
-    "paths.ui_data": _path,
-    "paths.stack": _path,
-    "paths.state": _path,
-    "paths.secrets": _path,
-    "timeouts.ready": _int_range(10, 86_400),
+    "model.max_model_len": v.int_range(256, 10_000_000, auto=True),
+    "model.tensor_parallel_size": v.int_range(1, 64, auto=True),
+    "model.gpu_memory_utilization": v.fraction,
+    "model.extra_args": v.extra_args,
+    "api.port": v.int_range(1, 65535),
+    "api.bind": v.bind,
+    "ui.port": v.int_range(1, 65535),
+    "ui.bind": v.bind,
+    "ui.enabled": v.boolean,
+    "ui.admin_email": v.pattern(EMAIL, "an email address"),
+    "images.vllm": v.pattern(IMAGE, "a Docker image reference"),
+    "images.webui": v.pattern(IMAGE, "a Docker image reference"),
+    "gpus": v.gpus,
+    "hub.endpoint": v.pattern(URL, "an http(s) URL"),
+    "paths.models": v.path,
+    "paths.ui_data": v.path,
+    "paths.stack": v.path,
+    "paths.state": v.path,
+    "paths.secrets": v.path,
+    "timeouts.ready": v.int_range(10, 86_400),
 }
 
 
@@ -387,17 +287,17 @@ def _set(raw: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
-def _build(v: dict[str, Any], source: Path | None) -> Settings:
+def _build(values: dict[str, Any], source: Path | None) -> Settings:
     def group(prefix: str) -> dict[str, Any]:
-        return {k.split(".", 1)[1]: val for k, val in v.items() if k.startswith(prefix + ".")}
+        return {k.split(".", 1)[1]: val for k, val in values.items() if k.startswith(prefix + ".")}
 
     return Settings(
-        project=v["project"],
+        project=values["project"],
         model=ModelSettings(**group("model")),
         api=Endpoint(**group("api")),
         ui=UiSettings(**group("ui")),
         images=Images(**group("images")),
-        gpus=v["gpus"],
+        gpus=values["gpus"],
         hub=Hub(**group("hub")),
         paths=Paths(**group("paths")),
         timeouts=Timeouts(**group("timeouts")),
