@@ -74,8 +74,10 @@ def render_doctor(report: Any) -> None:
 
 def _register() -> None:
     from agent.cli_model import model
+    from agent.cli_stack import register
 
     main.add_command(model)
+    register(main)
 
 
 _register()

@@ -12,7 +12,7 @@ from typing import Any
 from agent.checks.base import Check, CheckSpec, DoctorContext
 from agent.settings import Settings
 
-AREAS = ("host", "gpu", "docker", "stack")
+AREAS = ("host", "gpu", "docker", "model", "stack")
 
 
 @dataclass(frozen=True)

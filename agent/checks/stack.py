@@ -1,0 +1,141 @@
+"""stack.*: the services are running, healthy and answering, and nothing is open to strangers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent import engine, probes, stack
+from agent.checks.base import Check, CheckSpec, DoctorContext
+from agent.secrets import API_KEY, WEBUI_ADMIN, SecretStore
+
+UP_FIX = "run `sandbox-agent up` (it says what is wrong when it cannot start the stack)"
+LOOPBACK = ("127.", "::1", "[::1]")
+
+
+def _services(ctx: DoctorContext) -> dict[str, stack.ServiceStatus]:
+    def read() -> dict[str, stack.ServiceStatus]:
+        client = engine.connect(timeout=5)
+        found = stack.status(client, ctx.settings.project, (stack.VLLM, stack.UI))
+        return {s.service: s for s in found}
+
+    return ctx.once("stack.status", read)
+
+
+def _running(ctx: DoctorContext, check_id: str, service: str) -> Check | stack.ServiceStatus:
+    try:
+        svc = _services(ctx)[service]
+    except engine.EngineUnavailable:
+        return Check(check_id, "skip", "the Docker engine is not reachable (see docker.engine)")
+    if svc.state == "missing":
+        return Check(check_id, "fail", f"{service} is not running: no container", fix=UP_FIX)
+    if svc.state != "running":
+        return Check(check_id, "fail", f"{service} is {svc.state}",
+                     detail=f"restarted {svc.restart_count} time(s)",
+                     fix=f"`sandbox-agent logs {service}` shows why; then {UP_FIX}")
+    return svc
+
+
+def _detail(svc: stack.ServiceStatus) -> str:
+    return f"container {svc.container}, health {svc.health}, ports {', '.join(svc.ports) or '-'}"
+
+
+def check_api(ctx: DoctorContext) -> Check:
+    svc = _running(ctx, "stack.api", stack.VLLM)
+    if isinstance(svc, Check):
+        return svc
+    s = ctx.settings
+    key = SecretStore(s.paths.secrets).read(API_KEY)
+    api = probes.base_url(s.api.bind, s.api.port)
+    answer = probes.vllm_models(api, key, s.model.name, timeout=5)
+    if not answer.ok:
+        loading = svc.health == "starting"
+        return Check("stack.api", "warn" if loading else "fail",
+                     "vLLM is still loading the model" if loading else "vLLM is not answering",
+                     detail=f"{answer.detail}; {_detail(svc)}",
+                     fix=f"`sandbox-agent logs {stack.VLLM}` shows what it is doing")
+    if svc.health == "unhealthy":
+        return Check("stack.api", "fail", "vLLM answers but its healthcheck fails",
+                     detail=_detail(svc), fix=f"`sandbox-agent logs {stack.VLLM}`")
+    return Check("stack.api", "ok", f"vLLM serves {s.model.name!r} at {api}/v1 (with the key)",
+                 detail=_detail(svc))
+
+
+def check_ui(ctx: DoctorContext) -> Check:
+    s = ctx.settings
+    if not s.ui.enabled:
+        return Check("stack.ui", "skip", "the chat UI is disabled (ui.enabled: false)")
+    svc = _running(ctx, "stack.ui", stack.UI)
+    if isinstance(svc, Check):
+        return svc
+    ui = probes.base_url(s.ui.bind, s.ui.port)
+    health = probes.ui_health(ui, timeout=5)
+    if not health.ok:
+        return Check("stack.ui", "fail", "Open WebUI is not answering",
+                     detail=f"{health.detail}; {_detail(svc)}",
+                     fix=f"`sandbox-agent logs {stack.UI}`")
+    lines = (SecretStore(s.paths.secrets).read(WEBUI_ADMIN) or "").splitlines()
+    if len(lines) < 2:
+        return Check("stack.ui", "warn", f"Open WebUI answers at {ui}",
+                     detail="no generated admin credentials to test the model list with")
+    models = probes.ui_models(ui, lines[0], lines[1], s.model.name, timeout=8)
+    if not models.ok:
+        return Check("stack.ui", "warn", f"Open WebUI answers at {ui} but its model list failed",
+                     detail=models.detail,
+                     fix="if you changed the admin password this check cannot sign in; else "
+                     f"see `sandbox-agent logs {stack.UI}` and run `sandbox-agent up`")
+    return Check("stack.ui", "ok", f"Open WebUI at {ui} lists {s.model.name!r}",
+                 detail=_detail(svc))
+
+
+def _published(svc: stack.ServiceStatus) -> list[tuple[str, int]]:
+    out = []
+    for port in svc.ports:
+        outside = port.split("->")[0]
+        ip, _, number = outside.rpartition(":")
+        out.append((ip, int(number)))
+    return out
+
+
+def check_exposure(ctx: DoctorContext) -> Check:
+    try:
+        services = _services(ctx)
+    except engine.EngineUnavailable:
+        return Check("stack.exposure", "skip", "the Docker engine is not reachable")
+    open_to: list[str] = []
+    failures: list[str] = []
+    for name, svc in services.items():
+        for ip, port in _published(svc) if svc.state == "running" else []:
+            if ip.startswith(LOOPBACK):
+                continue
+            url = probes.base_url(ip, port)
+            open_to.append(f"{name} on {ip}:{port}")
+            failures += _stranger_view(name, url, ctx.settings.model.name)
+    if failures:
+        return Check("stack.exposure", "fail", "a service is open to anyone who can reach it",
+                     detail="; ".join(failures),
+                     fix="run `sandbox-agent up` (it sets the API key and closes signup), or bind "
+                     "the port to 127.0.0.1 (api.bind / ui.bind) and reach it through SSH")
+    if not open_to:
+        return Check("stack.exposure", "ok", "the services listen on this machine only")
+    return Check("stack.exposure", "ok", "published ports require a key or a login",
+                 detail=", ".join(open_to))
+
+
+def _stranger_view(service: str, url: str, served_name: str) -> list[str]:
+    """What someone without credentials gets from a published port."""
+    if service == stack.VLLM:
+        answer = probes.vllm_models(url, None, served_name, timeout=5)
+        if answer.status == 200:
+            return [f"vLLM at {url} answers /v1/models without an API key"]
+    elif service == stack.UI:
+        answer = probes.ui_signup_closed(url, timeout=5)
+        if answer.status == 200 and not answer.ok:
+            return [f"Open WebUI at {url}: {answer.detail}"]
+    return []
+
+
+CHECKS: list[Any] = [
+    CheckSpec("stack.api", check_api, timeout=12),
+    CheckSpec("stack.ui", check_ui, timeout=15),
+    CheckSpec("stack.exposure", check_exposure, timeout=15),
+]

@@ -1,0 +1,160 @@
+"""HTTP probes of the services, with the standard library only and short timeouts.
+
+A probe never raises: it returns a `Probe` saying whether the service answered as it should,
+with the HTTP status and a short reason. The API key is sent, never logged or returned.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from agent import log
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    ok: bool
+    status: int | None  # the HTTP status, None when nothing answered
+    detail: str
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def base_url(bind: str, port: int) -> str:
+    """Where this machine reaches a port published on `bind` (wildcards: loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def request(url: str, *, key: str | None = None, body: Any = None, timeout: float = 5.0
+            ) -> tuple[int | None, Any, str]:
+    """(status, parsed JSON or text, error) of one request; never raises."""
+    headers = {"Accept": "application/json"}
+    data = None
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only
+            return resp.status, _decode(resp.read()), ""
+    except urllib.error.HTTPError as exc:
+        payload = _decode(exc.read())
+        return exc.code, payload, f"HTTP {exc.code}: {_short(payload)}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return None, None, f"no answer from {url}: {reason}"
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def _short(payload: Any) -> str:
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    return log.redact_text(text.strip())[:200]
+
+
+def _timed(name: str, start: float, ok: bool, status: int | None, detail: str) -> Probe:
+    return Probe(name, ok, status, log.redact_text(detail), round(time.monotonic() - start, 3))
+
+
+def vllm_health(api: str, timeout: float = 3.0) -> Probe:
+    start = time.monotonic()
+    status, _, error = request(f"{api}/health", timeout=timeout)
+    return _timed("vllm.health", start, status == 200, status, error or "vLLM /health answers 200")
+
+
+def vllm_models(api: str, key: str | None, served_name: str, timeout: float = 5.0) -> Probe:
+    """/v1/models lists the served name. Without `key`: what a stranger sees."""
+    start = time.monotonic()
+    status, payload, error = request(f"{api}/v1/models", key=key, timeout=timeout)
+    if status != 200:
+        return _timed("vllm.models", start, False, status, error)
+    names = [m.get("id") for m in (payload or {}).get("data", []) if isinstance(m, dict)]
+    if served_name not in names:
+        return _timed("vllm.models", start, False, status,
+                      f"/v1/models lists {names or 'nothing'}, not {served_name!r}")
+    return _timed("vllm.models", start, True, status, f"/v1/models lists {served_name!r}")
+
+
+def vllm_chat(api: str, key: str | None, model: str, timeout: float = 60.0) -> Probe:
+    """One real chat completion of a few tokens: the only true liveness test of the engine."""
+    start = time.monotonic()
+    body = {"model": model, "messages": [{"role": "user", "content": "Say hello."}],
+            "max_tokens": 4, "temperature": 0}
+    status, payload, error = request(f"{api}/v1/chat/completions", key=key, body=body,
+                                     timeout=timeout)
+    if status != 200:
+        return _timed("vllm.chat", start, False, status, error)
+    try:
+        text = payload["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return _timed("vllm.chat", start, False, status, f"unexpected answer: {_short(payload)}")
+    return _timed("vllm.chat", start, True, status, f"a chat completion answered {text!r:.40}")
+
+
+def ui_health(ui: str, timeout: float = 3.0) -> Probe:
+    start = time.monotonic()
+    status, _, error = request(f"{ui}/health", timeout=timeout)
+    return _timed("ui.health", start, status == 200, status,
+                  error or "Open WebUI /health answers 200")
+
+
+def ui_signup_closed(ui: str, timeout: float = 5.0) -> Probe:
+    """Nobody can sign up: an admin exists (no onboarding) and signup is disabled.
+
+    Reads the public /api/config rather than trying a signup, which would create a user.
+    """
+    start = time.monotonic()
+    status, payload, error = request(f"{ui}/api/config", timeout=timeout)
+    if status != 200 or not isinstance(payload, dict):
+        return _timed("ui.signup", start, False, status, error or "no config from /api/config")
+    if payload.get("onboarding"):
+        return _timed("ui.signup", start, False, status,
+                      "no user exists yet: the first visitor to sign up becomes the admin")
+    if (payload.get("features") or {}).get("enable_signup"):
+        return _timed("ui.signup", start, False, status, "signup is open to anyone")
+    return _timed("ui.signup", start, True, status, "signup is closed; an admin exists")
+
+
+def ui_signup(ui: str, name: str, email: str, password: str, timeout: float = 10.0) -> Probe:
+    """Create the first user (the admin) through the signup API."""
+    start = time.monotonic()
+    body = {"name": name, "email": email, "password": password}
+    status, _, error = request(f"{ui}/api/v1/auths/signup", body=body, timeout=timeout)
+    return _timed("ui.signup", start, status == 200, status, error or f"{email} signed up")
+
+
+def ui_models(ui: str, email: str, password: str, served_name: str, timeout: float = 10.0
+              ) -> Probe:
+    """Sign in as the admin and list the models through the UI: the UI reaches vLLM with the key."""
+    start = time.monotonic()
+    body = {"email": email, "password": password}
+    status, payload, error = request(f"{ui}/api/v1/auths/signin", body=body, timeout=timeout)
+    token = payload.get("token") if status == 200 and isinstance(payload, dict) else None
+    if not token:
+        return _timed("ui.models", start, False, status,
+                      f"cannot sign in as {email}: {error or 'no token in the answer'}")
+    status, payload, error = request(f"{ui}/api/models", key=token, timeout=timeout)
+    if status != 200:
+        return _timed("ui.models", start, False, status, error)
+    data = payload.get("data", []) if isinstance(payload, dict) else []
+    names = [m.get("id") for m in data if isinstance(m, dict)]
+    if served_name not in names:
+        return _timed("ui.models", start, False, status,
+                      f"the UI lists {names or 'no model'}, not {served_name!r}")
+    return _timed("ui.models", start, True, status, f"the UI lists {served_name!r} from vLLM")

@@ -1,0 +1,222 @@
+"""Rendering: agent/compose/docker-compose.yml with its ${VARIABLES} filled from the settings.
+
+Values are put into the parsed template (never pasted into YAML text), so no setting can
+inject YAML; `$` in a value is written as `$$`, as Compose expects. Secrets are not variables:
+they go to 0600 env files that the compose file names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.errors import AgentError, BadInput
+from agent.files import atomic_write
+from agent.settings import Settings
+
+VLLM, UI = "vllm", "open-webui"
+TEMPLATE = Path(__file__).resolve().parent.parent / "compose" / "docker-compose.yml"
+COMPOSE_FILE = "docker-compose.yml"
+HEADER = (
+    "# Rendered by sandbox-agent from its settings: change config.yaml and run\n"
+    "# `sandbox-agent up` rather than editing this file. Secrets live in the env files.\n"
+)
+
+# What the agent can realise. A key outside this is refused, never silently ignored.
+_HEALTH = dict.fromkeys(("test", "interval", "timeout", "retries", "start_period", "disable"))
+_DEVICE = dict.fromkeys(("driver", "count", "capabilities", "device_ids"))
+_SERVICE: dict[str, Any] = {
+    **dict.fromkeys(("image", "command", "environment", "env_file", "volumes", "ports")),
+    **dict.fromkeys(("ipc", "shm_size", "restart", "depends_on")),
+    "healthcheck": _HEALTH,
+    "deploy": {"resources": {"reservations": {"devices": [_DEVICE]}}},
+}
+_COMPOSE: dict[str, Any] = {
+    "name": None,
+    "services": {"*": _SERVICE},
+    "networks": {"*": {"driver": None}},
+}
+_VAR = re.compile(r"\$\{([^}]*)\}")
+_OMIT = object()
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """What the stack needs beyond the settings, worked out by the caller."""
+
+    model_path: str  # the snapshot folder as the vLLM container sees it
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None  # None: vLLM takes the model's own
+    gpu_count: int | str | None = None  # an int, "all", or None: no GPU request
+    secret_env: Mapping[str, Mapping[str, str]] | None = None  # service -> env file values
+
+
+@dataclass(frozen=True)
+class Rendered:
+    project: str
+    text: str
+    path: Path
+    env_files: Mapping[Path, str]
+
+
+def env_file(settings: Settings, service: str) -> Path:
+    return settings.paths.secrets / f"{service}.env"
+
+
+def variables(settings: Settings, spec: StackSpec) -> dict[str, Any]:
+    def host(bind: str) -> str:
+        return f"[{bind}]" if ":" in bind else bind
+
+    p = settings.paths
+    return {
+        "PROJECT": settings.project,
+        "VLLM_IMAGE": settings.images.vllm,
+        "WEBUI_IMAGE": settings.images.webui,
+        "MODEL_PATH": spec.model_path,
+        "SERVED_MODEL_NAME": settings.model.name,
+        "MAX_MODEL_LEN": spec.max_model_len,
+        "TENSOR_PARALLEL_SIZE": spec.tensor_parallel_size,
+        "GPU_MEMORY_UTILIZATION": settings.model.gpu_memory_utilization,
+        "VLLM_EXTRA_ARGS": list(settings.model.extra_args),
+        "GPU_COUNT": spec.gpu_count,
+        "MODELS_DIR": str(p.models),
+        "UI_DATA_DIR": str(p.ui_data),
+        "VLLM_ENV_FILE": str(env_file(settings, VLLM)),
+        "WEBUI_ENV_FILE": str(env_file(settings, UI)),
+        "API_BIND": host(settings.api.bind),
+        "API_PORT": settings.api.port,
+        "UI_BIND": host(settings.ui.bind),
+        "UI_PORT": settings.ui.port,
+    }
+
+
+def render(settings: Settings, spec: StackSpec, template: str | None = None) -> Rendered:
+    """Fill the template. Unknown variables or keys are BadInput; no secret reaches the text."""
+    source = "the compose template" if template is not None else str(TEMPLATE)
+    text = TEMPLATE.read_text() if template is None else template
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BadInput(source, f"is not valid YAML: {exc}".replace("\n", " ")) from None
+    check_keys(data, source)
+    values = variables(settings, spec)
+    unknown = sorted({n for n in variable_names(data) if n not in values})
+    if unknown:
+        raise BadInput(
+            source,
+            "unknown variable(s) " + ", ".join(f"${{{n}}}" for n in unknown),
+            fix="use only: " + ", ".join(sorted(values)),
+        )
+    if not settings.ui.enabled:
+        data.get("services", {}).pop(UI, None)
+    filled, _ = _fill(data, values)
+    out = HEADER + yaml.safe_dump(filled, sort_keys=False, width=1000)
+    env_files: dict[Path, str] = {}
+    for service, env in (spec.secret_env or {}).items():
+        if service not in filled.get("services", {}):
+            continue
+        for value in env.values():
+            if len(value) >= 6 and value in out:
+                raise AgentError(f"refusing to write a secret of {service} into the compose file")
+        lines = "".join(f"{k}={v}\n" for k, v in env.items())
+        env_files[env_file(settings, service)] = "# written by sandbox-agent\n" + lines
+    return Rendered(settings.project, out, settings.paths.stack / COMPOSE_FILE, env_files)
+
+
+def write_env_files(rendered: Rendered) -> None:
+    """The env files the compose file names: 0600, atomically, before any container needs them."""
+    for path, content in rendered.env_files.items():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(path, content, mode=0o600)
+
+
+def write(rendered: Rendered) -> Path:
+    """The compose file, atomically (the env files are written by `write_env_files`)."""
+    atomic_write(rendered.path, rendered.text, mode=0o644)
+    return rendered.path
+
+
+def check_keys(node: Any, source: str, schema: Any = _COMPOSE, where: str = "") -> None:
+    if schema is None or node is None:
+        return
+    if isinstance(schema, list):
+        if not isinstance(node, list):
+            raise BadInput(f"{source}: {where.rstrip('.')}", "must be a list")
+        for i, item in enumerate(node):
+            check_keys(item, source, schema[0], f"{where.rstrip('.')}[{i}].")
+        return
+    if not isinstance(node, dict):
+        raise BadInput(f"{source}: {where.rstrip('.') or 'top level'}", "must be a mapping")
+    for key, value in node.items():
+        if "*" in schema:
+            check_keys(value, source, schema["*"], f"{where}{key}.")
+        elif key in schema:
+            check_keys(value, source, schema[key], f"{where}{key}.")
+        elif not (where == "" and str(key).startswith("x-")):
+            raise BadInput(
+                f"{source}: {where}{key}",
+                "unknown compose key; sandbox-agent supports here: " + ", ".join(schema),
+            )
+
+
+def variable_names(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield from _VAR.findall(node)
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from variable_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from variable_names(value)
+
+
+def _escape(value: Any) -> Any:
+    return value.replace("$", "$$") if isinstance(value, str) else value
+
+
+def _fill(node: Any, values: Mapping[str, Any]) -> tuple[Any, bool]:
+    """(filled node or _OMIT, whether something inside was left out).
+
+    An unset (None) variable drops the list entry holding it (a whole mapping entry, such as
+    a GPU device) or the key; containers emptied that way are dropped too. A list item that is
+    exactly a list-valued variable is spliced in.
+    """
+    if isinstance(node, str):
+        names = _VAR.findall(node)
+        if any(values[n] is None for n in names):
+            return _OMIT, True
+        whole = _VAR.fullmatch(node)
+        if whole:
+            value = values[whole.group(1)]
+            if isinstance(value, list):
+                return [_escape(v) for v in value], False
+            return _escape(value), False
+        return _VAR.sub(lambda m: _escape(str(values[m.group(1)])), node), False
+    if isinstance(node, list):
+        items, dropped = [], False
+        for item in node:
+            whole = _VAR.fullmatch(item) if isinstance(item, str) else None
+            if whole and isinstance(values[whole.group(1)], list):
+                items.extend(_escape(v) for v in values[whole.group(1)])
+                continue
+            value, inner = _fill(item, values)
+            if value is _OMIT or (inner and (isinstance(item, dict) or value in ({}, []))):
+                dropped = True
+                continue
+            items.append(value)
+        return items, dropped
+    if isinstance(node, dict):
+        out, dropped = {}, False
+        for key, item in node.items():
+            value, inner = _fill(item, values)
+            if value is _OMIT or (inner and value in ({}, [])):
+                dropped = True
+                continue
+            out[key] = value
+        return out, dropped
+    return node, False

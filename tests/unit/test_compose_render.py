@@ -1,0 +1,196 @@
+"""Rendering the stack: variables from the settings, refusals that name the culprit, no secret
+in the file, and the real Compose v2 accepts the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent import settings as settings_mod
+from agent import stack
+from agent.errors import AgentError, BadInput
+
+MODEL_PATH = "/root/.cache/huggingface/hub/models--acme--tiny/snapshots/" + "a" * 40
+KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture
+def make_settings(write_config):
+    def make(**data):
+        base = {"project": "render-test", "gpus": "none",
+                "model": {"id": "acme/tiny", "served_name": "tiny"},
+                "api": {"port": 18000, "bind": "127.0.0.1"}, "ui": {"port": 13000}}
+        for key, value in data.items():
+            base[key] = {**base[key], **value} if isinstance(base.get(key), dict) else value
+        return settings_mod.load(write_config(base))
+
+    return make
+
+
+def spec(**kw) -> stack.StackSpec:
+    return stack.StackSpec(**{"model_path": MODEL_PATH, **kw})
+
+
+def services(rendered: stack.Rendered) -> dict:
+    return yaml.safe_load(rendered.text)["services"]
+
+
+def test_render_fills_every_variable_from_the_settings(make_settings) -> None:
+    s = make_settings()
+    out = stack.render(s, spec(tensor_parallel_size=2, max_model_len=4096))
+    assert "${" not in out.text
+    vllm, ui = services(out)["vllm"], services(out)["open-webui"]
+    assert vllm["image"] == s.images.vllm and ui["image"] == s.images.webui
+    assert vllm["command"] == [
+        MODEL_PATH, "--served-model-name=tiny", "--max-model-len=4096",
+        "--tensor-parallel-size=2", "--gpu-memory-utilization=0.9",
+    ]
+    assert vllm["environment"]["HF_HUB_OFFLINE"] == "1"
+    assert vllm["ports"] == ["127.0.0.1:18000:8000"]
+    assert ui["ports"] == ["0.0.0.0:13000:8080"]
+    assert vllm["volumes"][0] == f"{s.paths.models}:/root/.cache/huggingface"
+    assert vllm["env_file"] == [str(s.paths.secrets / "vllm.env")]
+    assert ui["volumes"] == [f"{s.paths.ui_data}:/app/backend/data"]
+    assert ui["environment"]["OPENAI_API_BASE_URL"] == "http://vllm:8000/v1"
+    assert out.path == s.paths.stack / "docker-compose.yml"
+
+
+def test_no_gpu_request_and_no_context_length_when_left_unset(make_settings) -> None:
+    vllm = services(stack.render(make_settings(), spec()))["vllm"]
+    assert "deploy" not in vllm
+    assert not any(a.startswith("--max-model-len") for a in vllm["command"])
+
+
+@pytest.mark.parametrize("count", [pytest.param("all", id="all"), pytest.param(2, id="two")])
+def test_gpu_request_becomes_an_nvidia_device_reservation(make_settings, count) -> None:
+    vllm = services(stack.render(make_settings(), spec(gpu_count=count)))["vllm"]
+    devices = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": count, "capabilities": ["gpu"]}]
+
+
+def test_extra_args_are_spliced_into_the_command(make_settings) -> None:
+    s = make_settings(model={"extra_args": ["--enable-prefix-caching", "--dtype=half"]})
+    command = services(stack.render(s, spec()))["vllm"]["command"]
+    assert command[-2:] == ["--enable-prefix-caching", "--dtype=half"]
+
+
+def test_ui_disabled_leaves_the_ui_out(make_settings) -> None:
+    s = make_settings(ui={"enabled": False})
+    out = stack.render(s, spec(secret_env={"open-webui": {"OPENAI_API_KEY": KEY}}))
+    assert list(services(out)) == ["vllm"]
+    assert out.env_files == {}
+
+
+def test_dollar_in_a_value_is_escaped_for_compose_and_read_back(make_settings, tmp_path) -> None:
+    s = make_settings(paths={"models": str(tmp_path / "m$odels")})
+    out = stack.render(s, spec())
+    assert "m$$odels:/root/.cache/huggingface" in out.text
+    (s.paths.secrets).mkdir(parents=True)
+    for name in ("vllm", "open-webui"):
+        stack.env_file(s, name).write_text("")
+    project = stack.load_project(out.path, text=out.text)
+    assert project.services[0].config["volumes"][0].startswith(str(tmp_path / "m$odels") + ":")
+
+
+def test_unknown_variable_is_refused_by_name(make_settings) -> None:
+    template = stack.TEMPLATE.read_text().replace("${API_PORT}", "${API_PROT}")
+    with pytest.raises(BadInput) as err:
+        stack.render(make_settings(), spec(), template)
+    assert "unknown variable(s) ${API_PROT}" in str(err.value)
+    assert "API_PORT" in str(err.value)  # the fix lists the known ones
+
+
+def test_unknown_compose_key_is_refused_by_name(make_settings) -> None:
+    template = stack.TEMPLATE.read_text().replace("    ipc: host\n", "    privileged: true\n")
+    with pytest.raises(BadInput) as err:
+        stack.render(make_settings(), spec(), template)
+    assert "services.vllm.privileged: unknown compose key" in str(err.value)
+    assert err.value.exit_code == 2
+
+
+def test_secrets_go_to_env_files_never_into_the_compose_file(make_settings) -> None:
+    s = make_settings()
+    env = {"vllm": {"VLLM_API_KEY": KEY}, "open-webui": {"OPENAI_API_KEY": KEY}}
+    out = stack.render(s, spec(secret_env=env))
+    assert KEY not in out.text
+    assert out.env_files[s.paths.secrets / "vllm.env"].endswith(f"VLLM_API_KEY={KEY}\n")
+    stack.write_env_files(out)
+    assert (s.paths.secrets / "vllm.env").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_secret_that_would_land_in_the_file_is_refused(make_settings) -> None:
+    s = make_settings(model={"served_name": "leaky-name-123"})
+    with pytest.raises(AgentError, match="refusing to write a secret of vllm"):
+        stack.render(s, spec(secret_env={"vllm": {"VLLM_API_KEY": "leaky-name-123"}}))
+
+
+@pytest.mark.parametrize(
+    "setting, detected, runtime, expected",
+    [
+        pytest.param("none", 4, True, None, id="none"),
+        pytest.param("auto", 0, True, None, id="auto-no-gpu"),
+        pytest.param("auto", 2, False, None, id="auto-no-runtime"),
+        pytest.param("auto", 2, True, "all", id="auto"),
+        pytest.param("all", 2, True, "all", id="all"),
+        pytest.param(2, 8, True, 2, id="count"),
+    ],
+)
+def test_gpu_request_follows_the_setting(setting, detected, runtime, expected) -> None:
+    assert stack.gpu_request(setting, detected, runtime) == expected
+
+
+def test_gpus_requested_without_a_runtime_says_how_to_fix_it() -> None:
+    with pytest.raises(AgentError) as err:
+        stack.gpu_request("all", 0, False)
+    assert "the Docker engine has no NVIDIA runtime" in err.value.message
+    assert "sandbox-agent bootstrap" in err.value.fix and "gpus: none" in err.value.fix
+
+
+def test_project_orders_services_and_hashes_env_file_contents(make_settings) -> None:
+    s = make_settings()
+    out = stack.render(s, spec(secret_env={"vllm": {"VLLM_API_KEY": KEY},
+                                           "open-webui": {"OPENAI_API_KEY": KEY}}))
+    stack.write_env_files(out)
+    first = stack.load_project(out.path, text=out.text)
+    assert [svc.name for svc in first.services] == ["vllm", "open-webui"]
+    assert first.services[0].env["VLLM_API_KEY"] == KEY
+    assert first.services[0].env["HF_HUB_OFFLINE"] == "1"
+    before = [svc.config_hash("img") for svc in first.services]
+    stack.env_file(s, "vllm").write_text("VLLM_API_KEY=rotated-key-987654\n")
+    after = [svc.config_hash("img") for svc in stack.load_project(out.path, out.text).services]
+    assert after[0] != before[0] and after[1] == before[1]
+    assert first.container_name("vllm") == "render-test-vllm-1"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        pytest.param("127.0.0.1:8000:8000", ("127.0.0.1", 8000, 8000), id="ipv4"),
+        pytest.param("[::1]:3000:8080", ("::1", 3000, 8080), id="ipv6"),
+        pytest.param("3000:8080", ("0.0.0.0", 3000, 8080), id="no-ip"),
+    ],
+)
+def test_parse_port(text, expected) -> None:
+    assert stack.parse_port(text) == expected
+
+
+def test_rendered_file_passes_the_real_docker_compose_config(make_settings) -> None:
+    from tests.fakes.compose_v2 import ComposeNotFound, docker_compose
+
+    s = make_settings()
+    out = stack.render(s, spec(gpu_count="all", max_model_len=8192, secret_env={
+        "vllm": {"VLLM_API_KEY": KEY}, "open-webui": {"OPENAI_API_KEY": KEY}}))
+    stack.write_env_files(out)
+    path = stack.write(out)
+    try:
+        result = docker_compose(["-f", str(path), "config", "--format", "json"])
+    except ComposeNotFound as exc:
+        pytest.skip(str(exc))
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert config["name"] == "render-test"
+    assert config["services"]["vllm"]["environment"]["VLLM_API_KEY"] == KEY  # from the env file
+    assert set(config["services"]) == {"vllm", "open-webui"}
+    assert Path(path).read_text().startswith("# Rendered by sandbox-agent")
