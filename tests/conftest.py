@@ -113,10 +113,10 @@ def agent_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A real 16 MiB filesystem (tmpfs; we are root here and in CI)."""
+    """A real 20 MiB filesystem (tmpfs; we are root here and in CI)."""
     mount = tmp_path / "small-fs"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], check=True)
     try:
         yield mount
     finally:

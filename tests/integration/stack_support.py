@@ -7,7 +7,6 @@ import hashlib
 import json
 import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -20,30 +19,23 @@ import yaml
 from tests.conftest import AGENT, agent_env
 
 PROJECT_LABEL = "com.docker.compose.project"
-# Until cli.py registers the stack commands, run the same click group with them added.
-_WITH_STACK = (
-    "import sys; from agent.cli import main; from agent.cli_stack import register; "
-    "register(main) if 'up' not in main.commands else None; main(prog_name='sandbox-agent')"
-)
 
 
 def docker_client() -> Any:
-    docker = pytest.importorskip("docker")
+    import docker
+
     try:
         client = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=60)
         client.ping()
     except docker.errors.DockerException as exc:
-        pytest.skip(f"no Docker engine: {exc}")
+        pytest.fail(f"no Docker engine ({exc}): tests/run.sh installs and starts one")
     return client
 
 
 def standin_images() -> tuple[str, str]:
-    from tests.fakes.images import ImageBuildError, ensure_image
+    from tests.fakes.images import ensure_image
 
-    try:
-        return ensure_image("vllm-standin"), ensure_image("webui-standin")
-    except ImageBuildError as exc:
-        pytest.skip(f"stand-in images cannot be built here: {exc}")
+    return ensure_image("vllm-standin"), ensure_image("webui-standin")
 
 
 def free_port() -> int:
@@ -104,10 +96,7 @@ def write_config(folder: Path, project: str, standins: tuple[str, str], **over: 
 
 
 def agent(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    from agent.cli import main
-
-    argv = [AGENT] if "up" in main.commands else [sys.executable, "-c", _WITH_STACK]
-    return subprocess.run([*argv, *args], capture_output=True, text=True, env=agent_env(),
+    return subprocess.run([AGENT, *args], capture_output=True, text=True, env=agent_env(),
                           timeout=timeout)
 
 

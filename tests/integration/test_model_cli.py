@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import AGENT
 from tests.fakes.hub_server import running_hub
 from tests.integration.test_models_hub import tiny_files
 from tests.unit.test_fit import LLAMA_3_8B, LLAMA_31_70B
@@ -20,14 +20,7 @@ TOKEN = "hf_cli_test_token_abcdefghijklmnop"
 
 
 def command() -> list[str]:
-    """The installed entry point once `model` is registered in agent.cli, else the group."""
-    exe = Path(sys.prefix) / "bin" / "sandbox-agent"
-    if exe.exists():
-        from agent import cli
-
-        if "model" in cli.main.commands:
-            return [str(exe), "model"]
-    return [sys.executable, "-m", "agent.cli_model"]
+    return [AGENT, "model"]
 
 
 @pytest.fixture(scope="module")

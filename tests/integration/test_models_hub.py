@@ -198,15 +198,6 @@ def test_progress_events_carry_bytes_and_rate(tmp_path, hub):
     assert {"model.pull.start", "model.disk", "model.pull.done"} <= {e["event"] for e in events}
 
 
-@pytest.fixture
-def small_fs(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_repo_larger_than_free_space_is_refused_before_any_weight_byte(tmp_path, hub, small_fs):
