@@ -27,7 +27,7 @@ DEFAULT_CONFIG = Path("/etc/sandbox-agent/config.yaml")
 # the `-cu129` tag of the same release. The Open WebUI tag is the release our end-to-end
 # tier builds from PyPI and drives with a browser.
 VLLM_IMAGE = "vllm/vllm-openai:v0.30.0"
-WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:v0.6.34"
+WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:v0.12.4"
 
 DEFAULTS: dict[str, Any] = {
     "project": "ai-sandbox",
