@@ -115,6 +115,13 @@ def render(settings: Settings, spec: StackSpec, template: str | None = None) -> 
     if not settings.ui.enabled:
         data.get("services", {}).pop(UI, None)
     filled, _ = _fill(data, values)
+    for name, service in (filled.get("services") or {}).items():
+        if not isinstance(service.get("image"), str) or not service["image"]:
+            raise BadInput(
+                f"{source}: services.{name}.image",
+                "is missing: every service needs a pinned image",
+                fix="set images.vllm / images.webui, or add `image:` to the template",
+            )
     out = HEADER + yaml.safe_dump(filled, sort_keys=False, width=1000)
     env_files: dict[Path, str] = {}
     for service, env in (spec.secret_env or {}).items():

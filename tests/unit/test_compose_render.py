@@ -110,6 +110,14 @@ def test_unknown_compose_key_is_refused_by_name(make_settings) -> None:
     assert err.value.exit_code == 2
 
 
+def test_a_service_without_an_image_is_refused_by_name(make_settings) -> None:
+    template = stack.TEMPLATE.read_text().replace("    image: ${WEBUI_IMAGE}\n", "")
+    with pytest.raises(BadInput) as err:
+        stack.render(make_settings(), spec(), template)
+    assert "services.open-webui.image: is missing: every service needs a pinned image" in str(err.value)
+    assert err.value.exit_code == 2
+
+
 def test_secrets_go_to_env_files_never_into_the_compose_file(make_settings) -> None:
     s = make_settings()
     env = {"vllm": {"VLLM_API_KEY": KEY}, "open-webui": {"OPENAI_API_KEY": KEY}}
