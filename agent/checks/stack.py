@@ -101,6 +101,8 @@ def check_exposure(ctx: DoctorContext) -> Check:
         services = _services(ctx)
     except engine.EngineUnavailable:
         return Check("stack.exposure", "skip", "the Docker engine is not reachable")
+    if not any(svc.state == "running" for svc in services.values()):
+        return Check("stack.exposure", "skip", "no service of the stack is running")
     open_to: list[str] = []
     failures: list[str] = []
     for name, svc in services.items():
@@ -116,7 +118,7 @@ def check_exposure(ctx: DoctorContext) -> Check:
                      fix="run `sandbox-agent up` (it sets the API key and closes signup), or bind "
                      "the port to 127.0.0.1 (api.bind / ui.bind) and reach it through SSH")
     if not open_to:
-        return Check("stack.exposure", "ok", "the services listen on this machine only")
+        return Check("stack.exposure", "ok", "the running services listen on this machine only")
     return Check("stack.exposure", "ok", "published ports require a key or a login",
                  detail=", ".join(open_to))
 
