@@ -62,6 +62,8 @@ def pull(name: str, revision: str | None, config_path: Path | None, as_json: boo
         emit_json(result.as_dict())
     else:
         state = "already complete" if result.already_complete else "fetched and verified"
+        if result.offline:
+            state += f" (Hub unreachable: kept the cached copy, {result.revision} not re-checked)"
         click.echo(f"{result.repo_id}@{result.commit[:12]}: {state}, {len(result.files)} files, "
                    f"{_gb(result.bytes_total)}")
         click.echo(f"  path: {result.path}")
@@ -114,7 +116,7 @@ def rm(name: str, config_path: Path | None, as_json: bool) -> None:
 def fit(name: str, gpu_memory: str | None, gpus: int | None, config_path: Path | None,
         as_json: bool) -> None:
     """Would MODEL fit these GPUs? Tensor-parallel size and context, or why not."""
-    from agent.fit import parse_memory
+    from agent.fit import NO_FIT_FIX, parse_memory
     from agent.models import fit_model
 
     settings = load_settings(config_path)
@@ -132,24 +134,23 @@ def fit(name: str, gpu_memory: str | None, gpus: int | None, config_path: Path |
                    f"{_gb(result.weights_bytes)} ({result.weights_source})")
         click.echo(result.summary())
         if not result.fits:
-            click.echo("  fix: use more or larger GPUs, a quantized variant (AWQ, GPTQ, FP8) "
-                       "or a smaller model", err=True)
+            click.echo(f"  fix: {NO_FIT_FIX}", err=True)
     sys.exit(EXIT_OK if result.fits else EXIT_FAILED)
 
 
 def _local_gpus(count: int | None) -> list[int]:
-    """Memory totals of this box's GPUs (agent.gpu), or a BadInput asking for --gpu-memory."""
-    try:
-        from agent import gpu
-    except ImportError:
-        gpu = None  # type: ignore[assignment]
-    totals = []
-    if gpu is not None:
-        inventory = gpu.read_inventory(host_root())
-        totals = [int(g.memory_total) for g in getattr(inventory, "gpus", ()) if g.memory_total]
+    """Memory totals of this box's healthy GPUs, or a BadInput asking for --gpu-memory."""
+    from agent import gpu
+
+    inventory = gpu.read_inventory(host_root())
+    totals = inventory.healthy_memory
     if not totals:
-        raise BadInput("--gpu-memory", "no GPU found on this box to plan for",
+        raise BadInput("--gpu-memory", f"no GPU found on this box to plan for ({inventory.detail})",
                        fix="pass --gpu-memory 24GB (and --gpus N) to plan for other hardware")
+    if count and count > len(totals):
+        raise BadInput("--gpus", f"this box has {len(totals)} usable GPU(s), not {count}",
+                       fix="pass --gpu-memory too (e.g. --gpu-memory 80GB) to plan for other "
+                       "hardware")
     return totals[:count] if count else totals
 
 

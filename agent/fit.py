@@ -8,6 +8,8 @@ no network. Per GPU, vLLM must hold, within `total x gpu_memory_utilization`:
 KV bytes per token and GPU = 2 (K and V) x layers x max(1, kv_heads / tp) x head_dim x 2 bytes:
 vLLM splits KV heads across the tensor-parallel group and replicates them when there are
 fewer heads than GPUs. MLA models (DeepSeek) cache one latent per layer, never split.
+Sliding-window layers (Mistral v0.1, Gemma) are counted as full attention: vLLM needs less
+for them, so the context given here is a floor, never more than fits.
 """
 
 from __future__ import annotations
@@ -31,8 +33,37 @@ CONTEXT_STEP = 256  # contexts are rounded down to a multiple of this (vLLM's bl
 DTYPE_BYTES = {"float32": 2, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8": 1}
 
 
+NO_FIT_FIX = (
+    "use more or larger GPUs, a quantized variant (AWQ, GPTQ, FP8) or a smaller model; "
+    "`sandbox-agent model fit MODEL --gpu-memory 80GB --gpus 8` plans for other hardware"
+)
+
+
 class NoFit(AgentError):
     """Nothing fits: raised before a byte of weights is downloaded or a container started."""
+
+
+class UnsizedModel(AgentError):
+    """config.json lacks what the arithmetic needs (it relies on transformers' defaults)."""
+
+
+def _weight_bits(quant: Mapping[str, Any]) -> int:
+    """Bits per weight of a `quantization_config`; 16 when not quantized."""
+    method = str(quant.get("quant_method") or "")
+    if not method:
+        return 16
+    if method in ("fp8", "fbgemm_fp8", "eetq", "experts_int8"):
+        return 8
+    if method == "bitsandbytes":
+        return 4 if quant.get("load_in_4bit") else 8
+    if method == "modelopt":  # quant_algo FP8, NVFP4, W4A8_AWQ, ...
+        algo = str(quant.get("quant_algo") or "").upper()
+        return 4 if "4" in algo else 8
+    if method == "compressed-tensors":  # RedHatAI's FP8 / INT8 / W4A16: bits per group
+        groups = (quant.get("config_groups") or {}).values()
+        bits = [int((g.get("weights") or {}).get("num_bits") or 0) for g in groups]
+        return max(bits, default=0) or 8
+    return int(quant.get("bits") or quant.get("w_bit") or 4)  # AWQ, GPTQ, mxfp4, ...
 
 
 @dataclass(frozen=True)
@@ -68,9 +99,12 @@ class ModelShape:
             heads = int(cfg["num_attention_heads"])
             layers = int(cfg["num_hidden_layers"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise AgentError(
-                f"config.json lacks {exc} needed to size the model",
-                fix="set model.tensor_parallel_size and model.max_model_len explicitly",
+            raise UnsizedModel(
+                f"config.json lacks {exc} needed to size the model (it relies on transformers' "
+                "defaults for its architecture)",
+                fix="check that vLLM supports it; sandbox-agent cannot compute its fit, so "
+                "pick a model whose config.json lists hidden_size, num_attention_heads and "
+                "num_hidden_layers",
             ) from None
         experts = int(
             cfg.get("num_local_experts")
@@ -79,17 +113,9 @@ class ModelShape:
             or 1
         )
         quant = cfg.get("quantization_config") or {}
-        method = str(quant.get("quant_method") or "") or None
-        bits = 16
-        if method in ("fp8", "fbgemm_fp8"):
-            bits = 8
-        elif method == "bitsandbytes":
-            bits = 4 if quant.get("load_in_4bit") else 8
-        elif method:
-            bits = int(quant.get("bits") or quant.get("w_bit") or 4)
-        dtype = str(
-            cfg.get("torch_dtype") or cfg.get("dtype") or config.get("torch_dtype") or "bfloat16"
-        )
+        # transformers >= 4.56 writes `dtype`; multimodal configs may keep it at the top only
+        dtype = next((str(c[k]) for c in (cfg, config) for k in ("torch_dtype", "dtype")
+                      if c.get(k)), "bfloat16")
         mla = int(cfg.get("kv_lora_rank") or 0)
         return cls(
             layers=layers,
@@ -104,8 +130,8 @@ class ModelShape:
             expert_intermediate_size=int(cfg.get("moe_intermediate_size") or 0),
             shared_expert_intermediate_size=int(cfg.get("shared_expert_intermediate_size") or 0),
             tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            weight_bits=bits,
-            quantization=method,
+            weight_bits=_weight_bits(quant),
+            quantization=str(quant.get("quant_method") or "") or None,
             float32_checkpoint=dtype == "float32",
             mla_latent=mla + int(cfg.get("qk_rope_head_dim") or 0) if mla else 0,
         )
@@ -290,11 +316,7 @@ def require_fit(shape: ModelShape, gpu_memory: Sequence[int], **kwargs: Any) -> 
     """`plan`, raising `NoFit` (numbers in the message) when nothing fits."""
     result = plan(shape, gpu_memory, **kwargs)
     if not result.fits:
-        raise NoFit(
-            result.reason,
-            fix="use more or larger GPUs, a quantized variant (AWQ, GPTQ, FP8) or a smaller model; "
-            "`sandbox-agent model fit MODEL --gpu-memory 80GB --gpus 8` plans for other hardware",
-        )
+        raise NoFit(result.reason, fix=NO_FIT_FIX)
     return result
 
 

@@ -4,6 +4,9 @@ The PCI bus (sysfs) answers without any driver, so it tells "a GPU with no drive
 from "no GPU". NVML (nvidia-ml-py over libnvidia-ml.so.1) answers the rest. Every NVML
 failure becomes a state of the inventory or a field of one GPU, never an exception: doctor,
 bootstrap and the watchdog all read a lost GPU or a driver mismatch as data.
+MIG is not handled: NVML reports the whole card's memory while vLLM sees only its MIG slice,
+so the fit would overstate it. Linode plans do not enable MIG; a box that does should set
+model.tensor_parallel_size and model.max_model_len by hand.
 """
 
 from __future__ import annotations
@@ -60,9 +63,8 @@ class Gpu:
 
     @property
     def memory_free(self) -> int | None:
-        if self.memory_total is None or self.memory_used is None:
-            return None
-        return self.memory_total - self.memory_used
+        known = self.memory_total is not None and self.memory_used is not None
+        return self.memory_total - self.memory_used if known else None  # type: ignore[operator]
 
     @property
     def label(self) -> str:
@@ -93,13 +95,15 @@ class GpuInventory:
     def healthy_gpus(self) -> tuple[Gpu, ...]:
         return tuple(g for g in self.gpus if not g.lost and g.error is None)
 
+    @property
+    def healthy_memory(self) -> list[int]:
+        """Memory totals (bytes) of the healthy GPUs that reported it: what a model is fit on."""
+        return [g.memory_total for g in self.healthy_gpus if g.memory_total]
+
     def as_dict(self) -> dict[str, Any]:
+        names = ("state", "detail", "driver_version", "cuda_driver_version", "nvml_version")
         return {
-            "state": self.state,
-            "detail": self.detail,
-            "driver_version": self.driver_version,
-            "cuda_driver_version": self.cuda_driver_version,
-            "nvml_version": self.nvml_version,
+            **{name: getattr(self, name) for name in names},
             "kernel_module_version": self.kernel_module_version,
             "gpus": [g.as_dict() for g in self.gpus],
             "pci": [p.as_dict() for p in self.pci],
@@ -169,18 +173,17 @@ class _Lost(Exception):
 
 
 def _text(value: Any) -> str | None:
-    if isinstance(value, bytes):
+    if isinstance(value, bytes):  # older nvidia-ml-py returns bytes
         return value.decode(errors="replace")
     return None if value is None else str(value)
 
 
-def _error(exc: Exception) -> str:
-    code = getattr(exc, "value", None)
-    return f"{exc} (NVML error {code})" if code is not None else str(exc)
-
-
 def _code(exc: Exception) -> int | None:
     return getattr(exc, "value", None)
+
+
+def _error(exc: Exception) -> str:
+    return f"{exc} (NVML error {_code(exc)})" if _code(exc) is not None else str(exc)
 
 
 class _Fallback(Exception):
@@ -191,8 +194,7 @@ class _Device:
     """Asks one GPU; NotSupported and missing functions read as None, other errors are kept."""
 
     def __init__(self, nv: Any, handle: Any) -> None:
-        self.nv = nv
-        self.handle = handle
+        self.nv, self.handle = nv, handle
         self.errors: list[str] = []
         self.absent = {nv.NVML_ERROR_NOT_SUPPORTED, nv.NVML_ERROR_FUNCTION_NOT_FOUND}
         self.older = {

@@ -8,8 +8,10 @@ file's size and LFS sha256 were verified, so a partly fetched model is never rep
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -21,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from agent import log
+from agent.errors import BadInput
 from agent.files import atomic_write
 from agent.models import (
     DISK_MARGIN,
     MARKERS,
+    WEIGHT_FORMATS,
     AsDict,
     ConnectionLost,
+    HubUnreachable,
     ModelError,
     ModelInUse,
     ModelNotCached,
@@ -36,9 +41,11 @@ from agent.models import (
     RepoFile,
     Resolved,
     cache_root,
+    cached_commit,
     fit_options,
     hub_errors,
     is_complete,
+    load_config,
     marker_path,
     pull_lock,
     read_config,
@@ -59,13 +66,35 @@ class PullResult(AsDict):
     bytes_fetched: int
     seconds: float
     already_complete: bool
+    offline: bool = False  # the Hub was unreachable: a complete cached snapshot was kept
+
+
+def _downloading(folder: Path, leftover: Path) -> bool:
+    """huggingface_hub holds `.locks/<repo folder>/<etag>.lock` while it writes
+    `blobs/<etag>.<random>.incomplete` (`model fit`, a pull reading config.json unlocked)."""
+    lock = folder.parent / ".locks" / folder.name / (leftover.name.split(".")[0] + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: nobody downloads that blob
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases our probe's lock
+    return False
 
 
 def sweep_orphans(folder: Path) -> int:
     """Remove `*.incomplete` and `tmp_*` a killed process left in blobs/ (the library never
-    does, and never resumes them). Call with the pull lock held. Returns bytes freed."""
+    does, and never resumes them), never those of a download still running. Call with the
+    pull lock held. Returns bytes freed."""
     freed = 0
     for leftover in [*folder.glob("blobs/*.incomplete"), *folder.glob("blobs/tmp_*")]:
+        if leftover.name.endswith(".incomplete") and _downloading(folder, leftover):
+            log.get().info("model.sweep.skipped", file=leftover.name, reason="being downloaded")
+            continue
         with contextlib.suppress(OSError):
             freed += leftover.stat().st_size
             leftover.unlink()
@@ -75,7 +104,7 @@ def sweep_orphans(folder: Path) -> int:
 
 def _blobs_bytes(folder: Path) -> int:
     total = 0
-    for entry in folder.glob("blobs/*"):
+    for entry in folder.glob("blobs/*"):  # a file may be renamed between glob and stat
         with contextlib.suppress(OSError):
             total += entry.stat().st_size
     return total
@@ -100,21 +129,13 @@ class _Progress(threading.Thread):
         rate, pct = got / seconds / 1e6, 100.0 * got / self.total if self.total else 100.0
         if self.mode == "bar":
             filled = int(min(pct, 100) / 100 * 30)
-            sys.stderr.write(
-                f"\r{self.ref.repo_id} [{'#' * filled:<30}] {pct:5.1f}% "
-                f"{got / 1e9:.2f}/{self.total / 1e9:.2f} GB {rate:.1f} MB/s"
-            )
-            sys.stderr.write("\n" if final else "")
+            sys.stderr.write(f"\r{self.ref.repo_id} [{'#' * filled:<30}] {pct:5.1f}% "
+                             f"{got / 1e9:.2f}/{self.total / 1e9:.2f} GB {rate:.1f} MB/s"
+                             + ("\n" if final else ""))
             sys.stderr.flush()
         elif self.mode == "log":
-            log.get().info(
-                "model.pull.progress",
-                repo=self.ref.repo_id,
-                bytes=got,
-                total=self.total,
-                percent=round(pct, 1),
-                rate_mb_s=round(rate, 1),
-            )
+            log.get().info("model.pull.progress", repo=self.ref.repo_id, bytes=got,
+                           total=self.total, percent=round(pct, 1), rate_mb_s=round(rate, 1))
         return got
 
 
@@ -137,30 +158,24 @@ def pull(
 
     ref = ref or ModelRef(settings.model.id, settings.model.revision)
     started = time.monotonic()
-    resolved = resolve(settings, ref, token)
+    try:
+        resolved = resolve(settings, ref, token)
+    except HubUnreachable as exc:
+        kept = _complete_offline(settings, ref, exc, gpu_memory)
+        if kept is None:
+            raise
+        return kept
     config = read_config(settings, resolved, token)
     if gpu_memory is not None:
-        from agent import fit
-
-        shape = fit.ModelShape.from_config(config)
-        fit.require_fit(shape, gpu_memory, **fit_options(settings, ref, resolved))
+        _require_fit(settings, ref, config, resolved.weight_bytes, gpu_memory)
     folder = repo_dir(settings, ref.repo_id)
     snapshot = folder / "snapshots" / resolved.commit
     names = tuple(f.path for f in resolved.selected)
     with pull_lock(settings):
         if is_complete(settings, ref.repo_id, resolved.commit):
             _write_ref(folder, ref.revision, resolved.commit)
-            return PullResult(
-                ref.repo_id,
-                ref.revision,
-                resolved.commit,
-                snapshot,
-                names,
-                resolved.bytes,
-                0,
-                time.monotonic() - started,
-                True,
-            )
+            return PullResult(ref.repo_id, ref.revision, resolved.commit, snapshot, names,
+                              resolved.bytes, 0, time.monotonic() - started, True)
         sweep_orphans(folder)
         missing = sum(f.size for f in resolved.selected if not _have_blob(folder, f))
         _check_disk(settings, ref, missing, margin)
@@ -172,14 +187,8 @@ def pull(
                 kwargs["disable"] = True
                 super().__init__(*args, **kwargs)
 
-        log.get().info(
-            "model.pull.start",
-            repo=ref.repo_id,
-            revision=ref.revision,
-            commit=resolved.commit,
-            files=len(names),
-            missing_bytes=missing,
-        )
+        log.get().info("model.pull.start", repo=ref.repo_id, revision=ref.revision,
+                       commit=resolved.commit, files=len(names), missing_bytes=missing)
         if mode != "none":
             meter.start()
         try:
@@ -187,65 +196,67 @@ def pull(
                 try:
                     with hub_errors(settings, ref, token):
                         snapshot_download(
-                            ref.repo_id,
-                            revision=resolved.commit,
-                            cache_dir=cache_root(settings),
-                            endpoint=settings.hub.endpoint,
-                            token=token or False,
-                            allow_patterns=[_escape(n) for n in names],
-                            max_workers=max_workers,
-                            tqdm_class=Quiet,
-                        )
+                            ref.repo_id, revision=resolved.commit, cache_dir=cache_root(settings),
+                            endpoint=settings.hub.endpoint, token=token or False,
+                            allow_patterns=[_escape(n) for n in names], max_workers=max_workers,
+                            tqdm_class=Quiet)
                     break
                 except ConnectionLost as exc:
                     if attempt == attempts:
                         raise
-                    log.get().warning(
-                        "model.pull.retry", repo=ref.repo_id, attempt=attempt, error=exc.message
-                    )
+                    log.get().warning("model.pull.retry", repo=ref.repo_id, attempt=attempt,
+                                      error=exc.message)
                     time.sleep(attempt)
         finally:
             meter.done.set()
             fetched = meter.report(final=True)
             sweep_orphans(folder)
-        _verify(settings, resolved, snapshot, max_workers)
+        _verify(resolved, snapshot, max_workers)
         # The library's tree listing names every file of the commit; offline readers would call
         # the snapshot incomplete because of the weights we skipped on purpose. It is a cache.
         (folder / "trees" / f"{resolved.commit}.json").unlink(missing_ok=True)
         atomic_write(
             marker_path(settings, ref.repo_id, resolved.commit),
-            json.dumps(
-                {
-                    "repo_id": ref.repo_id,
-                    "revision": ref.revision,
-                    "commit": resolved.commit,
-                    "files": [f.as_dict() for f in resolved.selected],
-                    "verified_at": time.time(),
-                },
-                indent=1,
-            ),
+            json.dumps({"repo_id": ref.repo_id, "revision": ref.revision,
+                        "commit": resolved.commit, "verified_at": time.time(),
+                        "files": [f.as_dict() for f in resolved.selected]}, indent=1),
         )
         _write_ref(folder, ref.revision, resolved.commit)
     seconds = time.monotonic() - started
-    log.get().info(
-        "model.pull.done",
-        repo=ref.repo_id,
-        commit=resolved.commit,
-        bytes=resolved.bytes,
-        fetched=fetched,
-        seconds=round(seconds, 2),
-    )
-    return PullResult(
-        ref.repo_id,
-        ref.revision,
-        resolved.commit,
-        snapshot,
-        names,
-        resolved.bytes,
-        fetched,
-        seconds,
-        False,
-    )
+    log.get().info("model.pull.done", repo=ref.repo_id, commit=resolved.commit,
+                   bytes=resolved.bytes, fetched=fetched, seconds=round(seconds, 2))
+    return PullResult(ref.repo_id, ref.revision, resolved.commit, snapshot, names,
+                      resolved.bytes, fetched, seconds, False)
+
+
+def _require_fit(
+    settings: Settings, ref: ModelRef, config: dict[str, Any], weights: int, gpu_memory: list[int]
+) -> None:
+    from agent import fit
+
+    shape = fit.ModelShape.from_config(config)
+    fit.require_fit(shape, gpu_memory, **fit_options(settings, ref, weights))
+
+
+def _complete_offline(
+    settings: Settings, ref: ModelRef, exc: HubUnreachable, gpu_memory: list[int] | None
+) -> PullResult | None:
+    """`ref` complete on disk while the Hub cannot be reached: keep it (a branch is not
+    re-checked for newer commits; the next pull with the Hub up does that)."""
+    commit = cached_commit(settings, ref)
+    if commit is None or not is_complete(settings, ref.repo_id, commit):
+        return None
+    snapshot = repo_dir(settings, ref.repo_id) / "snapshots" / commit
+    files = json.loads(marker_path(settings, ref.repo_id, commit).read_text())["files"]
+    if gpu_memory is not None:
+        weights = sum(f["size"] for f in files if f["path"].endswith(WEIGHT_FORMATS))
+        config = load_config(snapshot / "config.json", ref)
+        _require_fit(settings, ref, config, weights, gpu_memory)
+    log.get().warning("model.pull.offline", repo=ref.repo_id, revision=ref.revision,
+                      commit=commit, reason=exc.message)
+    return PullResult(ref.repo_id, ref.revision, commit, snapshot,
+                      tuple(f["path"] for f in files), sum(f["size"] for f in files), 0, 0.0,
+                      True, offline=True)
 
 
 def _escape(name: str) -> str:
@@ -281,7 +292,7 @@ def _check_disk(settings: Settings, ref: ModelRef, missing: int, margin: int) ->
         )
 
 
-def _verify(settings: Settings, resolved: Resolved, snapshot: Path, workers: int) -> None:
+def _verify(resolved: Resolved, snapshot: Path, workers: int) -> None:
     """Every selected file present with its size, LFS files with their sha256; bad blobs go."""
 
     def check(f: RepoFile) -> str | None:
@@ -347,17 +358,9 @@ def list_models(settings: Settings) -> ModelList:
                 )
         for snap in sorted((folder / "snapshots").glob("*")):
             size = sum(p.stat().st_size for p in snap.rglob("*") if p.is_file())
-            found.append(
-                CachedModel(
-                    repo_id,
-                    snap.name,
-                    tuple(sorted(refs.get(snap.name, []))),
-                    snap,
-                    size,
-                    is_complete(settings, repo_id, snap.name),
-                    repo_id == settings.model.id,
-                )
-            )
+            found.append(CachedModel(
+                repo_id, snap.name, tuple(sorted(refs.get(snap.name, []))), snap, size,
+                is_complete(settings, repo_id, snap.name), repo_id == settings.model.id))
     return ModelList(cache_root(settings), tuple(found))
 
 
@@ -370,6 +373,9 @@ class RemoveResult(AsDict):
 
 def remove(settings: Settings, repo_id: str) -> RemoveResult:
     """Delete a cached model, every revision; never the one the stack serves (model.id)."""
+    if "@" in repo_id:
+        raise BadInput("MODEL", f"{repo_id!r}: `model rm` removes every revision of a model",
+                       fix=f"leave out @revision: `sandbox-agent model rm {repo_id.split('@')[0]}`")
     ref = ModelRef.parse(repo_id)
     if ref.repo_id == settings.model.id:
         raise ModelInUse(
@@ -377,12 +383,12 @@ def remove(settings: Settings, repo_id: str) -> RemoveResult:
             fix="switch to another model first (`sandbox-agent switch-model OTHER`)",
         )
     folder = repo_dir(settings, ref.repo_id)
-    if not folder.exists():
-        raise ModelNotCached(
-            f"{ref.repo_id} is not in {cache_root(settings)}",
-            fix="`sandbox-agent model list` shows the cached models",
-        )
-    with pull_lock(settings):
+    with pull_lock(settings):  # a pull of it finishes first; so does another rm
+        if not folder.exists():
+            raise ModelNotCached(
+                f"{ref.repo_id} is not in {cache_root(settings)}",
+                fix="`sandbox-agent model list` shows the cached models",
+            )
         freed = sum(
             p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
         )

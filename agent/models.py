@@ -82,22 +82,30 @@ class AsDict:
 
 @dataclass(frozen=True)
 class ModelRef(AsDict):
+    """A repo id and a revision, both validated: every cache path is built from them."""
+
     repo_id: str
     revision: str = "main"
+
+    def __post_init__(self) -> None:
+        self.check(self.repo_id, self.revision, "model")
+
+    @staticmethod
+    def check(repo_id: str, revision: str, where: str) -> None:
+        if not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+            raise BadInput(where, f"{repo_id!r} is not a Hugging Face repo id",
+                           fix="write it as org/name, e.g. mistralai/Mistral-7B-Instruct-v0.3")
+        parts = revision.split("/")
+        if not REVISION.fullmatch(revision) or {"..", ".", ""} & set(parts):
+            raise BadInput(f"{where} revision", f"{revision!r} is not a branch, tag or commit",
+                           fix="use a branch (main), a tag (v1.0) or a 40-character commit sha")
 
     @classmethod
     def parse(cls, text: str, revision: str | None = None, where: str = "MODEL") -> ModelRef:
         """`org/name[@revision]`; a bad id is `BadInput` naming `where` (exit 2)."""
         repo_id, _, at = text.partition("@")
         rev = revision or at or "main"
-        if not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
-            raise BadInput(
-                where,
-                f"{repo_id!r} is not a Hugging Face repo id",
-                fix="write it as org/name, e.g. mistralai/Mistral-7B-Instruct-v0.3",
-            )
-        if not REVISION.fullmatch(rev) or ".." in rev:
-            raise BadInput(f"{where} revision", f"{rev!r} is not a branch, tag or commit")
+        cls.check(repo_id, rev, where)
         return cls(repo_id, rev)
 
     def __str__(self) -> str:
@@ -175,11 +183,15 @@ def marker_path(settings: Settings, repo_id: str, commit: str) -> Path:
 
 
 def cached_commit(settings: Settings, ref: ModelRef) -> str | None:
+    """The commit `ref` resolved to when it was pulled; None when unknown (or not a sha: a
+    path is built from it)."""
     if COMMIT.fullmatch(ref.revision):
         return ref.revision
-    with contextlib.suppress(OSError):
-        return (repo_dir(settings, ref.repo_id) / "refs" / ref.revision).read_text().strip() or None
-    return None
+    try:
+        text = (repo_dir(settings, ref.repo_id) / "refs" / ref.revision).read_text().strip()
+    except OSError:
+        return None
+    return text if COMMIT.fullmatch(text) else None
 
 
 def snapshot_path(
@@ -223,6 +235,11 @@ def hub_errors(settings: Settings, ref: ModelRef, token: str | None) -> Iterator
         yield
     except hf.GatedRepoError:
         raise gated_error(settings, ref, token) from None
+    except hf.RemoteEntryNotFoundError:
+        raise ModelNotFound(
+            f"a file the Hub lists for {ref} cannot be downloaded (404)",
+            fix=f"try again later; if it persists, pick another revision of {page}",
+        ) from None
     except hf.RevisionNotFoundError:
         raise ModelNotFound(
             f"{ref.repo_id} has no revision {ref.revision!r}",
@@ -307,24 +324,39 @@ def read_config(settings: Settings, resolved: Resolved, token: str | None) -> di
     """config.json of the resolved commit (fetched into the cache; also proves access)."""
     from huggingface_hub import hf_hub_download
 
-    with hub_errors(settings, resolved.ref, token):
-        path = hf_hub_download(
-            resolved.ref.repo_id,
-            "config.json",
-            revision=resolved.commit,
-            cache_dir=cache_root(settings),
-            endpoint=settings.hub.endpoint,
-            token=token or False,
+    if "config.json" not in (f.path for f in resolved.files):
+        raise ModelNotFound(
+            f"{resolved.ref} has no config.json: vLLM cannot load it (GGUF-only or not a "
+            "transformers model?)",
+            fix=f"pick a repo with config.json and safetensors weights, see "
+            f"https://huggingface.co/{resolved.ref.repo_id}/tree/main",
         )
-    return json.loads(Path(path).read_text())
+    with hub_errors(settings, resolved.ref, token):
+        path = hf_hub_download(resolved.ref.repo_id, "config.json", revision=resolved.commit,
+                               cache_dir=cache_root(settings), endpoint=settings.hub.endpoint,
+                               token=token or False)
+    return load_config(Path(path), resolved.ref)
 
 
-def fit_options(settings: Settings, ref: ModelRef, resolved: Resolved) -> dict[str, Any]:
+def load_config(path: Path, ref: ModelRef) -> dict[str, Any]:
+    """A config.json as a dict, or a `ModelError` saying it is unreadable."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read config.json of {ref}: {exc}",
+                         fix=f"run `sandbox-agent model pull {ref}` again") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"config.json of {ref} is not a JSON object",
+                         fix="pick a transformers model (its config.json is an object)")
+    return config
+
+
+def fit_options(settings: Settings, ref: ModelRef, weight_bytes: int) -> dict[str, Any]:
     """`fit.plan` arguments: the configured context and TP size bind the configured model only."""
     m, own = settings.model, ref.repo_id == settings.model.id
     return {
         "utilization": m.gpu_memory_utilization,
-        "weight_bytes": resolved.weight_bytes or None,
+        "weight_bytes": weight_bytes or None,
         "max_model_len": m.max_model_len if own else "auto",
         "tensor_parallel_size": m.tensor_parallel_size if own else "auto",
     }
@@ -336,7 +368,7 @@ def fit_model(settings: Settings, ref: ModelRef, gpu_memory: list[int], token: s
 
     resolved = resolve(settings, ref, token)
     shape = fit.ModelShape.from_config(read_config(settings, resolved, token))
-    return fit.plan(shape, gpu_memory, **fit_options(settings, ref, resolved))
+    return fit.plan(shape, gpu_memory, **fit_options(settings, ref, resolved.weight_bytes))
 
 
 @contextlib.contextmanager

@@ -6,11 +6,19 @@ No network, no huggingface_hub: the cache and our verification markers are read 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from agent.checks.base import Check, CheckSpec, DoctorContext
+from agent.checks.gpu import inventory
 from agent.errors import AgentError
-from agent.models import WEIGHT_FORMATS, ModelRef, cache_root, cached_commit, is_complete, repo_dir
+from agent.models import (
+    WEIGHT_FORMATS,
+    ModelRef,
+    cache_root,
+    cached_commit,
+    fit_options,
+    is_complete,
+    repo_dir,
+)
 
 
 def _ref(ctx: DoctorContext) -> ModelRef:
@@ -39,18 +47,11 @@ def check_cache(ctx: DoctorContext) -> Check:
 
 
 def _gpu_memory(ctx: DoctorContext) -> tuple[list[int], str]:
-    """Memory totals of the usable GPUs, or why there are none."""
-    try:
-        from agent import gpu
-    except ImportError:
-        return [], "the GPU inventory (agent.gpu) is not available"
-    inventory: Any = ctx.once("gpu.inventory", lambda: gpu.read_inventory(ctx.root))
-    gpus = getattr(inventory, "healthy_gpus", None)
-    if gpus is None:
-        gpus = [g for g in getattr(inventory, "gpus", ()) if not getattr(g, "lost", False)]
-    memory = [int(g.memory_total) for g in gpus if getattr(g, "memory_total", None)]
+    """Memory totals of the healthy GPUs (as deploy fits them), or why there are none."""
+    inv = inventory(ctx)
+    memory = inv.healthy_memory
     if not memory:
-        return [], f"no usable GPU ({getattr(inventory, 'detail', '') or 'none found'})"
+        return [], f"no usable GPU ({inv.detail or 'none found'})"
     count = ctx.settings.gpus
     return (memory[:count] if isinstance(count, int) else memory), ""
 
@@ -58,7 +59,7 @@ def _gpu_memory(ctx: DoctorContext) -> tuple[list[int], str]:
 def check_fit(ctx: DoctorContext) -> Check:
     from agent import fit
 
-    ref, m = _ref(ctx), ctx.settings.model
+    ref = _ref(ctx)
     if ctx.settings.gpus == "none":
         return Check("model.fit", "skip", "gpus is 'none': vLLM runs without a GPU")
     commit = cached_commit(ctx.settings, ref)
@@ -76,9 +77,7 @@ def check_fit(ctx: DoctorContext) -> Check:
     except AgentError as exc:
         return Check("model.fit", "warn", "cannot size the model", exc.message, exc.fix or "")
     weights = sum(p.stat().st_size for p in snap.iterdir() if p.name.endswith(WEIGHT_FORMATS))
-    plan = fit.plan(shape, memory, utilization=m.gpu_memory_utilization,
-                    weight_bytes=weights or None, max_model_len=m.max_model_len,
-                    tensor_parallel_size=m.tensor_parallel_size)
+    plan = fit.plan(shape, memory, **fit_options(ctx.settings, ref, weights))
     if plan.fits:
         return Check("model.fit", "ok",
                      f"tp {plan.tensor_parallel_size}, context {plan.max_model_len} on "

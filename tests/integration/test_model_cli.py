@@ -82,6 +82,8 @@ def test_gated_with_token_from_env_or_secret_file_pulls_and_never_prints_it(run,
     done = run("pull", "acme/gated", "--json", env={"HF_TOKEN": TOKEN})
     assert done.returncode == 0, done.stderr
     assert TOKEN not in done.stdout + done.stderr
+    for path in (tmp_path / "models").rglob("*"):  # nor written into the cache
+        assert path.is_symlink() or path.is_dir() or TOKEN.encode() not in path.read_bytes()
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets/hf_token").write_text(TOKEN + "\n")
     assert run("pull", "acme/gated").returncode == 0
@@ -91,6 +93,43 @@ def test_bad_model_id_is_bad_input_naming_the_field(run):
     done = run("pull", "not a repo")
     assert done.returncode == 2
     assert "error: MODEL: 'not a repo' is not a Hugging Face repo id" in done.stderr
+
+
+def test_repo_id_the_hub_would_refuse_is_bad_input_not_an_internal_error(run):
+    done = run("pull", "acme/tiny-")
+    assert done.returncode == 2 and "internal error" not in done.stderr
+    assert "error: MODEL: 'acme/tiny-' is not a Hugging Face repo id" in done.stderr
+
+
+def test_pull_with_the_hub_down_keeps_a_complete_model_and_says_so(run, tmp_path):
+    assert run("pull", "acme/tiny").returncode == 0
+    config = tmp_path / "config.yaml"
+    config.write_text(config.read_text().replace(_endpoint_host(config), "127.0.0.1:9"))
+    done = run("pull", "acme/tiny")
+    assert done.returncode == 0, done.stderr
+    assert "already complete (Hub unreachable: kept the cached copy, main not re-checked)" in (
+        done.stdout)
+
+
+def _endpoint_host(config: Path) -> str:
+    return yaml.safe_load(config.read_text())["hub"]["endpoint"].split("//")[1]
+
+
+def test_fit_on_this_box_reads_its_gpus_through_nvml(run, tmp_path, fake_nvml_dir):
+    from tests.conftest import agent_env
+    from tests.fakes import nvml
+
+    scenario = nvml.SCENARIOS["one_20gb"].write(tmp_path / "scenario")
+    env = nvml.fake_env(fake_nvml_dir, scenario, base=agent_env(SANDBOX_AGENT_ROOT=str(tmp_path)))
+    done = run("fit", "meta-llama/Meta-Llama-3-8B-Instruct", env=env)
+    assert done.returncode == 0, done.stderr
+    # 20 GiB x 0.90 = 19.3 GB - 16.1 GB of weights - 2 GiB: KV cache for 8,539 tokens
+    assert done.stdout.startswith("meta-llama/Meta-Llama-3-8B-Instruct on 1 x 21.47 GB")
+    assert "fits: tensor_parallel_size 1, max_model_len 8192" in done.stdout
+    more = run("fit", "meta-llama/Meta-Llama-3-8B-Instruct", "--gpus", "8", env=env)
+    assert more.returncode == 2
+    assert "error: --gpus: this box has 1 usable GPU(s), not 8" in more.stderr
+    assert "pass --gpu-memory too (e.g. --gpu-memory 80GB)" in more.stderr
 
 
 def test_unknown_model_fails_with_exit_1(run):
@@ -111,6 +150,7 @@ def test_fit_70b_on_one_24gb_gpu_is_refused_with_numbers(run):
     assert done.returncode == 1
     assert "does not fit" in done.stdout and "141.1 GB" in done.stdout
     assert "21.6 GB (24.0 GB x 0.90)" in done.stdout
+    assert "fix: use more or larger GPUs, a quantized variant (AWQ, GPTQ, FP8)" in done.stderr
 
 
 def test_fit_70b_on_eight_80gb_gpus(run):
@@ -123,3 +163,6 @@ def test_rm_refuses_the_serving_model(run):
     run("pull", "acme/tiny")
     done = run("rm", "acme/tiny")
     assert done.returncode == 1 and "is the serving model" in done.stderr
+    revision = run("rm", "acme/other@v1")
+    assert revision.returncode == 2
+    assert "`model rm` removes every revision of a model" in revision.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent import log, model_cache, models, settings
+from agent.errors import BadInput
 from tests.fakes.hub_server import HubServer, running_hub
 
 MiB = 1 << 20
@@ -171,6 +173,7 @@ def test_repeated_drops_fail_and_leave_nothing_complete(tmp_path, hub):
     assert not list((tmp_path / "models").rglob("*.incomplete"))
     with pytest.raises(models.ModelNotCached):
         models.snapshot_path(s, models.ModelRef("acme/big"))
+    assert not (models.repo_dir(s, "acme/big") / "refs/main").exists()  # only after verification
 
 
 def test_orphans_of_a_killed_pull_are_swept_first(tmp_path, hub):
@@ -182,6 +185,64 @@ def test_orphans_of_a_killed_pull_are_swept_first(tmp_path, hub):
     (blobs / "tmp_5f0e").write_bytes(b"")
     pull(s, "acme/tiny")
     assert not list(blobs.glob("*.incomplete")) and not list(blobs.glob("tmp_*"))
+
+
+def test_sweep_leaves_the_incomplete_file_of_a_download_still_running(tmp_path, hub):
+    s = make_settings(tmp_path, hub)
+    folder = models.repo_dir(s, "acme/tiny")
+    (folder / "blobs").mkdir(parents=True)
+    live = folder / "blobs" / f"{'e' * 64}.1a2b3c4d.incomplete"
+    dead = folder / "blobs" / f"{'d' * 64}.5e6f7a8b.incomplete"
+    live.write_bytes(b"x" * 4096)
+    dead.write_bytes(b"y" * 1024)
+    locks = s.paths.models / "hub/.locks" / folder.name
+    locks.mkdir(parents=True)
+    (locks / f"{'d' * 64}.lock").touch()  # left by a killed process: nobody holds it
+    with open(locks / f"{'e' * 64}.lock", "w") as held:  # huggingface_hub's download lock
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert model_cache.sweep_orphans(folder) == 1024
+        assert live.exists() and not dead.exists()
+    assert model_cache.sweep_orphans(folder) == 4096 and not live.exists()
+
+
+def test_pull_of_a_complete_model_with_the_hub_down_keeps_it(tmp_path, hub):
+    hub.add_repo("acme/tiny", tiny_files())
+    s = make_settings(tmp_path, hub)
+    done = pull(s, "acme/tiny")
+    offline = make_settings(tmp_path, hub, **{"hub.endpoint": "http://127.0.0.1:9"})
+    stream = io.StringIO()
+    log.configure(stream=stream)
+    try:
+        kept = pull(offline, "acme/tiny")
+    finally:
+        log.configure()
+    assert (kept.already_complete, kept.offline, kept.path, kept.commit) == (
+        True, True, done.path, done.commit)
+    assert kept.files == done.files and kept.bytes_total == done.bytes_total
+    [event] = [json.loads(x) for x in stream.getvalue().splitlines() if "model.pull.offline" in x]
+    assert event["reason"] == "cannot reach http://127.0.0.1:9: ConnectError"
+    with pytest.raises(models.HubUnreachable, match="cannot reach"):  # not complete: no pretence
+        pull(offline, "acme/other")
+
+
+def test_repo_without_config_json_is_refused_before_any_download(tmp_path, hub):
+    hub.add_repo("acme/gguf", {"model-q4_k_m.gguf": b"GGUF" * 100, "README.md": b"# gguf"})
+    with pytest.raises(models.ModelNotFound) as caught:
+        pull(make_settings(tmp_path, hub), "acme/gguf")
+    assert str(caught.value).startswith("acme/gguf has no config.json: vLLM cannot load it")
+    assert "https://huggingface.co/acme/gguf/tree/main" in caught.value.fix
+    assert hub.count(contains="/resolve/") == 0
+
+
+def test_a_branch_pull_writes_its_ref_and_a_commit_pull_writes_none(tmp_path, hub):
+    commit = hub.add_repo("acme/tiny", tiny_files(), revision="v1")
+    s = make_settings(tmp_path, hub)
+    assert pull(s, f"acme/tiny@{commit}").commit == commit
+    refs = models.repo_dir(s, "acme/tiny") / "refs"
+    assert not refs.exists() or not list(refs.iterdir())
+    assert pull(s, "acme/tiny@v1").already_complete  # the same commit: nothing fetched
+    assert (refs / "v1").read_text() == commit
+    assert models.snapshot_path(s, models.ModelRef("acme/tiny", "v1")).name == commit
 
 
 def test_progress_events_carry_bytes_and_rate(tmp_path, hub):
@@ -196,8 +257,6 @@ def test_progress_events_carry_bytes_and_rate(tmp_path, hub):
     progress = [e for e in events if e["event"] == "model.pull.progress"]
     assert progress and progress[-1]["bytes"] >= 24 * MiB and "rate_mb_s" in progress[-1]
     assert {"model.pull.start", "model.disk", "model.pull.done"} <= {e["event"] for e in events}
-
-
 
 
 def test_repo_larger_than_free_space_is_refused_before_any_weight_byte(tmp_path, hub, small_fs):
@@ -233,8 +292,12 @@ def test_rm_refuses_the_serving_model_and_removes_another(tmp_path, hub):
     removed = model_cache.remove(s, "acme/other")
     assert removed.freed_bytes > 1000 and not removed.path.exists()
     assert [m.repo_id for m in model_cache.list_models(s).models] == ["acme/tiny"]
-    with pytest.raises(models.ModelNotCached):
+    with pytest.raises(models.ModelNotCached, match="acme/other is not in") as caught:
         model_cache.remove(s, "acme/other")
+    assert caught.value.fix == "`sandbox-agent model list` shows the cached models"
+    with pytest.raises(BadInput, match="removes every revision") as refused:
+        model_cache.remove(s, "acme/other@v1")
+    assert refused.value.fix == "leave out @revision: `sandbox-agent model rm acme/other`"
 
 
 def test_doctor_checks_see_a_complete_model_and_its_fit(tmp_path, hub):

@@ -75,3 +75,47 @@ def test_bad_model_ref_is_bad_input_naming_the_field(text):
     with pytest.raises(BadInput) as caught:
         ModelRef.parse(text)
     assert caught.value.exit_code == 2 and str(caught.value).startswith("MODEL")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("org/a--b", id="double-dash-joins-org-and-name-in-the-cache"),
+        pytest.param("org/name-", id="trailing-dash"),
+        pytest.param("org/.name", id="leading-dot"),
+        pytest.param("org/name.git", id="dot-git"),
+    ],
+)
+def test_repo_ids_the_hub_refuses_are_bad_input_not_a_library_error(text):
+    with pytest.raises(BadInput) as caught:
+        ModelRef.parse(text)
+    assert str(caught.value).startswith(f"MODEL: {text!r} is not a Hugging Face repo id")
+    assert "org/name, e.g. mistralai/Mistral-7B-Instruct-v0.3" in caught.value.fix
+
+
+@pytest.mark.parametrize("revision", ["a/../../x", "refs/./x", "a//b", "v1/"])
+def test_revision_that_could_leave_refs_is_refused(revision):
+    with pytest.raises(BadInput) as caught:
+        ModelRef.parse("org/name", revision)
+    assert str(caught.value).startswith(f"MODEL revision: {revision!r} is not a branch")
+    assert "40-character commit sha" in caught.value.fix
+
+
+def test_a_model_ref_built_directly_is_validated_too():
+    with pytest.raises(BadInput, match="model revision"):
+        ModelRef("org/name", "x/../../../etc/cron.d/job")
+
+
+def test_a_ref_file_that_is_not_a_commit_is_ignored(tmp_path):
+    from agent import models, settings
+
+    s = settings.load(tmp_path / "absent.yaml", env={},
+                      flags={"paths.models": str(tmp_path / "models"), "model.id": "org/name"})
+    refs = models.repo_dir(s, "org/name") / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text("../../../../etc\n")
+    assert models.cached_commit(s, ModelRef("org/name")) is None
+    with pytest.raises(models.ModelNotCached, match="not fully downloaded"):
+        models.snapshot_path(s)
+    (refs / "main").write_text("a" * 40 + "\n")
+    assert models.cached_commit(s, ModelRef("org/name")) == "a" * 40
