@@ -108,7 +108,10 @@ def status(config_path: Path | None, as_json: bool) -> None:
 def logs(config_path: Path | None, service: str, follow: bool, tail: str) -> None:
     """A service's log (vllm or open-webui)."""
     from agent import engine, log, stack
+    from agent.errors import BadInput
 
+    if tail != "all" and not tail.isdigit():
+        raise BadInput("--tail", f"{tail!r} is not a number of lines", fix="pass a number or 'all'")
     settings = load_settings(config_path)
     count: int | str = int(tail) if tail.isdigit() else "all"
     out = sys.stdout.buffer

@@ -154,20 +154,25 @@ def _read_template(template: Path | None) -> str | None:
 def wait_ready(settings: Settings, client: Any, api_key: str, *, progress: Progress = _quiet,
                sleep: Callable[[float], None] = time.sleep,
                clock: Callable[[], float] = time.monotonic) -> None:
-    """vLLM /health, the served name in /v1/models, one chat completion, then the UI."""
+    """vLLM /health, the served name in /v1/models, one chat completion, then the UI.
+
+    Within `timeouts.ready` in all: no probe waits longer than the time left."""
     api = probes.base_url(settings.api.bind, settings.api.port)
     ui = probes.base_url(settings.ui.bind, settings.ui.port)
     name = settings.model.name
-    stages: list[tuple[str, str, Callable[[], probes.Probe]]] = [
-        ("vLLM /health", stack.VLLM, lambda: probes.vllm_health(api)),
-        (f"{name} in /v1/models", stack.VLLM, lambda: probes.vllm_models(api, api_key, name)),
-        ("a chat completion", stack.VLLM, lambda: probes.vllm_chat(api, api_key, name)),
+    stages: list[tuple[str, str, Callable[[float], probes.Probe]]] = [
+        ("vLLM /health", stack.VLLM, lambda left: probes.vllm_health(api, min(3, left))),
+        (f"{name} in /v1/models", stack.VLLM,
+         lambda left: probes.vllm_models(api, api_key, name, min(5, left))),
+        ("a chat completion", stack.VLLM,
+         lambda left: probes.vllm_chat(api, api_key, name, min(60, left))),
     ]
     if settings.ui.enabled:
         store = SecretStore(settings.paths.secrets)
         stages += [
-            ("Open WebUI /health", stack.UI, lambda: probes.ui_health(ui)),
-            ("Open WebUI admin", stack.UI, lambda: _ensure_admin(settings, store, ui)),
+            ("Open WebUI /health", stack.UI, lambda left: probes.ui_health(ui, min(3, left))),
+            ("Open WebUI admin", stack.UI,
+             lambda left: _ensure_admin(settings, store, ui, min(10, left))),
         ]
     start = clock()
     deadline = start + settings.timeouts.ready
@@ -176,7 +181,7 @@ def wait_ready(settings: Settings, client: Any, api_key: str, *, progress: Progr
         progress(f"waiting for {label}")
         noted = clock()
         while True:
-            result = probe()
+            result = probe(max(1.0, deadline - clock()))
             if result.ok:
                 progress(f"  ok after {clock() - start:.0f}s: {result.detail}")
                 break
@@ -188,30 +193,39 @@ def wait_ready(settings: Settings, client: Any, api_key: str, *, progress: Progr
                 progress(f"  still waiting for {label} ({clock() - start:.0f}s): {result.detail}")
                 noted = clock()
             sleep(1.0)
+    # A service that crashes and comes back can answer every probe between two crashes.
+    for service in dict.fromkeys(service for _, service, _ in stages):
+        crashed = _crashed(client, settings.project, service, restarts.get(service, 0), limit=1)
+        if crashed:
+            raise _not_ready(client, settings, service, f"{service} staying up", crashed,
+                             "every probe passed")
 
 
-def _ensure_admin(settings: Settings, store: SecretStore, ui: str) -> probes.Probe:
+def _ensure_admin(settings: Settings, store: SecretStore, ui: str, timeout: float
+                  ) -> probes.Probe:
     """Signup closed with an admin in place; creates the admin when the UI has no user yet
     (UI versions that ignore WEBUI_ADMIN_EMAIL leave the first signup to whoever comes)."""
-    closed = probes.ui_signup_closed(ui)
+    closed = probes.ui_signup_closed(ui, timeout)
     if closed.ok or closed.status != 200:
         return closed
     if "no user" in closed.detail:
         email, password = admin_credentials(settings, store)
-        made = probes.ui_signup(ui, "admin", email, password)
-        return made if not made.ok else probes.ui_signup_closed(ui)
+        made = probes.ui_signup(ui, "admin", email, password, timeout)
+        return made if not made.ok else probes.ui_signup_closed(ui, timeout)
     raise AgentError(f"Open WebUI lets anyone sign up ({closed.detail})",
                      fix="set ENABLE_SIGNUP=False for the UI, or disable signup in its admin panel")
 
 
-def _crashed(client: Any, project: str, service: str, restarts_before: int) -> str:
+def _crashed(client: Any, project: str, service: str, restarts_before: int,
+             limit: int = CRASH_RESTARTS) -> str:
     for svc in stack.status(client, project, (service,)):
         if svc.service != service:
             continue
         if svc.state in ("exited", "dead", "missing"):
             return f"the {service} container is {svc.state}"
-        if svc.restart_count - restarts_before >= CRASH_RESTARTS:
-            return f"the {service} container keeps crashing ({svc.restart_count} restarts)"
+        if svc.restart_count - restarts_before >= limit:
+            return (f"the {service} container crashed {svc.restart_count - restarts_before} "
+                    "time(s) while up waited for it")
     return ""
 
 

@@ -6,6 +6,7 @@ with the HTTP status and a short reason. The API key is sent, never logged or re
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -14,6 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from agent import log
+
+MAX_BODY = 1 << 20  # bytes read from an answer: a probe is no download
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,17 @@ def request(url: str, *, key: str | None = None, body: Any = None, timeout: floa
     req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only
-            return resp.status, _decode(resp.read()), ""
+            return resp.status, _decode(resp.read(MAX_BODY)), ""
     except urllib.error.HTTPError as exc:
-        payload = _decode(exc.read())
+        try:
+            payload = _decode(exc.read(MAX_BODY))
+        except (OSError, http.client.HTTPException):
+            payload = ""
         return exc.code, payload, f"HTTP {exc.code}: {_short(payload)}"
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        # URLError and timeouts are OSErrors; a peer that is no HTTP server (or hangs up
+        # mid-answer) raises http.client's own errors; a malformed URL a ValueError.
+        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
         return None, None, f"no answer from {url}: {reason}"
 
 
@@ -66,6 +74,12 @@ def _decode(raw: bytes) -> Any:
 def _short(payload: Any) -> str:
     text = payload if isinstance(payload, str) else json.dumps(payload)
     return log.redact_text(text.strip())[:200]
+
+
+def _model_ids(payload: Any) -> list[Any]:
+    """The ids of an OpenAI model list; [] for anything else (a web page on the port)."""
+    data = payload.get("data") if isinstance(payload, dict) else None
+    return [m.get("id") for m in data if isinstance(m, dict)] if isinstance(data, list) else []
 
 
 def _timed(name: str, start: float, ok: bool, status: int | None, detail: str) -> Probe:
@@ -84,7 +98,7 @@ def vllm_models(api: str, key: str | None, served_name: str, timeout: float = 5.
     status, payload, error = request(f"{api}/v1/models", key=key, timeout=timeout)
     if status != 200:
         return _timed("vllm.models", start, False, status, error)
-    names = [m.get("id") for m in (payload or {}).get("data", []) if isinstance(m, dict)]
+    names = _model_ids(payload)
     if served_name not in names:
         return _timed("vllm.models", start, False, status,
                       f"/v1/models lists {names or 'nothing'}, not {served_name!r}")
@@ -152,8 +166,7 @@ def ui_models(ui: str, email: str, password: str, served_name: str, timeout: flo
     status, payload, error = request(f"{ui}/api/models", key=token, timeout=timeout)
     if status != 200:
         return _timed("ui.models", start, False, status, error)
-    data = payload.get("data", []) if isinstance(payload, dict) else []
-    names = [m.get("id") for m in data if isinstance(m, dict)]
+    names = _model_ids(payload)
     if served_name not in names:
         return _timed("ui.models", start, False, status,
                       f"the UI lists {names or 'no model'}, not {served_name!r}")

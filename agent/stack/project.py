@@ -23,6 +23,8 @@ COMPOSE_VERSION = "2.40.3"  # the Compose release whose label conventions we fol
 L_PROJECT = "com.docker.compose.project"
 L_SERVICE = "com.docker.compose.service"
 L_HASH = "com.docker.compose.config-hash"
+_PORT = re.compile(r"(?:(\[[0-9A-Fa-f:.]+\]|[0-9.]+):)?(\d{1,5}):(\d{1,5})(?:/tcp)?")
+
 
 @dataclass(frozen=True)
 class Service:
@@ -37,8 +39,7 @@ class Service:
 
     @property
     def depends_on(self) -> list[str]:
-        deps = self.config.get("depends_on") or []
-        return list(deps) if isinstance(deps, list) else list(deps)
+        return list(self.config.get("depends_on") or [])  # a list, or a mapping's keys
 
     def config_hash(self, image_id: str) -> str:
         blob = json.dumps([self.config, self.env_digest, image_id], sort_keys=True, default=str)
@@ -57,6 +58,10 @@ class Project:
 
     def network_name(self, network: str = "default") -> str:
         return f"{self.name}_{network}"
+
+    @property
+    def network_driver(self) -> str:
+        return (self.networks.get("default") or {}).get("driver") or "bridge"
 
     def labels(self, service: str | None = None) -> dict[str, str]:
         labels = {
@@ -78,14 +83,21 @@ def load_project(path: Path, text: str | None = None) -> Project:
         data = yaml.safe_load(path.read_text() if text is None else text)
     except FileNotFoundError:
         raise AgentError(f"{path} does not exist", fix="run `sandbox-agent up`") from None
+    except yaml.YAMLError as exc:
+        raise BadInput(str(path), f"is not valid YAML: {exc}".replace("\n", " "),
+                       fix="run `sandbox-agent up` to render it again") from None
     check_keys(data, str(path))
-    data = _unescape(data)
-    leftover = sorted(set(variable_names(data)))
+    if not data or not data.get("name"):
+        raise BadInput(str(path), "has no project `name`", fix="run `sandbox-agent up`")
+    leftover = sorted(set(variable_names(data)))  # before unescaping: `$${X}` is no variable
     if leftover:
         raise BadInput(str(path), "variables left unfilled: " + ", ".join(leftover))
+    data = _unescape(data)
     raw = data.get("services") or {}
     services: dict[str, Service] = {}
     for name, config in raw.items():
+        for spec in config.get("ports") or []:
+            parse_port(spec, f"services.{name}.ports")
         env: dict[str, str] = {}
         digest = hashlib.sha256()
         for file in config.get("env_file") or []:
@@ -96,8 +108,10 @@ def load_project(path: Path, text: str | None = None) -> Project:
                                  fix="run `sandbox-agent up` as root") from None
             digest.update(hashlib.sha256(content.encode()).digest())
             env.update(_parse_env(content))
-        env.update({str(k): "" if v is None else str(v)
-                    for k, v in (config.get("environment") or {}).items()})
+        environment = config.get("environment") or {}
+        if isinstance(environment, list):  # Compose's other spelling: ["KEY=value", ...]
+            environment = dict(str(item).partition("=")[::2] for item in environment)
+        env.update({str(k): "" if v is None else str(v) for k, v in environment.items()})
         services[name] = Service(name, config, env, digest.hexdigest())
     return Project(str(data["name"]), path, tuple(_ordered(services)), data.get("networks") or {})
 
@@ -113,10 +127,13 @@ def _unescape(node: Any) -> Any:
 
 
 def _parse_env(content: str) -> dict[str, str]:
+    """The env files `render` writes: KEY='value', taken literally (as Compose does)."""
     env = {}
     for line in content.splitlines():
         if line.strip() and not line.lstrip().startswith("#") and "=" in line:
             key, value = line.split("=", 1)
+            if len(value) >= 2 and value[0] == value[-1] == "'":
+                value = value[1:-1]
             env[key.strip()] = value
     return env
 
@@ -139,21 +156,23 @@ def _ordered(services: dict[str, Service]) -> list[Service]:
     return done
 
 
-def parse_port(spec: str) -> tuple[str, int, int]:
-    """'127.0.0.1:8000:8000' or '[::1]:8000:8000' -> (host ip, host port, container port)."""
-    rest, container = str(spec).rsplit(":", 1)
-    ip, _, host = rest.rpartition(":")
-    return ip.strip("[]") or "0.0.0.0", int(host), int(container.split("/")[0])
+def parse_port(spec: Any, where: str = "ports") -> tuple[str, int, int]:
+    """'127.0.0.1:8000:8000', '[::1]:8000:8000' or '8000:8000' -> (host ip, host port,
+    container port). Anything else (a range, UDP, no host port) is BadInput."""
+    found = _PORT.fullmatch(str(spec))
+    if not found or not all(0 < int(p) < 65536 for p in found.group(2, 3)):
+        raise BadInput(where, f"{str(spec)!r} is not a port the agent can publish",
+                       fix="use [HOST_IP:]HOST_PORT:CONTAINER_PORT, TCP, one port each")
+    return (found.group(1) or "0.0.0.0").strip("[]"), int(found.group(2)), int(found.group(3))
 
 
 def port_free(ip: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((ip, port))
-        except OSError:
-            return False
+    except OSError:  # in use, or an address this machine does not have
+        return False
     return True
 
 
@@ -165,6 +184,32 @@ def duration_ns(text: Any) -> int:
     if not parts or "".join(a + b for a, b in parts) != str(text):
         raise BadInput("healthcheck", f"{text!r} is not a duration (e.g. 15s, 30m)")
     return int(sum(float(n) * units[u] for n, u in parts) * 1e9)
+
+
+def engine_healthcheck(hc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A compose healthcheck as the Engine API takes it (durations in ns)."""
+    if not hc:
+        return None
+    if hc.get("disable"):
+        return {"test": ["NONE"]}
+    test = hc.get("test")
+    out: dict[str, Any] = {"test": ["CMD-SHELL", test] if isinstance(test, str) else test}
+    for key in ("interval", "timeout", "start_period"):
+        if key in hc:
+            out[key] = duration_ns(hc[key])
+    if "retries" in hc:
+        out["retries"] = int(hc["retries"])
+    return out
+
+
+def published_ports(attrs: dict[str, Any], running: bool) -> tuple[str, ...]:
+    """'ip:port->inner/tcp' per published port: what the engine bound while the container
+    runs (a port asked for without a number gets one only then), else what it asks for."""
+    asked = (attrs.get("HostConfig") or {}).get("PortBindings") or {}
+    bound = (attrs.get("NetworkSettings") or {}).get("Ports") or {} if running else {}
+    return tuple(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{inner}"
+                 for inner, bindings in (bound or asked).items() for b in bindings or []
+                 if b.get("HostPort"))
 
 
 def gpu_request(setting: Any, detected: int, has_nvidia_runtime: bool) -> int | str | None:

@@ -21,15 +21,18 @@ from agent.stack.project import (
     L_SERVICE,
     Project,
     Service,
-    duration_ns,
+    engine_healthcheck,
     parse_port,
     port_free,
+    published_ports,
     uptime,
 )
 
 Progress = Callable[[str], None]
 STOP_TIMEOUT = 30  # seconds vLLM gets to free the GPUs before SIGKILL
 PORT_SETTING = {8000: "api.port", 8080: "ui.port"}
+L_ONEOFF = "com.docker.compose.oneoff"
+ENGINE_FIX = "check the engine with `systemctl status docker`, then run the command again"
 
 
 def _quiet(_: str) -> None:
@@ -40,10 +43,39 @@ class ImageUnavailable(AgentError):
     pass
 
 
-def project_containers(client: Any, project: str) -> dict[str, Any]:
-    """service name -> container, for every container of the project (running or not)."""
+@contextlib.contextmanager
+def engine_errors(what: str, fix: str = ENGINE_FIX) -> Iterator[None]:
+    """The engine's refusals and a lost connection to it (docker-py lets the `requests`
+    exceptions of a stopped or restarting engine through) as one AgentError."""
+    from docker.errors import DockerException
+    from requests.exceptions import RequestException
+
+    try:
+        yield
+    except (DockerException, RequestException) as exc:
+        raise AgentError(f"{what}: {_explain(exc)}", fix=fix) from None
+
+
+def _labelled(client: Any, project: str) -> list[Any]:
+    """Every container of the project, `docker compose run` one-offs left out."""
     found = client.containers.list(all=True, filters={"label": f"{L_PROJECT}={project}"})
-    return {c.labels.get(L_SERVICE, c.name): c for c in found}
+    return [c for c in found if c.labels.get(L_ONEOFF) != "True"]
+
+
+def _by_service(project: str, containers: list[Any]) -> dict[str, Any]:
+    """service -> its container; where two claim a service, the one with Compose's name."""
+    chosen: dict[str, Any] = {}
+    for c in containers:
+        service = c.labels.get(L_SERVICE, c.name)
+        if service not in chosen or c.name == f"{project}-{service}-1":
+            chosen[service] = c
+    return chosen
+
+
+def project_containers(client: Any, project: str) -> dict[str, Any]:
+    """service name -> container, for every service of the project (running or not)."""
+    with engine_errors("the Docker engine could not list the stack's containers"):
+        return _by_service(project, _labelled(client, project))
 
 
 def ensure_images(client: Any, project: Project, progress: Progress = _quiet) -> dict[str, str]:
@@ -53,11 +85,12 @@ def ensure_images(client: Any, project: Project, progress: Progress = _quiet) ->
 
     ids: dict[str, str] = {}
     for image in dict.fromkeys(s.image for s in project.services):
-        try:
-            ids[image] = client.images.get(image).id
-            continue
-        except ImageNotFound:
-            pass
+        with engine_errors(f"the Docker engine could not look up the image {image}"):
+            try:
+                ids[image] = client.images.get(image).id
+                continue
+            except ImageNotFound:
+                pass
         progress(f"pulling {image}")
         repo, tag = parse_repository_tag(image)
         last = ""
@@ -85,49 +118,63 @@ def _pull_failed(image: str, reason: str) -> ImageUnavailable:
 
 def reconcile(client: Any, project: Project, progress: Progress = _quiet) -> dict[str, str]:
     """Make the engine match the file: service -> created | recreated | started | kept."""
-    from docker.errors import DockerException
-
     ids = ensure_images(client, project, progress)
-    existing = project_containers(client, project.name)
-    plan: dict[str, str] = {}
+    with engine_errors("the Docker engine could not list the stack"):
+        found = _labelled(client, project.name)
+        network = _find_network(client, project)
+    existing = _by_service(project.name, found)
     hashes = {s.name: s.config_hash(ids[s.image]) for s in project.services}
-    for svc in project.services:
-        current = existing.get(svc.name)
-        if current is None:
-            plan[svc.name] = "created"
-        elif current.labels.get(L_HASH) != hashes[svc.name]:
-            plan[svc.name] = "recreated"
-        else:
-            plan[svc.name] = "kept" if current.status == "running" else "started"
-    orphans = [c for name, c in existing.items() if name not in plan]
-    _check_ports(project, plan, existing.values())
+    plan = {s.name: _action(existing.get(s.name), hashes[s.name], network)
+            for s in project.services}
+    chosen = {existing[name].id for name in plan if name in existing}
+    orphans = [c for c in found if c.id not in chosen]
+    _check_ports(project, plan, found)
     _make_mount_sources(project)
-    network, network_created = _ensure_network(client, project)
     created: list[str] = []
-    try:
-        for container in orphans:
-            progress(f"removing {container.name}: no longer part of the stack")
-            _remove(container)
-        for svc in project.services:
-            if plan[svc.name] == "recreated":
-                progress(f"{svc.name}: its configuration changed, recreating")
-                _remove(existing[svc.name])
-            if plan[svc.name] in ("created", "recreated"):
-                cid = _create(client, project, svc, ids[svc.image], hashes[svc.name], network)
-                created.append(cid)
-                existing[svc.name] = client.containers.get(cid)
-        for svc in project.services:
-            if plan[svc.name] != "kept":
-                progress(f"starting {project.container_name(svc.name)}")
-                existing[svc.name].start()
-    except DockerException as exc:
-        _roll_back(client, created, network if network_created else None)
-        raise AgentError(
-            f"could not start the stack: {_explain(exc)}",
-            fix="see the message above; containers created by this run were removed",
-        ) from None
+    network_created = network is None
+    with engine_errors("could not start the stack",
+                       fix="see the message above; containers created by this run were removed"):
+        try:
+            if network is None:
+                network = _create_network(client, project)
+            for container in orphans:
+                progress(f"removing {container.name}: no longer part of the stack")
+                _remove(container)
+            for svc in project.services:
+                if plan[svc.name] == "recreated":
+                    progress(f"{svc.name}: its configuration or network changed, recreating")
+                    _remove(existing[svc.name])
+                if plan[svc.name] in ("created", "recreated"):
+                    cid = _create(client, project, svc, ids[svc.image], hashes[svc.name],
+                                  network.name)
+                    created.append(cid)
+                    existing[svc.name] = client.containers.get(cid)
+            for svc in project.services:
+                if plan[svc.name] != "kept":
+                    progress(f"starting {project.container_name(svc.name)}")
+                    container = existing[svc.name]
+                    if container.status == "paused":  # start() refuses a paused container
+                        container.unpause()
+                    else:
+                        container.start()
+        except BaseException:  # Ctrl-C included: what this run created goes again
+            _roll_back(client, created, network if network_created else None)
+            raise
     log.get("stack").info("stack.reconciled", project=project.name, actions=plan)
     return plan
+
+
+def _action(current: Any, config_hash: str, network: Any) -> str:
+    if current is None:
+        return "created"
+    attached = (current.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    network_id = (attached.get(network.name) or {}).get("NetworkID") if network else None
+    if (current.labels.get(L_HASH) != config_hash or current.status in ("dead", "removing")
+            or network is None or network_id != network.id):
+        # A dead container cannot start, and one whose network was removed (`docker network
+        # prune` while the stack was stopped) fails to start with "network ... not found".
+        return "recreated"
+    return "kept" if current.status == "running" else "started"
 
 
 def _check_ports(project: Project, plan: dict[str, str], containers: Any) -> None:
@@ -154,22 +201,38 @@ def _make_mount_sources(project: Project) -> None:
         for volume in svc.config.get("volumes") or []:
             if not isinstance(volume, str) or not volume.startswith("/"):
                 raise BadInput(f"services.{svc.name}.volumes", f"{volume!r}: use /host/path:/path")
-            Path(volume.split(":", 1)[0]).mkdir(parents=True, exist_ok=True)
+            source = Path(volume.split(":", 1)[0])
+            if not source.exists():  # an existing file (a mounted config) is left alone
+                source.mkdir(parents=True)
 
 
-def _ensure_network(client: Any, project: Project) -> tuple[str, bool]:
+def _find_network(client: Any, project: Project) -> Any:
+    """The stack's network if it exists; refused when it is not the one the file describes."""
     extra = set(project.networks) - {"default"}
     if extra:
         raise BadInput("networks", f"only the stack's default network is supported, not {extra}")
     name = project.network_name()
-    if any(n.name == name for n in client.networks.list(names=[name])):
-        return name, False
-    driver = (project.networks.get("default") or {}).get("driver") or "bridge"
+    found = [n for n in client.networks.list(names=[name]) if n.name == name]
+    if not found:
+        return None
+    network = found[0]
+    owner = (network.attrs.get("Labels") or {}).get(L_PROJECT)
+    if network.attrs.get("Driver") != project.network_driver or owner != project.name:
+        raise AgentError(
+            f"a Docker network named {name} exists but is not this stack's (driver "
+            f"{network.attrs.get('Driver')}, project label {owner or 'none'})",
+            fix=f"remove it with `docker network rm {name}` (disconnect what uses it first), "
+            "or set another `project` in config.yaml; nothing was started",
+        )
+    return network
+
+
+def _create_network(client: Any, project: Project) -> Any:
     labels = {**project.labels(), "com.docker.compose.network": "default"}
     for key in ("config_files", "working_dir"):
         labels.pop(f"com.docker.compose.project.{key}")
-    client.networks.create(name, driver=driver, labels=labels)
-    return name, True
+    return client.networks.create(project.network_name(), driver=project.network_driver,
+                                  labels=labels)
 
 
 def _create(client: Any, project: Project, svc: Service, image_id: str, config_hash: str,
@@ -213,25 +276,10 @@ def _create(client: Any, project: Project, svc: Service, image_id: str, config_h
         ports=[int(p.split("/")[0]) for p in bindings],
         host_config=host_config,
         networking_config=api.create_networking_config({network: endpoint}),
-        healthcheck=_healthcheck(cfg.get("healthcheck")),
+        healthcheck=engine_healthcheck(cfg.get("healthcheck")),
         detach=True,
     )
     return str(response["Id"])
-
-
-def _healthcheck(hc: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not hc:
-        return None
-    if hc.get("disable"):
-        return {"test": ["NONE"]}
-    test = hc.get("test")
-    out: dict[str, Any] = {"test": ["CMD-SHELL", test] if isinstance(test, str) else test}
-    for key in ("interval", "timeout", "start_period"):
-        if key in hc:
-            out[key] = duration_ns(hc[key])
-    if "retries" in hc:
-        out["retries"] = int(hc["retries"])
-    return out
 
 
 def _remove(container: Any) -> None:
@@ -245,15 +293,16 @@ def _remove(container: Any) -> None:
         pass
 
 
-def _roll_back(client: Any, created: list[str], network: str | None) -> None:
+def _roll_back(client: Any, created: list[str], network: Any) -> None:
     from docker.errors import DockerException
+    from requests.exceptions import RequestException
 
     for cid in created:
-        with contextlib.suppress(DockerException):
+        with contextlib.suppress(DockerException, RequestException):
             client.api.remove_container(cid, force=True)
-    if network:
-        with contextlib.suppress(DockerException):
-            client.networks.get(network).remove()
+    if network is not None:
+        with contextlib.suppress(DockerException, RequestException):
+            network.remove()
 
 
 def _explain(exc: Exception) -> str:
@@ -263,15 +312,24 @@ def _explain(exc: Exception) -> str:
 
 def down(client: Any, project: str, progress: Progress = _quiet) -> list[str]:
     """Remove the stack's containers (the UI first) and networks. Never any data."""
-    removed = []
-    containers = sorted(project_containers(client, project).items(), key=lambda kv: kv[0] == "vllm")
-    for _, container in containers:
+    removed: list[str] = []
+    fix = "run `sandbox-agent down` again; `sandbox-agent status` shows what is left"
+    with engine_errors("the Docker engine could not list the stack", fix=fix):
+        found = client.containers.list(all=True, filters={"label": f"{L_PROJECT}={project}"})
+        networks = client.networks.list(filters={"label": f"{L_PROJECT}={project}"})
+    for container in sorted(found, key=lambda c: c.labels.get(L_SERVICE) == "vllm"):
         progress(f"stopping and removing {container.name}")
-        _remove(container)
+        with engine_errors(f"could not remove the container {container.name}", fix=fix):
+            _remove(container)
         removed.append(container.name)
-    for network in client.networks.list(filters={"label": f"{L_PROJECT}={project}"}):
+    for network in networks:
         progress(f"removing network {network.name}")
-        network.remove()
+        with engine_errors(
+            f"could not remove the network {network.name}",
+            fix=f"`docker network inspect {network.name}` shows the containers still on it: "
+            "disconnect or remove them, then run `sandbox-agent down` again",
+        ):
+            network.remove()
         removed.append(network.name)
     log.get("stack").info("stack.down", project=project, removed=removed)
     return removed
@@ -301,16 +359,13 @@ def status(client: Any, project: str, services: Sequence[str]) -> tuple[ServiceS
             result.append(ServiceStatus(name, None, "missing", "none", (), None, None))
             continue
         state = container.attrs.get("State", {})
-        published = container.attrs.get("HostConfig", {}).get("PortBindings") or {}
-        ports = [f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{inner}"
-                 for inner, bindings in published.items() for b in bindings or []]
         running = state.get("Status") == "running"
         result.append(ServiceStatus(
             service=name,
             container=container.name,
             state=str(state.get("Status", "unknown")),
             health=str((state.get("Health") or {}).get("Status", "none")) if running else "none",
-            ports=tuple(ports),
+            ports=published_ports(container.attrs, running),
             image=str(container.attrs.get("Config", {}).get("Image")),
             uptime_s=uptime(state.get("StartedAt", "")) if running else None,
             restart_count=int(container.attrs.get("RestartCount") or 0),
@@ -326,14 +381,18 @@ def logs(client: Any, project: str, service: str, *, follow: bool = False, tail:
             f"the stack {project} has no {service} container",
             fix="`sandbox-agent status` lists the services; `sandbox-agent up` starts them",
         )
-    return container.logs(stream=True, follow=follow, tail=tail)
+    with engine_errors(f"the Docker engine could not read the log of {service}"):
+        return _engine_guarded(container.logs(stream=True, follow=follow, tail=tail), service)
+
+
+def _engine_guarded(chunks: Iterator[bytes], service: str) -> Iterator[bytes]:
+    with engine_errors(f"the log of {service} stopped"):
+        yield from chunks
 
 
 def last_lines(client: Any, project: str, service: str, count: int = 20) -> str:
-    from docker.errors import DockerException
-
     try:
         text = b"".join(logs(client, project, service, tail=count))
         return text.decode(errors="replace").rstrip()
-    except (AgentError, DockerException):
+    except AgentError:
         return ""

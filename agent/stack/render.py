@@ -31,7 +31,9 @@ HEADER = (
 _HEALTH = dict.fromkeys(("test", "interval", "timeout", "retries", "start_period", "disable"))
 _DEVICE = dict.fromkeys(("driver", "count", "capabilities", "device_ids"))
 _SERVICE: dict[str, Any] = {
-    **dict.fromkeys(("image", "command", "environment", "env_file", "volumes", "ports")),
+    **dict.fromkeys(("image", "command", "environment", "env_file")),
+    "volumes": [None],
+    "ports": [None],
     **dict.fromkeys(("ipc", "shm_size", "restart", "depends_on")),
     "healthcheck": _HEALTH,
     "deploy": {"resources": {"reservations": {"devices": [_DEVICE]}}},
@@ -41,7 +43,7 @@ _COMPOSE: dict[str, Any] = {
     "services": {"*": _SERVICE},
     "networks": {"*": {"driver": None}},
 }
-_VAR = re.compile(r"\$\{([^}]*)\}")
+_VAR = re.compile(r"\$\$|\$\{([^}]*)\}")  # `$$` is Compose's escaped `$`, not a variable
 _OMIT = object()
 
 
@@ -130,9 +132,22 @@ def render(settings: Settings, spec: StackSpec, template: str | None = None) -> 
         for value in env.values():
             if len(value) >= 6 and value in out:
                 raise AgentError(f"refusing to write a secret of {service} into the compose file")
-        lines = "".join(f"{k}={v}\n" for k, v in env.items())
-        env_files[env_file(settings, service)] = "# written by sandbox-agent\n" + lines
+        path = env_file(settings, service)
+        lines = "".join(_env_line(key, value, path) for key, value in env.items())
+        env_files[path] = "# written by sandbox-agent\n" + lines
     return Rendered(settings.project, out, settings.paths.stack / COMPOSE_FILE, env_files)
+
+
+def _env_line(key: str, value: str, path: Path) -> str:
+    # Single quotes: Compose takes the value literally (no `$` interpolation, no ` #` comment,
+    # no trimming), as `load_project` does. Only a quote or a line break cannot be carried.
+    if any(c in value for c in "'\n\r"):
+        raise AgentError(
+            f"the value of {key} for {path} contains a quote or a line break",
+            fix=f"remove it from the secret file under {path.parent} (or delete that file to "
+            "have a new value generated), then run `sandbox-agent up`",
+        )
+    return f"{key}='{value}'\n"
 
 
 def write_env_files(rendered: Rendered) -> None:
@@ -173,13 +188,19 @@ def check_keys(node: Any, source: str, schema: Any = _COMPOSE, where: str = "") 
 
 def variable_names(node: Any) -> Iterator[str]:
     if isinstance(node, str):
-        yield from _VAR.findall(node)
+        yield from (m.group(1) for m in _VAR.finditer(node) if m.group(1) is not None)
     elif isinstance(node, dict):
         for value in node.values():
             yield from variable_names(value)
     elif isinstance(node, list):
         for value in node:
             yield from variable_names(value)
+
+
+def _whole(node: Any) -> str | None:
+    """The name when `node` is exactly one ${VARIABLE}."""
+    found = _VAR.fullmatch(node) if isinstance(node, str) else None
+    return found.group(1) if found else None
 
 
 def _escape(value: Any) -> Any:
@@ -194,22 +215,22 @@ def _fill(node: Any, values: Mapping[str, Any]) -> tuple[Any, bool]:
     exactly a list-valued variable is spliced in.
     """
     if isinstance(node, str):
-        names = _VAR.findall(node)
-        if any(values[n] is None for n in names):
+        if any(values[n] is None for n in variable_names(node)):
             return _OMIT, True
-        whole = _VAR.fullmatch(node)
-        if whole:
-            value = values[whole.group(1)]
+        whole = _whole(node)
+        if whole is not None:
+            value = values[whole]
             if isinstance(value, list):
                 return [_escape(v) for v in value], False
             return _escape(value), False
-        return _VAR.sub(lambda m: _escape(str(values[m.group(1)])), node), False
+        return _VAR.sub(lambda m: m.group(0) if m.group(1) is None
+                        else _escape(str(values[m.group(1)])), node), False
     if isinstance(node, list):
         items, dropped = [], False
         for item in node:
-            whole = _VAR.fullmatch(item) if isinstance(item, str) else None
-            if whole and isinstance(values[whole.group(1)], list):
-                items.extend(_escape(v) for v in values[whole.group(1)])
+            whole = _whole(item)
+            if whole is not None and isinstance(values[whole], list):
+                items.extend(_escape(v) for v in values[whole])
                 continue
             value, inner = _fill(item, values)
             if value is _OMIT or (inner and (isinstance(item, dict) or value in ({}, []))):

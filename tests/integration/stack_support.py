@@ -95,9 +95,27 @@ def write_config(folder: Path, project: str, standins: tuple[str, str], **over: 
     return path
 
 
-def agent(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([AGENT, *args], capture_output=True, text=True, env=agent_env(),
-                          timeout=timeout)
+def agent(*args: str, timeout: float = 120, env: dict[str, str] | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([AGENT, *args], capture_output=True, text=True,
+                          env={**agent_env(), **(env or {})}, timeout=timeout)
+
+
+def rendered_project(folder: Path, project: str, standins: tuple[str, str]) -> Any:
+    """The stack's Project as `sandbox-agent up` renders it (a fake model, env files written),
+    for tests that drive `stack.reconcile` and `stack.down` themselves."""
+    import dataclasses
+
+    from agent import deploy, settings, stack
+
+    fake_snapshot(folder / "models", "acme/tiny-chat")
+    s = settings.load(write_config(folder, project, standins))
+    key = "key-" + project
+    spec = dataclasses.replace(deploy.plan(s, docker_client()).spec, secret_env={
+        stack.VLLM: {"VLLM_API_KEY": key}, stack.UI: {"OPENAI_API_KEY": key}})
+    out = stack.render(s, spec)
+    stack.write_env_files(out)
+    return stack.load_project(out.path, text=out.text)
 
 
 def remove_project(client: Any, project: str) -> None:

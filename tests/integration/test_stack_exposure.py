@@ -77,3 +77,30 @@ def test_open_api_and_unclaimed_ui_fail_exposure(tmp_path: Path, open_stack) -> 
 def test_nothing_running_is_not_called_safe(tmp_path: Path) -> None:
     check = exposure(tmp_path, project_name("none"))
     assert (check.status, check.summary) == ("skip", "no service of the stack is running")
+
+
+def test_a_port_the_engine_picked_is_checked_too(tmp_path: Path) -> None:
+    """`ports: ["8000"]` in a hand-edited file: the engine picks the host port at start."""
+    client = docker_client()
+    vllm_image, _ = standin_images()
+    project = project_name("exp")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    try:
+        container = client.containers.run(
+            vllm_image, ["/model", "--served-model-name", "m"], name=f"{project}-vllm-1",
+            volumes={str(model): {"bind": "/model", "mode": "ro"}}, ports={"8000/tcp": None},
+            labels={PROJECT_LABEL: project, "com.docker.compose.service": "vllm"}, detach=True,
+        )
+        container.reload()
+        port = next(b["HostPort"] for b in container.ports["8000/tcp"] if "." in b["HostIp"])
+        deadline = time.monotonic() + 20
+        check = exposure(tmp_path, project)
+        while "vLLM" not in check.detail and time.monotonic() < deadline:
+            time.sleep(0.5)
+            check = exposure(tmp_path, project)
+        assert check.status == "fail"
+        assert f"vLLM at http://127.0.0.1:{port} answers /v1/models without an API key" in check.detail
+    finally:
+        remove_project(client, project)

@@ -29,6 +29,7 @@ from tests.integration.stack_support import (
 )
 
 pytestmark = pytest.mark.docker
+HF_TOKEN = "hf_" + "T0kenThatMustStayWithTheAgent" * 2
 
 
 class Stack:
@@ -66,7 +67,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     fake_snapshot(folder / "models", "acme/tiny-chat")
     st = Stack(folder, project_name(), images, client)
     try:
-        st.first_up = st.run("up")
+        st.first_up = agent("up", "--config", str(st.config), env={"HF_TOKEN": HF_TOKEN})
         yield st
     finally:
         remove_project(client, st.project)
@@ -84,6 +85,18 @@ def test_up_ends_with_both_services_ready(stack: Stack) -> None:
     password = admin.read_text().splitlines()[1]
     assert password not in out + result.stderr
     assert stack.key() not in out + result.stderr
+
+
+def test_the_hf_token_reaches_no_container_file_or_output(stack: Stack) -> None:
+    for service, cid in stack.ids().items():
+        inspect = stack.client.api.inspect_container(cid)
+        assert HF_TOKEN not in json.dumps(inspect), service
+        assert not any(e.startswith(("HF_TOKEN=", "HUGGING_FACE_HUB_TOKEN=")) for e in
+                       inspect["Config"]["Env"]), service
+    for path in [stack.folder / "stack" / "docker-compose.yml",
+                 *(stack.folder / "secrets").glob("*.env")]:
+        assert HF_TOKEN not in path.read_text(), path
+    assert HF_TOKEN not in stack.first_up.stdout + stack.first_up.stderr
 
 
 def test_compose_v2_lists_both_services_running(stack: Stack) -> None:

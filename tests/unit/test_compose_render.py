@@ -3,6 +3,7 @@ in the file, and the real Compose v2 accepts the result."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -83,8 +84,13 @@ def test_ui_disabled_leaves_the_ui_out(make_settings) -> None:
     assert out.env_files == {}
 
 
+def with_path(s, **paths):  # noqa: ANN001, ANN003, ANN201
+    """Settings refuse `$` in paths; render must still never let one become a variable."""
+    return dataclasses.replace(s, paths=dataclasses.replace(s.paths, **{k: Path(v) for k, v in paths.items()}))
+
+
 def test_dollar_in_a_value_is_escaped_for_compose_and_read_back(make_settings, tmp_path) -> None:
-    s = make_settings(paths={"models": str(tmp_path / "m$odels")})
+    s = with_path(make_settings(), models=str(tmp_path / "m$odels"))
     out = stack.render(s, spec())
     assert "m$$odels:/root/.cache/huggingface" in out.text
     (s.paths.secrets).mkdir(parents=True)
@@ -92,6 +98,17 @@ def test_dollar_in_a_value_is_escaped_for_compose_and_read_back(make_settings, t
         stack.env_file(s, name).write_text("")
     project = stack.load_project(out.path, text=out.text)
     assert project.services[0].config["volumes"][0].startswith(str(tmp_path / "m$odels") + ":")
+
+
+def test_a_literal_dollar_brace_in_a_path_is_no_variable(make_settings, tmp_path) -> None:
+    ui_data = str(tmp_path / "ui-${HOME}")
+    s = with_path(make_settings(), ui_data=ui_data)
+    out = stack.render(s, spec())
+    s.paths.secrets.mkdir(parents=True)
+    for name in ("vllm", "open-webui"):
+        stack.env_file(s, name).write_text("")
+    ui = stack.load_project(out.path, text=out.text).services[1]
+    assert ui.config["volumes"] == [f"{ui_data}:/app/backend/data"]
 
 
 def test_unknown_variable_is_refused_by_name(make_settings) -> None:
@@ -123,9 +140,38 @@ def test_secrets_go_to_env_files_never_into_the_compose_file(make_settings) -> N
     env = {"vllm": {"VLLM_API_KEY": KEY}, "open-webui": {"OPENAI_API_KEY": KEY}}
     out = stack.render(s, spec(secret_env=env))
     assert KEY not in out.text
-    assert out.env_files[s.paths.secrets / "vllm.env"].endswith(f"VLLM_API_KEY={KEY}\n")
+    assert out.env_files[s.paths.secrets / "vllm.env"].endswith(f"VLLM_API_KEY='{KEY}'\n")
     stack.write_env_files(out)
     assert (s.paths.secrets / "vllm.env").stat().st_mode & 0o777 == 0o600
+
+
+def test_env_file_values_reach_compose_and_the_agent_alike(make_settings) -> None:
+    from tests.fakes.compose_v2 import docker_compose
+
+    s = make_settings()
+    tricky = ' my pa$$word #1 "x" $HOME '  # what a person may put in the admin file
+    out = stack.render(s, spec(secret_env={"vllm": {"VLLM_API_KEY": KEY},
+                                           "open-webui": {"WEBUI_ADMIN_PASSWORD": tricky}}))
+    stack.write_env_files(out)
+    ui = stack.load_project(out.path, text=out.text).services[1]
+    assert ui.env["WEBUI_ADMIN_PASSWORD"] == tricky
+    result = docker_compose(["-f", str(stack.write(out)), "config", "--format", "json"])
+    assert result.returncode == 0, result.stderr
+    env = yaml.safe_load(result.stdout)["services"]["open-webui"]["environment"]
+    assert env["WEBUI_ADMIN_PASSWORD"].replace("$$", "$") == tricky
+
+
+@pytest.mark.parametrize("value", [pytest.param("it's", id="quote"),
+                                   pytest.param("a\nENABLE_SIGNUP=True", id="line-break")])
+def test_an_env_value_an_env_file_cannot_carry_is_refused(make_settings, value) -> None:
+    s = make_settings()
+    with pytest.raises(AgentError) as err:
+        stack.render(s, spec(secret_env={"open-webui": {"WEBUI_ADMIN_PASSWORD": value}}))
+    path = s.paths.secrets / "open-webui.env"
+    assert err.value.message == (
+        f"the value of WEBUI_ADMIN_PASSWORD for {path} contains a quote or a line break")
+    assert value not in str(err.value)
+    assert "delete that file to have a new value generated" in err.value.fix
 
 
 def test_a_secret_that_would_land_in_the_file_is_refused(make_settings) -> None:
@@ -182,6 +228,55 @@ def test_project_orders_services_and_hashes_env_file_contents(make_settings) -> 
 )
 def test_parse_port(text, expected) -> None:
     assert stack.parse_port(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param("8000", id="no-host-port"), pytest.param(8000, id="an-int"),
+    pytest.param("8000-8001:8000-8001", id="range"), pytest.param("53:53/udp", id="udp"),
+    pytest.param("127.0.0.1:70000:8000", id="too-big"),
+])
+def test_a_port_the_agent_cannot_publish_is_refused_by_service(make_settings, text) -> None:
+    s = make_settings()
+    template = stack.TEMPLATE.read_text().replace("${API_BIND}:${API_PORT}:8000", str(text))
+    out = stack.render(s, spec(), template)
+    with pytest.raises(BadInput) as err:
+        stack.load_project(out.path, text=out.text)
+    assert err.value.message == f"services.vllm.ports: {str(text)!r} is not a port the agent can publish"
+    assert err.value.fix == "use [HOST_IP:]HOST_PORT:CONTAINER_PORT, TCP, one port each"
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        pytest.param("name: [", "is not valid YAML", id="yaml"),
+        pytest.param("services: {}", "has no project `name`", id="no-name"),
+        pytest.param("name: p\nservices: {a: {image: i, command: ['${X}']}}",
+                     "variables left unfilled: X", id="leftover"),
+        pytest.param("name: p\nservices: {a: {image: i, depends_on: [b]}, b: {image: i, "
+                     "depends_on: [a]}}", "depends_on: a cycle: a -> b -> a", id="cycle"),
+        pytest.param("name: p\nservices: {a: {image: i, depends_on: [c]}}",
+                     "services.a.depends_on: no service named 'c'", id="unknown-dependency"),
+        pytest.param("name: p\nservices: {a: {image: i, ports: 80}}",
+                     "services.a.ports: must be a list", id="ports-not-a-list"),
+    ],
+)
+def test_a_broken_compose_file_is_refused_with_what_is_wrong(tmp_path, text, words) -> None:
+    with pytest.raises(BadInput) as err:
+        stack.load_project(tmp_path / "docker-compose.yml", text=text)
+    assert words in err.value.message
+
+
+def test_a_missing_compose_file_says_to_run_up(tmp_path) -> None:
+    with pytest.raises(AgentError) as err:
+        stack.load_project(tmp_path / "docker-compose.yml")
+    assert err.value.message == f"{tmp_path / 'docker-compose.yml'} does not exist"
+    assert err.value.fix == "run `sandbox-agent up`"
+
+
+def test_environment_as_a_list_is_read_like_a_mapping(tmp_path) -> None:
+    text = "name: p\nservices: {a: {image: i, environment: ['A=1', 'B=x=y', 'C=']}}"
+    env = stack.load_project(tmp_path / "c.yml", text=text).services[0].env
+    assert env == {"A": "1", "B": "x=y", "C": ""}
 
 
 def test_rendered_file_passes_the_real_docker_compose_config(make_settings) -> None:

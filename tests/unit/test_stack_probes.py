@@ -4,13 +4,17 @@ to strangers (stack.exposure)."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
-from agent import probes
+from agent import deploy, probes
+from agent import settings as settings_mod
 from agent.checks.stack import _stranger_view
 
 
@@ -18,6 +22,8 @@ class Peer(BaseHTTPRequestHandler):
     key: str | None = "k-123456789"
     onboarding = False
     signup = False
+    models_page: str | None = None  # an HTML page instead of the model list
+    hang_chat: threading.Event | None = None  # chat completions wait for this
 
     def log_message(self, *args: object) -> None:
         pass
@@ -36,6 +42,12 @@ class Peer(BaseHTTPRequestHandler):
         elif self.path == "/api/config":
             self._send(200, {"onboarding": self.onboarding,
                              "features": {"enable_signup": self.signup}})
+        elif self.path == "/v1/models" and self.models_page is not None:
+            data = self.models_page.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         elif self.path == "/v1/models":
             if self.key and self.headers.get("Authorization") != f"Bearer {self.key}":
                 self._send(401, {"error": "Unauthorized"})
@@ -46,6 +58,8 @@ class Peer(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.hang_chat is not None:
+            self.hang_chat.wait(30)
         self._send(200, {"choices": [{"message": {"content": "hello"}}]})
 
 
@@ -73,6 +87,86 @@ def test_models_probe_needs_the_key_and_the_served_name(peer) -> None:
 def test_nothing_listening_is_a_failed_probe_not_an_exception() -> None:
     result = probes.vllm_health("http://127.0.0.1:9", timeout=1)
     assert not result.ok and result.status is None and "no answer" in result.detail
+
+
+def test_a_peer_that_is_no_http_server_is_a_failed_probe(tmp_path) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+
+        def answer_garbage() -> None:
+            conn, _ = server.accept()
+            conn.recv(1024)
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+            conn.close()
+
+        threading.Thread(target=answer_garbage, daemon=True).start()
+        result = probes.vllm_health(url, timeout=2)
+    assert not result.ok and result.status is None
+    assert result.detail.startswith(f"no answer from {url}/health: ")
+
+
+def test_a_web_page_where_the_model_list_should_be_is_a_failed_probe(peer) -> None:
+    url, handler = peer
+    handler.models_page = "<html>nginx welcome</html>"
+    result = probes.vllm_models(url, "k-123456789", "tiny")
+    assert (result.ok, result.status) == (False, 200)
+    assert result.detail == "/v1/models lists nothing, not 'tiny'"
+
+
+class Container:
+    """What `stack.status` and `stack.logs` read of a docker-py container."""
+
+    def __init__(self, project: str, service: str) -> None:
+        self.name = f"{project}-{service}-1"
+        self.status = "running"
+        self.labels = {"com.docker.compose.project": project,
+                       "com.docker.compose.service": service}
+        self.attrs = {"State": {"Status": "running", "Health": {"Status": "starting"}},
+                      "RestartCount": 0}
+
+    def logs(self, **_: Any) -> Iterator[bytes]:
+        return iter([b"INFO loading the model\n"])
+
+
+class Engine:
+    """A Docker engine on which vLLM runs and never crashes."""
+
+    def __init__(self, project: str) -> None:
+        self.containers = self
+        self.found = [Container(project, "vllm")]
+
+    def list(self, **_: Any) -> list[Container]:
+        return self.found
+
+
+def test_the_ready_wait_ends_at_timeouts_ready_even_inside_a_slow_probe(peer, write_config):
+    url, handler = peer
+    handler.hang_chat = threading.Event()
+    port = int(url.rsplit(":", 1)[1])
+    s = settings_mod.load(write_config({
+        "project": "wait-test", "model": {"id": "acme/tiny", "served_name": "tiny"},
+        "api": {"bind": "127.0.0.1", "port": port}, "ui": {"enabled": False},
+        "timeouts": {"ready": 10},
+    }))
+    calls = []
+
+    def clock() -> float:  # the first 8.5 of the 10 seconds already spent loading the model
+        calls.append(1)
+        return time.monotonic() + (8.5 if len(calls) > 1 else 0)
+
+    began = time.monotonic()
+    try:
+        with pytest.raises(deploy.NotReady) as err:
+            deploy.wait_ready(s, Engine("wait-test"), "k-123456789", clock=clock,
+                              sleep=lambda _: None)
+    finally:
+        handler.hang_chat.set()
+    assert time.monotonic() - began < 6  # not the chat probe's own 60 s
+    assert err.value.message.startswith("a chat completion: not ready after 10s; last answer: ")
+    assert "last log lines of vllm:\n  INFO loading the model" in err.value.message
+    assert "a very large model may need a longer timeouts.ready" in err.value.fix
 
 
 def test_a_keyed_api_and_a_closed_ui_are_not_exposed(peer) -> None:
