@@ -81,7 +81,9 @@ ENV_KEYS: dict[str, str] = {
     "READY_TIMEOUT": "timeouts.ready",
 }
 
-_REPO_PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,95}"
+# The Hub's rules: a part neither starts nor ends with - or ., holds no -- (the cache folder
+# joins org and name with --) and does not end in .git; `..` is refused by the validator.
+_REPO_PART = r"(?![^/]*--)(?![^/]*\.git(?:/|$))[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 REPO_ID = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
 REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,127}$")
 PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

@@ -104,7 +104,15 @@ def gpus(value: Any, where: str) -> Any:
         ) from None
 
 
+PATH = re.compile(r"^/[A-Za-z0-9_./@+-]*$")
+
+
 def path(value: Any, where: str) -> Path:
-    if not isinstance(value, str) or not value.startswith("/") or ".." in value.split("/"):
-        raise BadInput(where, f"{value!r} is not allowed: use an absolute path without '..'")
+    # No ':' or ',' (they split a bind-mount spec), no spaces or shell characters.
+    if not isinstance(value, str) or not PATH.fullmatch(value) or ".." in value.split("/"):
+        raise BadInput(
+            where,
+            f"{value!r} is not allowed: use an absolute path of letters, digits and _ . / @ + - "
+            "without '..'",
+        )
     return Path(value)

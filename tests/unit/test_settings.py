@@ -103,6 +103,12 @@ def test_extra_args_from_env_are_split_never_shell_evaluated(tmp_path: Path) -> 
         pytest.param(
             {"model": {"id": "justname"}}, "model.id", "is not a Hugging Face repo id", id="no-org"
         ),
+        pytest.param({"model": {"id": "org/a--b"}}, "model.id", "is not a Hugging Face repo id", id="double-dash"),
+        pytest.param({"model": {"id": "org/name-"}}, "model.id", "is not a Hugging Face repo id", id="trailing-dash"),
+        pytest.param({"model": {"id": "org/name."}}, "model.id", "is not a Hugging Face repo id", id="trailing-dot"),
+        pytest.param({"model": {"id": "org/name.git"}}, "model.id", "is not a Hugging Face repo id", id="dot-git"),
+        pytest.param({"paths": {"models": "/opt/m:/etc"}}, "paths.models", "use an absolute path of letters", id="path-colon"),
+        pytest.param({"paths": {"models": "/opt/my models"}}, "paths.models", "use an absolute path of letters", id="path-space"),
         pytest.param(
             {"model": {"id": 7}}, "model.id", "is not a Hugging Face repo id", id="not-a-string"
         ),
@@ -183,13 +189,13 @@ def test_extra_args_from_env_are_split_never_shell_evaluated(tmp_path: Path) -> 
         pytest.param(
             {"paths": {"models": "relative/dir"}},
             "paths.models",
-            "use an absolute path without '..'",
+            "use an absolute path of letters, digits and _ . / @ + - without '..'",
             id="path-relative",
         ),
         pytest.param(
             {"paths": {"ui_data": "/opt/../etc"}},
             "paths.ui_data",
-            "use an absolute path without '..'",
+            "use an absolute path of letters, digits and _ . / @ + - without '..'",
             id="path-dotdot",
         ),
         pytest.param(
@@ -263,6 +269,9 @@ def test_unreadable_file(tmp_path: Path, text: str, words: str) -> None:
         "meta-llama/Llama-3.1-8B",
         "a_b/c.d-e",
         "Qwen/Qwen2.5-0.5B",
+        "x/y",
+        "org/gitrepo",
+        "org/a.gitx",
     ],
 )
 def test_real_repo_ids_are_accepted(tmp_path: Path, repo: str) -> None:
