@@ -117,7 +117,7 @@ def fit(name: str, gpu_memory: str | None, gpus: int | None, config_path: Path |
         as_json: bool) -> None:
     """Would MODEL fit these GPUs? Tensor-parallel size and context, or why not."""
     from agent.fit import NO_FIT_FIX, parse_memory
-    from agent.models import fit_model
+    from agent.model_fit import fit_model
 
     settings = load_settings(config_path)
     ref = _ref(name)

@@ -8,7 +8,6 @@ fit) is refused before a secret is written or a container touched.
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets as _random
 import time
 from collections.abc import Callable
@@ -58,7 +57,7 @@ def _quiet(_: str) -> None:
 
 def plan(settings: Settings, client: Any, *, root: Path = Path("/")) -> Plan:
     """The snapshot to serve and the GPU request, tensor-parallel size and context length."""
-    from agent import models
+    from agent import model_fit, models
 
     snapshot = models.snapshot_path(settings)
     container_path = models.snapshot_path(settings, mount=HF_HOME_IN_VLLM)
@@ -67,26 +66,24 @@ def plan(settings: Settings, client: Any, *, root: Path = Path("/")) -> Plan:
     if settings.gpus != "none":
         from agent import gpu
 
-        memory = [g.memory_total for g in gpu.read_inventory(root).healthy_gpus if g.memory_total]
+        memory = gpu.read_inventory(root).healthy_memory
     request = stack.gpu_request(settings.gpus, len(memory), engine.info(client).has_nvidia_runtime)
     tp = m.tensor_parallel_size if m.tensor_parallel_size != "auto" else 1
     max_len = m.max_model_len if m.max_model_len != "auto" else None
     if request is not None and memory:
         from agent import fit
 
+        count = None if request == "all" else int(request)
         try:
-            shape = fit.ModelShape.from_config(json.loads((snapshot / "config.json").read_text()))
-        except (OSError, ValueError) as exc:
-            raise AgentError(f"cannot read {snapshot / 'config.json'}: {exc}",
-                             fix=f"run `sandbox-agent model pull {m.id}` again") from None
-        weights = sum(p.stat().st_size for p in snapshot.glob("*.safetensors"))
-        count = len(memory) if request == "all" else min(int(request), len(memory))
-        fitted = fit.require_fit(
-            shape, memory[:count], utilization=m.gpu_memory_utilization,
-            weight_bytes=weights or None, max_model_len=m.max_model_len,
-            tensor_parallel_size=m.tensor_parallel_size,
-        )
-        tp, max_len = fitted.tensor_parallel_size or tp, fitted.max_model_len
+            fitted = model_fit.fit_cached(settings, memory, count)
+        except fit.UnsizedModel:
+            if "auto" in (m.tensor_parallel_size, m.max_model_len):
+                raise
+            fitted = None  # both set by hand: trust them, vLLM checks the memory itself
+        if fitted is not None:
+            if not fitted.fits:
+                raise fit.NoFit(fitted.reason, fix=fit.NO_FIT_FIX)
+            tp, max_len = fitted.tensor_parallel_size or tp, fitted.max_model_len
     return Plan(snapshot, stack.StackSpec(str(container_path), tp, max_len, request))
 
 

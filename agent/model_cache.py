@@ -25,6 +25,7 @@ from typing import Any
 from agent import log
 from agent.errors import BadInput
 from agent.files import atomic_write
+from agent.model_fit import fit_options
 from agent.models import (
     DISK_MARGIN,
     MARKERS,
@@ -42,7 +43,6 @@ from agent.models import (
     Resolved,
     cache_root,
     cached_commit,
-    fit_options,
     hub_errors,
     is_complete,
     load_config,

@@ -351,26 +351,6 @@ def load_config(path: Path, ref: ModelRef) -> dict[str, Any]:
     return config
 
 
-def fit_options(settings: Settings, ref: ModelRef, weight_bytes: int) -> dict[str, Any]:
-    """`fit.plan` arguments: the configured context and TP size bind the configured model only."""
-    m, own = settings.model, ref.repo_id == settings.model.id
-    return {
-        "utilization": m.gpu_memory_utilization,
-        "weight_bytes": weight_bytes or None,
-        "max_model_len": m.max_model_len if own else "auto",
-        "tensor_parallel_size": m.tensor_parallel_size if own else "auto",
-    }
-
-
-def fit_model(settings: Settings, ref: ModelRef, gpu_memory: list[int], token: str | None) -> Any:
-    """The fit plan of `ref` on GPUs of these memory totals (bytes); fetches config.json only."""
-    from agent import fit
-
-    resolved = resolve(settings, ref, token)
-    shape = fit.ModelShape.from_config(read_config(settings, resolved, token))
-    return fit.plan(shape, gpu_memory, **fit_options(settings, ref, resolved.weight_bytes))
-
-
 @contextlib.contextmanager
 def pull_lock(settings: Settings) -> Iterator[None]:
     """One fetch or removal at a time under paths.models (the sweep must not hit a live pull)."""

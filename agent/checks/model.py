@@ -5,17 +5,15 @@ No network, no huggingface_hub: the cache and our verification markers are read 
 
 from __future__ import annotations
 
-import json
-
 from agent.checks.base import Check, CheckSpec, DoctorContext
 from agent.checks.gpu import inventory
 from agent.errors import AgentError
+from agent.model_fit import fit_cached
 from agent.models import (
-    WEIGHT_FORMATS,
+    ModelError,
     ModelRef,
     cache_root,
     cached_commit,
-    fit_options,
     is_complete,
     repo_dir,
 )
@@ -57,7 +55,6 @@ def _gpu_memory(ctx: DoctorContext) -> tuple[list[int], str]:
 
 
 def check_fit(ctx: DoctorContext) -> Check:
-    from agent import fit
 
     ref = _ref(ctx)
     if ctx.settings.gpus == "none":
@@ -68,16 +65,13 @@ def check_fit(ctx: DoctorContext) -> Check:
     memory, why = _gpu_memory(ctx)
     if not memory:
         return Check("model.fit", "skip", "no GPU memory to fit the model on", detail=why)
-    snap = repo_dir(ctx.settings, ref.repo_id) / "snapshots" / commit
     try:
-        shape = fit.ModelShape.from_config(json.loads((snap / "config.json").read_text()))
-    except (OSError, ValueError) as exc:
-        return Check("model.fit", "fail", f"cannot read {snap / 'config.json'}", detail=str(exc),
-                     fix=_pull_fix(ref))
+        plan = fit_cached(ctx.settings, memory)
+    except ModelError as exc:
+        return Check("model.fit", "fail", "cannot read the model's config.json", exc.message,
+                     exc.fix or "")
     except AgentError as exc:
         return Check("model.fit", "warn", "cannot size the model", exc.message, exc.fix or "")
-    weights = sum(p.stat().st_size for p in snap.iterdir() if p.name.endswith(WEIGHT_FORMATS))
-    plan = fit.plan(shape, memory, **fit_options(ctx.settings, ref, weights))
     if plan.fits:
         return Check("model.fit", "ok",
                      f"tp {plan.tensor_parallel_size}, context {plan.max_model_len} on "

@@ -1,0 +1,59 @@
+"""Does the model fit this box? The bridge between the cache (agent.models) and the pure
+arithmetic (agent.fit): what the settings ask for, and what the snapshot or the Hub says."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent.models import (
+    WEIGHT_FORMATS,
+    ModelError,
+    ModelRef,
+    read_config,
+    resolve,
+    snapshot_path,
+)
+from agent.settings import Settings
+
+
+def fit_options(settings: Settings, ref: ModelRef, weight_bytes: int) -> dict[str, Any]:
+    """`fit.plan` arguments: the configured context and TP size bind the configured model only."""
+    m, own = settings.model, ref.repo_id == settings.model.id
+    return {
+        "utilization": m.gpu_memory_utilization,
+        "weight_bytes": weight_bytes or None,
+        "max_model_len": m.max_model_len if own else "auto",
+        "tensor_parallel_size": m.tensor_parallel_size if own else "auto",
+    }
+
+
+def fit_model(settings: Settings, ref: ModelRef, gpu_memory: list[int], token: str | None) -> Any:
+    """The fit plan of `ref` on GPUs of these memory totals (bytes); fetches config.json only."""
+    from agent import fit
+
+    resolved = resolve(settings, ref, token)
+    shape = fit.ModelShape.from_config(read_config(settings, resolved, token))
+    return fit.plan(shape, gpu_memory, **fit_options(settings, ref, resolved.weight_bytes))
+
+
+def fit_cached(settings: Settings, gpu_memory: list[int], count: int | None = None) -> Any:
+    """The fit plan of the configured model from its complete snapshot: no network needed.
+
+    `count` limits the GPUs to the first N (the GPU request). ModelNotCached when the snapshot
+    is not complete; ModelError when its config.json cannot be read.
+    """
+    from agent import fit
+
+    ref = ModelRef(settings.model.id, settings.model.revision)
+    snap = snapshot_path(settings, ref)
+    config = snap / "config.json"
+    try:
+        shape = fit.ModelShape.from_config(json.loads(config.read_text()))
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"cannot read {config}: {exc}", fix=f"run `sandbox-agent model pull {ref}`"
+        ) from None
+    weights = sum(p.stat().st_size for p in snap.iterdir() if p.name.endswith(WEIGHT_FORMATS))
+    memory = gpu_memory[:count] if count else gpu_memory
+    return fit.plan(shape, memory, **fit_options(settings, ref, weights))
