@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.engine import SOCKET
 from agent.settings import Settings
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -41,6 +42,7 @@ class DoctorContext:
 
     settings: Settings
     root: Path = Path("/")
+    docker_url: str = SOCKET
     _cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)

@@ -15,7 +15,7 @@ CONFIGURE_FIX = (
 
 
 def engine_info(ctx: DoctorContext) -> engine.EngineInfo:
-    return ctx.once("docker.info", lambda: engine.info(engine.connect(timeout=5)))
+    return ctx.once("docker.info", lambda: engine.info(engine.connect(ctx.docker_url, timeout=5)))
 
 
 def check_engine(ctx: DoctorContext) -> Check:

@@ -14,7 +14,7 @@ LOOPBACK = ("127.", "::1", "[::1]")
 
 def _services(ctx: DoctorContext) -> dict[str, stack.ServiceStatus]:
     def read() -> dict[str, stack.ServiceStatus]:
-        client = engine.connect(timeout=5)
+        client = engine.connect(ctx.docker_url, timeout=5)
         found = stack.status(client, ctx.settings.project, (stack.VLLM, stack.UI))
         return {s.service: s for s in found}
 

@@ -32,12 +32,10 @@ def test_engine_is_reported_with_its_version(tmp_path: Path) -> None:
     assert "runtimes: " in check.detail
 
 
-def test_unreachable_engine_says_how_to_start_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent import engine
-
-    monkeypatch.setattr(engine, "SOCKET", f"unix://{tmp_path}/no.sock")
-    monkeypatch.setattr(engine.connect, "__defaults__", (f"unix://{tmp_path}/no.sock",))
-    check = docker_checks.check_engine(ctx(tmp_path, tmp_path))
+def test_unreachable_engine_says_how_to_start_it(tmp_path: Path) -> None:
+    context = ctx(tmp_path, tmp_path)
+    context.docker_url = f"unix://{tmp_path}/no.sock"  # a real socket path where no engine listens
+    check = docker_checks.check_engine(context)
     assert check.status == "fail" and check.summary == "the Docker engine is not reachable"
     assert "systemctl start docker" in check.fix
 
