@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
@@ -115,7 +115,7 @@ def ensure_base() -> str:
     tag = base_tag()
     if _image_exists(tag):
         return tag
-    with _build_lock():
+    with file_lock(LOCK_PATH, _log):
         if _image_exists(tag):  # another process built it while we waited
             return tag
         _build_base(tag)
@@ -127,7 +127,7 @@ def ensure_image(name: str) -> str:
     base = ensure_base()
     tag = image_tag(name, base)
     if not _image_exists(tag):
-        with _build_lock():
+        with file_lock(LOCK_PATH, _log):
             if not _image_exists(tag):
                 _build_image(name, tag, base)
     _docker("tag", tag, f"{REPO}/{name}:current")
@@ -310,13 +310,14 @@ def _image_exists(tag: str) -> bool:
 
 
 @contextlib.contextmanager
-def _build_lock() -> Iterator[None]:
-    LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_PATH, "a+") as handle:
+def file_lock(path: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """One build at a time across pytest processes (and a second CI run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _log(f"waiting for another build to finish (lock {LOCK_PATH})")
+            log(f"waiting for another build to finish (lock {path})")
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

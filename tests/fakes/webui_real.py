@@ -19,8 +19,6 @@ As a script: ``python tests/fakes/webui_real.py`` builds (if needed) and prints 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -28,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `tests.fakes` importable
@@ -109,7 +106,7 @@ def ensure_webui_real_image() -> str:
     base = images.ensure_base()
     tag = image_tag(base)
     if not images._image_exists(tag):
-        with _lock():
+        with images.file_lock(LOCK_PATH, _log):
             if not images._image_exists(tag):  # another process may have built it meanwhile
                 started = time.monotonic()
                 site_packages = _ensure_site_packages()
@@ -185,21 +182,6 @@ def _build(tag: str, base: str, ctx: Path) -> None:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
         raise WebuiBuildError(f"docker build of {tag} failed:\n{tail}")
     _log(f"docker build done in {time.monotonic() - started:.0f}s")
-
-
-@contextlib.contextmanager
-def _lock() -> Iterator[None]:
-    LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_PATH, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _log(f"waiting for another build to finish (lock {LOCK_PATH})")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _log(message: str) -> None:
