@@ -72,8 +72,10 @@ def configure(*, verbose: bool = False, stream: Any = None) -> None:
     import structlog  # here, not at import: `--help` need not pay for it (and asyncio)
 
     stream = stream or sys.stderr
-    level = logging.DEBUG if verbose else logging.INFO
     tty = hasattr(stream, "isatty") and stream.isatty()
+    # A person at a terminal reads the command's own progress lines; info events are for the
+    # journal and pipes. -v shows everything.
+    level = logging.DEBUG if verbose else logging.WARNING if tty else logging.INFO
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False) if tty else structlog.processors.JSONRenderer()
     )

@@ -49,7 +49,7 @@ def test_token_shapes_are_redacted_without_registration(lines) -> None:
     assert TOKEN not in text and "unregistered-key-1" not in text
 
 
-def test_console_on_tty_is_readable() -> None:
+def test_console_on_tty_is_readable_and_keeps_info_for_the_journal() -> None:
     class Tty(io.StringIO):
         def isatty(self) -> bool:
             return True
@@ -57,11 +57,26 @@ def test_console_on_tty_is_readable() -> None:
     stream = Tty()
     log.configure(stream=stream)
     try:
-        log.get().info(
-            "step.skipped", step="driver", reason="no NVIDIA PCI device", password="pw-123456"
-        )
+        log.get().info("stack.reconciled", project="demo")
+        log.get().warning("step.skipped", step="driver", reason="no NVIDIA PCI device", password="pw-123456")
     finally:
         log.configure()
     out = stream.getvalue()
+    assert "stack.reconciled" not in out  # the command prints its own progress on a terminal
     assert "step.skipped" in out and "reason='no NVIDIA PCI device'" in out.replace('"', "'")
     assert "pw-123456" not in out
+    assert not out.lstrip().startswith("{")  # readable lines, not JSON
+
+
+def test_verbose_on_a_tty_shows_info_and_debug() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    log.configure(verbose=True, stream=stream)
+    try:
+        log.get().debug("command.start", argv=["true"])
+    finally:
+        log.configure()
+    assert "command.start" in stream.getvalue()
