@@ -156,12 +156,19 @@ def check_driver(ctx: DoctorContext) -> Check:
     return Check("gpu.driver", "fail", summary, detail=inv.detail, fix=fix)
 
 
+def _needs_driver(check_id: str, inv: gpu.GpuInventory) -> Check | None:
+    """The skip of a check that only means something once the driver answers."""
+    if inv.state == "no_gpu":
+        return Check(check_id, "skip", f"skipped: {NO_GPU}", detail=NO_GPU_DETAIL)
+    if inv.state != "ok":
+        return Check(check_id, "skip", DRIVER_BROKEN, detail=inv.detail)
+    return None
+
+
 def check_devices(ctx: DoctorContext) -> Check:
     inv = inventory(ctx)
-    if inv.state == "no_gpu":
-        return Check("gpu.devices", "skip", f"skipped: {NO_GPU}", detail=NO_GPU_DETAIL)
-    if inv.state != "ok":
-        return Check("gpu.devices", "skip", DRIVER_BROKEN, detail=inv.detail)
+    if skipped := _needs_driver("gpu.devices", inv):
+        return skipped
     lines = "; ".join(describe(g) for g in inv.gpus)
     if not inv.gpus:
         return Check(
@@ -205,10 +212,8 @@ def check_devices(ctx: DoctorContext) -> Check:
 
 def check_uvm(ctx: DoctorContext) -> Check:
     inv = inventory(ctx)
-    if inv.state == "no_gpu":
-        return Check("gpu.uvm", "skip", f"skipped: {NO_GPU}", detail=NO_GPU_DETAIL)
-    if inv.state != "ok":
-        return Check("gpu.uvm", "skip", DRIVER_BROKEN, detail=inv.detail)
+    if skipped := _needs_driver("gpu.uvm", inv):
+        return skipped
     missing = [f"/{name}" for name in UVM_NODES if not _is_char_device(ctx.root / name)]
     if not missing:
         return Check(
