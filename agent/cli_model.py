@@ -64,8 +64,10 @@ def pull(name: str, revision: str | None, config_path: Path | None, as_json: boo
         state = "already complete" if result.already_complete else "fetched and verified"
         if result.offline:
             state += f" (Hub unreachable: kept the cached copy, {result.revision} not re-checked)"
-        click.echo(f"{result.repo_id}@{result.commit[:12]}: {state}, {len(result.files)} files, "
-                   f"{_gb(result.bytes_total)}")
+        click.echo(
+            f"{result.repo_id}@{result.commit[:12]}: {state}, {len(result.files)} files, "
+            f"{_gb(result.bytes_total)}"
+        )
         click.echo(f"  path: {result.path}")
 
 
@@ -113,8 +115,9 @@ def rm(name: str, config_path: Path | None, as_json: bool) -> None:
 @config_option
 @json_option
 @guarded
-def fit(name: str, gpu_memory: str | None, gpus: int | None, config_path: Path | None,
-        as_json: bool) -> None:
+def fit(
+    name: str, gpu_memory: str | None, gpus: int | None, config_path: Path | None, as_json: bool
+) -> None:
     """Would MODEL fit these GPUs? Tensor-parallel size and context, or why not."""
     from agent.fit import NO_FIT_FIX, parse_memory
     from agent.model_fit import fit_model
@@ -129,9 +132,11 @@ def fit(name: str, gpu_memory: str | None, gpus: int | None, config_path: Path |
     if as_json:
         emit_json({"model": str(ref), **result.as_dict()})
     else:
-        click.echo(f"{ref} on {len(totals)} x {_gb(totals[0])} "
-                   f"(gpu_memory_utilization {result.gpu_memory_utilization:.2f}), weights "
-                   f"{_gb(result.weights_bytes)} ({result.weights_source})")
+        click.echo(
+            f"{ref} on {len(totals)} x {_gb(totals[0])} "
+            f"(gpu_memory_utilization {result.gpu_memory_utilization:.2f}), weights "
+            f"{_gb(result.weights_bytes)} ({result.weights_source})"
+        )
         click.echo(result.summary())
         if not result.fits:
             click.echo(f"  fix: {NO_FIT_FIX}", err=True)
@@ -145,12 +150,17 @@ def _local_gpus(count: int | None) -> list[int]:
     inventory = gpu.read_inventory(host_root())
     totals = inventory.healthy_memory
     if not totals:
-        raise BadInput("--gpu-memory", f"no GPU found on this box to plan for ({inventory.detail})",
-                       fix="pass --gpu-memory 24GB (and --gpus N) to plan for other hardware")
+        raise BadInput(
+            "--gpu-memory",
+            f"no GPU found on this box to plan for ({inventory.detail})",
+            fix="pass --gpu-memory 24GB (and --gpus N) to plan for other hardware",
+        )
     if count and count > len(totals):
-        raise BadInput("--gpus", f"this box has {len(totals)} usable GPU(s), not {count}",
-                       fix="pass --gpu-memory too (e.g. --gpu-memory 80GB) to plan for other "
-                       "hardware")
+        raise BadInput(
+            "--gpus",
+            f"this box has {len(totals)} usable GPU(s), not {count}",
+            fix="pass --gpu-memory too (e.g. --gpu-memory 80GB) to plan for other hardware",
+        )
     return totals[:count] if count else totals
 
 

@@ -28,8 +28,12 @@ def _progress(as_json: bool) -> Any:
 @click.command()
 @config_option
 @json_option
-@click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A compose template to render instead of the one shipped with the agent.")
+@click.option(
+    "--template",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A compose template to render instead of the one shipped with the agent.",
+)
 @guarded
 def up(config_path: Path | None, as_json: bool, template: Path | None) -> None:
     """Render the stack, start what is missing or changed, and wait until it answers."""
@@ -62,8 +66,10 @@ def down(config_path: Path | None, as_json: bool) -> None:
     elif not removed:
         click.echo(f"the stack {settings.project} was not running")
     else:
-        click.echo(f"removed {len(removed)} object(s); data under {settings.paths.ui_data} "
-                   f"and {settings.paths.models} is untouched")
+        click.echo(
+            f"removed {len(removed)} object(s); data under {settings.paths.ui_data} "
+            f"and {settings.paths.models} is untouched"
+        )
 
 
 @click.command()
@@ -81,18 +87,22 @@ def status(config_path: Path | None, as_json: bool) -> None:
     credentials = store.path(secrets.WEBUI_ADMIN) if settings.ui.enabled else None
     running = all(s.state == "running" for s in services if s.service in wanted)
     if as_json:
-        emit_json({
-            "project": settings.project,
-            "running": running,
-            "services": [s.as_dict() for s in services],
-            "key_file": str(store.path(secrets.API_KEY)),
-            "admin_login_file": str(credentials) if credentials else None,
-        })
+        emit_json(
+            {
+                "project": settings.project,
+                "running": running,
+                "services": [s.as_dict() for s in services],
+                "key_file": str(store.path(secrets.API_KEY)),
+                "admin_login_file": str(credentials) if credentials else None,
+            }
+        )
     else:
         click.echo(f"{'SERVICE':<12} {'STATE':<11} {'HEALTH':<10} {'UPTIME':>8}  PORTS / IMAGE")
         for s in services:
-            click.echo(f"{s.service:<12} {s.state:<11} {s.health:<10} {_age(s.uptime_s):>8}  "
-                       f"{', '.join(s.ports) or '-'}  {s.image or ''}")
+            click.echo(
+                f"{s.service:<12} {s.state:<11} {s.health:<10} {_age(s.uptime_s):>8}  "
+                f"{', '.join(s.ports) or '-'}  {s.image or ''}"
+            )
         click.echo(f"API key: {store.path(secrets.API_KEY)}")
         if credentials:
             click.echo(f"Open WebUI admin sign-in: {credentials}")

@@ -96,9 +96,16 @@ def admin_credentials(settings: Settings, store: SecretStore) -> tuple[str, str]
     return settings.ui.admin_email, password
 
 
-def up(settings: Settings, *, root: Path = Path("/"), template: Path | None = None,
-       progress: Progress = _quiet, client: Any = None, sleep: Callable[[float], None] = time.sleep,
-       clock: Callable[[], float] = time.monotonic) -> DeployResult:
+def up(
+    settings: Settings,
+    *,
+    root: Path = Path("/"),
+    template: Path | None = None,
+    progress: Progress = _quiet,
+    client: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> DeployResult:
     started = clock()
     text = _read_template(template)
     client = client or engine.connect()
@@ -148,9 +155,15 @@ def _read_template(template: Path | None) -> str | None:
         raise BadInput("--template", f"{template} cannot be read: {exc.strerror}") from None
 
 
-def wait_ready(settings: Settings, client: Any, api_key: str, *, progress: Progress = _quiet,
-               sleep: Callable[[float], None] = time.sleep,
-               clock: Callable[[], float] = time.monotonic) -> None:
+def wait_ready(
+    settings: Settings,
+    client: Any,
+    api_key: str,
+    *,
+    progress: Progress = _quiet,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
     """vLLM /health, the served name in /v1/models, one chat completion, then the UI.
 
     Within `timeouts.ready` in all: no probe waits longer than the time left."""
@@ -159,17 +172,26 @@ def wait_ready(settings: Settings, client: Any, api_key: str, *, progress: Progr
     name = settings.model.name
     stages: list[tuple[str, str, Callable[[float], probes.Probe]]] = [
         ("vLLM /health", stack.VLLM, lambda left: probes.vllm_health(api, min(3, left))),
-        (f"{name} in /v1/models", stack.VLLM,
-         lambda left: probes.vllm_models(api, api_key, name, min(5, left))),
-        ("a chat completion", stack.VLLM,
-         lambda left: probes.vllm_chat(api, api_key, name, min(60, left))),
+        (
+            f"{name} in /v1/models",
+            stack.VLLM,
+            lambda left: probes.vllm_models(api, api_key, name, min(5, left)),
+        ),
+        (
+            "a chat completion",
+            stack.VLLM,
+            lambda left: probes.vllm_chat(api, api_key, name, min(60, left)),
+        ),
     ]
     if settings.ui.enabled:
         store = SecretStore(settings.paths.secrets)
         stages += [
             ("Open WebUI /health", stack.UI, lambda left: probes.ui_health(ui, min(3, left))),
-            ("Open WebUI admin", stack.UI,
-             lambda left: _ensure_admin(settings, store, ui, min(10, left))),
+            (
+                "Open WebUI admin",
+                stack.UI,
+                lambda left: _ensure_admin(settings, store, ui, min(10, left)),
+            ),
         ]
     start = clock()
     deadline = start + settings.timeouts.ready
@@ -194,12 +216,12 @@ def wait_ready(settings: Settings, client: Any, api_key: str, *, progress: Progr
     for service in dict.fromkeys(service for _, service, _ in stages):
         crashed = _crashed(client, settings.project, service, restarts.get(service, 0), limit=1)
         if crashed:
-            raise _not_ready(client, settings, service, f"{service} staying up", crashed,
-                             "every probe passed")
+            raise _not_ready(
+                client, settings, service, f"{service} staying up", crashed, "every probe passed"
+            )
 
 
-def _ensure_admin(settings: Settings, store: SecretStore, ui: str, timeout: float
-                  ) -> probes.Probe:
+def _ensure_admin(settings: Settings, store: SecretStore, ui: str, timeout: float) -> probes.Probe:
     """Signup closed with an admin in place; creates the admin when the UI has no user yet
     (UI versions that ignore WEBUI_ADMIN_EMAIL leave the first signup to whoever comes)."""
     closed = probes.ui_signup_closed(ui, timeout)
@@ -209,32 +231,41 @@ def _ensure_admin(settings: Settings, store: SecretStore, ui: str, timeout: floa
         email, password = admin_credentials(settings, store)
         made = probes.ui_signup(ui, "admin", email, password, timeout)
         return made if not made.ok else probes.ui_signup_closed(ui, timeout)
-    raise AgentError(f"Open WebUI lets anyone sign up ({closed.detail})",
-                     fix="set ENABLE_SIGNUP=False for the UI, or disable signup in its admin panel")
+    raise AgentError(
+        f"Open WebUI lets anyone sign up ({closed.detail})",
+        fix="set ENABLE_SIGNUP=False for the UI, or disable signup in its admin panel",
+    )
 
 
-def _crashed(client: Any, project: str, service: str, restarts_before: int,
-             limit: int = CRASH_RESTARTS) -> str:
+def _crashed(
+    client: Any, project: str, service: str, restarts_before: int, limit: int = CRASH_RESTARTS
+) -> str:
     for svc in stack.status(client, project, (service,)):
         if svc.service != service:
             continue
         if svc.state in ("exited", "dead", "missing"):
             return f"the {service} container is {svc.state}"
         if svc.restart_count - restarts_before >= limit:
-            return (f"the {service} container crashed {svc.restart_count - restarts_before} "
-                    "time(s) while up waited for it")
+            return (
+                f"the {service} container crashed {svc.restart_count - restarts_before} "
+                "time(s) while up waited for it"
+            )
     return ""
 
 
-def _not_ready(client: Any, settings: Settings, service: str, label: str, why: str,
-               last: str) -> NotReady:
+def _not_ready(
+    client: Any, settings: Settings, service: str, label: str, why: str, last: str
+) -> NotReady:
     tail = stack.last_lines(client, settings.project, service, 15)
-    fix = (f"see `sandbox-agent logs {service}`; " + (
+    fix = f"see `sandbox-agent logs {service}`; " + (
         "check that the model fits the GPUs and its files are complete; a very large model may "
-        "need a longer timeouts.ready" if service == stack.VLLM else
-        "check the UI's data folder and image"))
+        "need a longer timeouts.ready"
+        if service == stack.VLLM
+        else "check the UI's data folder and image"
+    )
     message = f"{label}: {why}; last answer: {last}"
     if tail:
         message += f"\nlast log lines of {service}:\n" + "\n".join(
-            "  " + line for line in tail.splitlines())
+            "  " + line for line in tail.splitlines()
+        )
     return NotReady(message, fix=fix)

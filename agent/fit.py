@@ -114,8 +114,10 @@ class ModelShape:
         )
         quant = cfg.get("quantization_config") or {}
         # transformers >= 4.56 writes `dtype`; multimodal configs may keep it at the top only
-        dtype = next((str(c[k]) for c in (cfg, config) for k in ("torch_dtype", "dtype")
-                      if c.get(k)), "bfloat16")
+        dtype = next(
+            (str(c[k]) for c in (cfg, config) for k in ("torch_dtype", "dtype") if c.get(k)),
+            "bfloat16",
+        )
         mla = int(cfg.get("kv_lora_rank") or 0)
         return cls(
             layers=layers,

@@ -129,13 +129,21 @@ class _Progress(threading.Thread):
         rate, pct = got / seconds / 1e6, 100.0 * got / self.total if self.total else 100.0
         if self.mode == "bar":
             filled = int(min(pct, 100) / 100 * 30)
-            sys.stderr.write(f"\r{self.ref.repo_id} [{'#' * filled:<30}] {pct:5.1f}% "
-                             f"{got / 1e9:.2f}/{self.total / 1e9:.2f} GB {rate:.1f} MB/s"
-                             + ("\n" if final else ""))
+            sys.stderr.write(
+                f"\r{self.ref.repo_id} [{'#' * filled:<30}] {pct:5.1f}% "
+                f"{got / 1e9:.2f}/{self.total / 1e9:.2f} GB {rate:.1f} MB/s"
+                + ("\n" if final else "")
+            )
             sys.stderr.flush()
         elif self.mode == "log":
-            log.get().info("model.pull.progress", repo=self.ref.repo_id, bytes=got,
-                           total=self.total, percent=round(pct, 1), rate_mb_s=round(rate, 1))
+            log.get().info(
+                "model.pull.progress",
+                repo=self.ref.repo_id,
+                bytes=got,
+                total=self.total,
+                percent=round(pct, 1),
+                rate_mb_s=round(rate, 1),
+            )
         return got
 
 
@@ -174,8 +182,17 @@ def pull(
     with pull_lock(settings):
         if is_complete(settings, ref.repo_id, resolved.commit):
             _write_ref(folder, ref.revision, resolved.commit)
-            return PullResult(ref.repo_id, ref.revision, resolved.commit, snapshot, names,
-                              resolved.bytes, 0, time.monotonic() - started, True)
+            return PullResult(
+                ref.repo_id,
+                ref.revision,
+                resolved.commit,
+                snapshot,
+                names,
+                resolved.bytes,
+                0,
+                time.monotonic() - started,
+                True,
+            )
         sweep_orphans(folder)
         missing = sum(f.size for f in resolved.selected if not _have_blob(folder, f))
         _check_disk(settings, ref, missing, margin)
@@ -187,8 +204,14 @@ def pull(
                 kwargs["disable"] = True
                 super().__init__(*args, **kwargs)
 
-        log.get().info("model.pull.start", repo=ref.repo_id, revision=ref.revision,
-                       commit=resolved.commit, files=len(names), missing_bytes=missing)
+        log.get().info(
+            "model.pull.start",
+            repo=ref.repo_id,
+            revision=ref.revision,
+            commit=resolved.commit,
+            files=len(names),
+            missing_bytes=missing,
+        )
         if mode != "none":
             meter.start()
         try:
@@ -196,16 +219,22 @@ def pull(
                 try:
                     with hub_errors(settings, ref, token):
                         snapshot_download(
-                            ref.repo_id, revision=resolved.commit, cache_dir=cache_root(settings),
-                            endpoint=settings.hub.endpoint, token=token or False,
-                            allow_patterns=[_escape(n) for n in names], max_workers=max_workers,
-                            tqdm_class=Quiet)
+                            ref.repo_id,
+                            revision=resolved.commit,
+                            cache_dir=cache_root(settings),
+                            endpoint=settings.hub.endpoint,
+                            token=token or False,
+                            allow_patterns=[_escape(n) for n in names],
+                            max_workers=max_workers,
+                            tqdm_class=Quiet,
+                        )
                     break
                 except ConnectionLost as exc:
                     if attempt == attempts:
                         raise
-                    log.get().warning("model.pull.retry", repo=ref.repo_id, attempt=attempt,
-                                      error=exc.message)
+                    log.get().warning(
+                        "model.pull.retry", repo=ref.repo_id, attempt=attempt, error=exc.message
+                    )
                     time.sleep(attempt)
         finally:
             meter.done.set()
@@ -217,16 +246,38 @@ def pull(
         (folder / "trees" / f"{resolved.commit}.json").unlink(missing_ok=True)
         atomic_write(
             marker_path(settings, ref.repo_id, resolved.commit),
-            json.dumps({"repo_id": ref.repo_id, "revision": ref.revision,
-                        "commit": resolved.commit, "verified_at": time.time(),
-                        "files": [f.as_dict() for f in resolved.selected]}, indent=1),
+            json.dumps(
+                {
+                    "repo_id": ref.repo_id,
+                    "revision": ref.revision,
+                    "commit": resolved.commit,
+                    "verified_at": time.time(),
+                    "files": [f.as_dict() for f in resolved.selected],
+                },
+                indent=1,
+            ),
         )
         _write_ref(folder, ref.revision, resolved.commit)
     seconds = time.monotonic() - started
-    log.get().info("model.pull.done", repo=ref.repo_id, commit=resolved.commit,
-                   bytes=resolved.bytes, fetched=fetched, seconds=round(seconds, 2))
-    return PullResult(ref.repo_id, ref.revision, resolved.commit, snapshot, names,
-                      resolved.bytes, fetched, seconds, False)
+    log.get().info(
+        "model.pull.done",
+        repo=ref.repo_id,
+        commit=resolved.commit,
+        bytes=resolved.bytes,
+        fetched=fetched,
+        seconds=round(seconds, 2),
+    )
+    return PullResult(
+        ref.repo_id,
+        ref.revision,
+        resolved.commit,
+        snapshot,
+        names,
+        resolved.bytes,
+        fetched,
+        seconds,
+        False,
+    )
 
 
 def _require_fit(
@@ -252,11 +303,25 @@ def _complete_offline(
         weights = sum(f["size"] for f in files if f["path"].endswith(WEIGHT_FORMATS))
         config = load_config(snapshot / "config.json", ref)
         _require_fit(settings, ref, config, weights, gpu_memory)
-    log.get().warning("model.pull.offline", repo=ref.repo_id, revision=ref.revision,
-                      commit=commit, reason=exc.message)
-    return PullResult(ref.repo_id, ref.revision, commit, snapshot,
-                      tuple(f["path"] for f in files), sum(f["size"] for f in files), 0, 0.0,
-                      True, offline=True)
+    log.get().warning(
+        "model.pull.offline",
+        repo=ref.repo_id,
+        revision=ref.revision,
+        commit=commit,
+        reason=exc.message,
+    )
+    return PullResult(
+        ref.repo_id,
+        ref.revision,
+        commit,
+        snapshot,
+        tuple(f["path"] for f in files),
+        sum(f["size"] for f in files),
+        0,
+        0.0,
+        True,
+        offline=True,
+    )
 
 
 def _escape(name: str) -> str:
@@ -358,9 +423,17 @@ def list_models(settings: Settings) -> ModelList:
                 )
         for snap in sorted((folder / "snapshots").glob("*")):
             size = sum(p.stat().st_size for p in snap.rglob("*") if p.is_file())
-            found.append(CachedModel(
-                repo_id, snap.name, tuple(sorted(refs.get(snap.name, []))), snap, size,
-                is_complete(settings, repo_id, snap.name), repo_id == settings.model.id))
+            found.append(
+                CachedModel(
+                    repo_id,
+                    snap.name,
+                    tuple(sorted(refs.get(snap.name, []))),
+                    snap,
+                    size,
+                    is_complete(settings, repo_id, snap.name),
+                    repo_id == settings.model.id,
+                )
+            )
     return ModelList(cache_root(settings), tuple(found))
 
 
@@ -374,8 +447,11 @@ class RemoveResult(AsDict):
 def remove(settings: Settings, repo_id: str) -> RemoveResult:
     """Delete a cached model, every revision; never the one the stack serves (model.id)."""
     if "@" in repo_id:
-        raise BadInput("MODEL", f"{repo_id!r}: `model rm` removes every revision of a model",
-                       fix=f"leave out @revision: `sandbox-agent model rm {repo_id.split('@')[0]}`")
+        raise BadInput(
+            "MODEL",
+            f"{repo_id!r}: `model rm` removes every revision of a model",
+            fix=f"leave out @revision: `sandbox-agent model rm {repo_id.split('@')[0]}`",
+        )
     ref = ModelRef.parse(repo_id)
     if ref.repo_id == settings.model.id:
         raise ModelInUse(

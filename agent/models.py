@@ -93,12 +93,18 @@ class ModelRef(AsDict):
     @staticmethod
     def check(repo_id: str, revision: str, where: str) -> None:
         if not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
-            raise BadInput(where, f"{repo_id!r} is not a Hugging Face repo id",
-                           fix="write it as org/name, e.g. mistralai/Mistral-7B-Instruct-v0.3")
+            raise BadInput(
+                where,
+                f"{repo_id!r} is not a Hugging Face repo id",
+                fix="write it as org/name, e.g. mistralai/Mistral-7B-Instruct-v0.3",
+            )
         parts = revision.split("/")
         if not REVISION.fullmatch(revision) or {"..", ".", ""} & set(parts):
-            raise BadInput(f"{where} revision", f"{revision!r} is not a branch, tag or commit",
-                           fix="use a branch (main), a tag (v1.0) or a 40-character commit sha")
+            raise BadInput(
+                f"{where} revision",
+                f"{revision!r} is not a branch, tag or commit",
+                fix="use a branch (main), a tag (v1.0) or a 40-character commit sha",
+            )
 
     @classmethod
     def parse(cls, text: str, revision: str | None = None, where: str = "MODEL") -> ModelRef:
@@ -332,9 +338,14 @@ def read_config(settings: Settings, resolved: Resolved, token: str | None) -> di
             f"https://huggingface.co/{resolved.ref.repo_id}/tree/main",
         )
     with hub_errors(settings, resolved.ref, token):
-        path = hf_hub_download(resolved.ref.repo_id, "config.json", revision=resolved.commit,
-                               cache_dir=cache_root(settings), endpoint=settings.hub.endpoint,
-                               token=token or False)
+        path = hf_hub_download(
+            resolved.ref.repo_id,
+            "config.json",
+            revision=resolved.commit,
+            cache_dir=cache_root(settings),
+            endpoint=settings.hub.endpoint,
+            token=token or False,
+        )
     return load_config(Path(path), resolved.ref)
 
 
@@ -343,11 +354,15 @@ def load_config(path: Path, ref: ModelRef) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read config.json of {ref}: {exc}",
-                         fix=f"run `sandbox-agent model pull {ref}` again") from None
+        raise ModelError(
+            f"cannot read config.json of {ref}: {exc}",
+            fix=f"run `sandbox-agent model pull {ref}` again",
+        ) from None
     if not isinstance(config, dict):
-        raise ModelError(f"config.json of {ref} is not a JSON object",
-                         fix="pick a transformers model (its config.json is an object)")
+        raise ModelError(
+            f"config.json of {ref} is not a JSON object",
+            fix="pick a transformers model (its config.json is an object)",
+        )
     return config
 
 

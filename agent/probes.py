@@ -37,8 +37,9 @@ def base_url(bind: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def request(url: str, *, key: str | None = None, body: Any = None, timeout: float = 5.0
-            ) -> tuple[int | None, Any, str]:
+def request(
+    url: str, *, key: str | None = None, body: Any = None, timeout: float = 5.0
+) -> tuple[int | None, Any, str]:
     """(status, parsed JSON or text, error) of one request; never raises."""
     headers = {"Accept": "application/json"}
     data = None
@@ -100,18 +101,28 @@ def vllm_models(api: str, key: str | None, served_name: str, timeout: float = 5.
         return _timed("vllm.models", start, False, status, error)
     names = _model_ids(payload)
     if served_name not in names:
-        return _timed("vllm.models", start, False, status,
-                      f"/v1/models lists {names or 'nothing'}, not {served_name!r}")
+        return _timed(
+            "vllm.models",
+            start,
+            False,
+            status,
+            f"/v1/models lists {names or 'nothing'}, not {served_name!r}",
+        )
     return _timed("vllm.models", start, True, status, f"/v1/models lists {served_name!r}")
 
 
 def vllm_chat(api: str, key: str | None, model: str, timeout: float = 60.0) -> Probe:
     """One real chat completion of a few tokens: the only true liveness test of the engine."""
     start = time.monotonic()
-    body = {"model": model, "messages": [{"role": "user", "content": "Say hello."}],
-            "max_tokens": 4, "temperature": 0}
-    status, payload, error = request(f"{api}/v1/chat/completions", key=key, body=body,
-                                     timeout=timeout)
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 4,
+        "temperature": 0,
+    }
+    status, payload, error = request(
+        f"{api}/v1/chat/completions", key=key, body=body, timeout=timeout
+    )
     if status != 200:
         return _timed("vllm.chat", start, False, status, error)
     try:
@@ -124,8 +135,9 @@ def vllm_chat(api: str, key: str | None, model: str, timeout: float = 60.0) -> P
 def ui_health(ui: str, timeout: float = 3.0) -> Probe:
     start = time.monotonic()
     status, _, error = request(f"{ui}/health", timeout=timeout)
-    return _timed("ui.health", start, status == 200, status,
-                  error or "Open WebUI /health answers 200")
+    return _timed(
+        "ui.health", start, status == 200, status, error or "Open WebUI /health answers 200"
+    )
 
 
 def ui_signup_closed(ui: str, timeout: float = 5.0) -> Probe:
@@ -138,8 +150,13 @@ def ui_signup_closed(ui: str, timeout: float = 5.0) -> Probe:
     if status != 200 or not isinstance(payload, dict):
         return _timed("ui.signup", start, False, status, error or "no config from /api/config")
     if payload.get("onboarding"):
-        return _timed("ui.signup", start, False, status,
-                      "no user exists yet: the first visitor to sign up becomes the admin")
+        return _timed(
+            "ui.signup",
+            start,
+            False,
+            status,
+            "no user exists yet: the first visitor to sign up becomes the admin",
+        )
     if (payload.get("features") or {}).get("enable_signup"):
         return _timed("ui.signup", start, False, status, "signup is open to anyone")
     return _timed("ui.signup", start, True, status, "signup is closed; an admin exists")
@@ -153,21 +170,30 @@ def ui_signup(ui: str, name: str, email: str, password: str, timeout: float = 10
     return _timed("ui.signup", start, status == 200, status, error or f"{email} signed up")
 
 
-def ui_models(ui: str, email: str, password: str, served_name: str, timeout: float = 10.0
-              ) -> Probe:
+def ui_models(ui: str, email: str, password: str, served_name: str, timeout: float = 10.0) -> Probe:
     """Sign in as the admin and list the models through the UI: the UI reaches vLLM with the key."""
     start = time.monotonic()
     body = {"email": email, "password": password}
     status, payload, error = request(f"{ui}/api/v1/auths/signin", body=body, timeout=timeout)
     token = payload.get("token") if status == 200 and isinstance(payload, dict) else None
     if not token:
-        return _timed("ui.models", start, False, status,
-                      f"cannot sign in as {email}: {error or 'no token in the answer'}")
+        return _timed(
+            "ui.models",
+            start,
+            False,
+            status,
+            f"cannot sign in as {email}: {error or 'no token in the answer'}",
+        )
     status, payload, error = request(f"{ui}/api/models", key=token, timeout=timeout)
     if status != 200:
         return _timed("ui.models", start, False, status, error)
     names = _model_ids(payload)
     if served_name not in names:
-        return _timed("ui.models", start, False, status,
-                      f"the UI lists {names or 'no model'}, not {served_name!r}")
+        return _timed(
+            "ui.models",
+            start,
+            False,
+            status,
+            f"the UI lists {names or 'no model'}, not {served_name!r}",
+        )
     return _timed("ui.models", start, True, status, f"the UI lists {served_name!r} from vLLM")

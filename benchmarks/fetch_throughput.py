@@ -31,8 +31,9 @@ CONFIG = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2}
 def serve(mb: int, count: int, queue: multiprocessing.Queue) -> None:
     """The Hub in its own process: in ours it would share the GIL with the client."""
     shard = mb * 10**6 // count
-    files = {f"model-{i:05d}-of-{count:05d}.safetensors": os.urandom(shard)
-             for i in range(1, count + 1)}
+    files = {
+        f"model-{i:05d}-of-{count:05d}.safetensors": os.urandom(shard) for i in range(1, count + 1)
+    }
     files["config.json"] = json.dumps(CONFIG).encode()
     with running_hub() as hub:
         commit = hub.add_repo("bench/model", files)
@@ -53,9 +54,15 @@ def main() -> None:
     total = sum(files.values())
     work = Path(tempfile.mkdtemp(prefix="fetch-bench-"))
     try:
-        s = settings.load(work / "absent.yaml", env={}, flags={
-            "hub.endpoint": url, "paths.models": str(work / "models"),
-            "paths.secrets": str(work / "secrets")})
+        s = settings.load(
+            work / "absent.yaml",
+            env={},
+            flags={
+                "hub.endpoint": url,
+                "paths.models": str(work / "models"),
+                "paths.secrets": str(work / "secrets"),
+            },
+        )
         started = time.perf_counter()
         result = model_cache.pull(s, models.ModelRef("bench/model"), progress="none", margin=0)
         pull_s = time.perf_counter() - started

@@ -33,15 +33,29 @@ def check_cache(ctx: DoctorContext) -> Check:
     if commit and is_complete(ctx.settings, ref.repo_id, commit):
         snap = repo_dir(ctx.settings, ref.repo_id) / "snapshots" / commit
         size = sum(p.stat().st_size for p in snap.iterdir() if p.is_file())
-        return Check("model.cache", "ok", f"{ref} complete ({size / 1e9:.2f} GB)",
-                     detail=f"{snap} (commit {commit})")
+        return Check(
+            "model.cache",
+            "ok",
+            f"{ref} complete ({size / 1e9:.2f} GB)",
+            detail=f"{snap} (commit {commit})",
+        )
     partial = list((repo_dir(ctx.settings, ref.repo_id) / "snapshots").glob("*"))
     if partial:
-        return Check("model.cache", "fail", f"{ref} is only partly downloaded",
-                     detail=f"no verified snapshot for revision {ref.revision} under "
-                     f"{cache_root(ctx.settings)}", fix=_pull_fix(ref) + " to finish it")
-    return Check("model.cache", "fail", f"{ref} is not downloaded",
-                 detail=f"nothing under {repo_dir(ctx.settings, ref.repo_id)}", fix=_pull_fix(ref))
+        return Check(
+            "model.cache",
+            "fail",
+            f"{ref} is only partly downloaded",
+            detail=f"no verified snapshot for revision {ref.revision} under "
+            f"{cache_root(ctx.settings)}",
+            fix=_pull_fix(ref) + " to finish it",
+        )
+    return Check(
+        "model.cache",
+        "fail",
+        f"{ref} is not downloaded",
+        detail=f"nothing under {repo_dir(ctx.settings, ref.repo_id)}",
+        fix=_pull_fix(ref),
+    )
 
 
 def _gpu_memory(ctx: DoctorContext) -> tuple[list[int], str]:
@@ -68,18 +82,26 @@ def check_fit(ctx: DoctorContext) -> Check:
     try:
         plan = fit_cached(ctx.settings, memory)
     except ModelError as exc:
-        return Check("model.fit", "fail", "cannot read the model's config.json", exc.message,
-                     exc.fix or "")
+        return Check(
+            "model.fit", "fail", "cannot read the model's config.json", exc.message, exc.fix or ""
+        )
     except AgentError as exc:
         return Check("model.fit", "warn", "cannot size the model", exc.message, exc.fix or "")
     if plan.fits:
-        return Check("model.fit", "ok",
-                     f"tp {plan.tensor_parallel_size}, context {plan.max_model_len} on "
-                     f"{len(memory)} GPU(s)", detail=plan.reason)
-    return Check("model.fit", "fail", f"{ref} does not fit the GPUs of this box",
-                 detail=plan.reason,
-                 fix="a smaller or quantized model (`sandbox-agent model fit MODEL` plans one), "
-                 "more GPUs, or a lower model.max_model_len")
+        return Check(
+            "model.fit",
+            "ok",
+            f"tp {plan.tensor_parallel_size}, context {plan.max_model_len} on {len(memory)} GPU(s)",
+            detail=plan.reason,
+        )
+    return Check(
+        "model.fit",
+        "fail",
+        f"{ref} does not fit the GPUs of this box",
+        detail=plan.reason,
+        fix="a smaller or quantized model (`sandbox-agent model fit MODEL` plans one), "
+        "more GPUs, or a lower model.max_model_len",
+    )
 
 
 CHECKS: list[CheckSpec] = [

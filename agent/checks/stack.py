@@ -29,9 +29,13 @@ def _running(ctx: DoctorContext, check_id: str, service: str) -> Check | stack.S
     if svc.state == "missing":
         return Check(check_id, "fail", f"{service} is not running: no container", fix=UP_FIX)
     if svc.state != "running":
-        return Check(check_id, "fail", f"{service} is {svc.state}",
-                     detail=f"restarted {svc.restart_count} time(s)",
-                     fix=f"`sandbox-agent logs {service}` shows why; then {UP_FIX}")
+        return Check(
+            check_id,
+            "fail",
+            f"{service} is {svc.state}",
+            detail=f"restarted {svc.restart_count} time(s)",
+            fix=f"`sandbox-agent logs {service}` shows why; then {UP_FIX}",
+        )
     return svc
 
 
@@ -49,15 +53,27 @@ def check_api(ctx: DoctorContext) -> Check:
     answer = probes.vllm_models(api, key, s.model.name, timeout=5)
     if not answer.ok:
         loading = svc.health == "starting"
-        return Check("stack.api", "warn" if loading else "fail",
-                     "vLLM is still loading the model" if loading else "vLLM is not answering",
-                     detail=f"{answer.detail}; {_detail(svc)}",
-                     fix=f"`sandbox-agent logs {stack.VLLM}` shows what it is doing")
+        return Check(
+            "stack.api",
+            "warn" if loading else "fail",
+            "vLLM is still loading the model" if loading else "vLLM is not answering",
+            detail=f"{answer.detail}; {_detail(svc)}",
+            fix=f"`sandbox-agent logs {stack.VLLM}` shows what it is doing",
+        )
     if svc.health == "unhealthy":
-        return Check("stack.api", "fail", "vLLM answers but its healthcheck fails",
-                     detail=_detail(svc), fix=f"`sandbox-agent logs {stack.VLLM}`")
-    return Check("stack.api", "ok", f"vLLM serves {s.model.name!r} at {api}/v1 (with the key)",
-                 detail=_detail(svc))
+        return Check(
+            "stack.api",
+            "fail",
+            "vLLM answers but its healthcheck fails",
+            detail=_detail(svc),
+            fix=f"`sandbox-agent logs {stack.VLLM}`",
+        )
+    return Check(
+        "stack.api",
+        "ok",
+        f"vLLM serves {s.model.name!r} at {api}/v1 (with the key)",
+        detail=_detail(svc),
+    )
 
 
 def check_ui(ctx: DoctorContext) -> Check:
@@ -70,21 +86,34 @@ def check_ui(ctx: DoctorContext) -> Check:
     ui = probes.base_url(s.ui.bind, s.ui.port)
     health = probes.ui_health(ui, timeout=5)
     if not health.ok:
-        return Check("stack.ui", "fail", "Open WebUI is not answering",
-                     detail=f"{health.detail}; {_detail(svc)}",
-                     fix=f"`sandbox-agent logs {stack.UI}`")
+        return Check(
+            "stack.ui",
+            "fail",
+            "Open WebUI is not answering",
+            detail=f"{health.detail}; {_detail(svc)}",
+            fix=f"`sandbox-agent logs {stack.UI}`",
+        )
     lines = (SecretStore(s.paths.secrets).read(WEBUI_ADMIN) or "").splitlines()
     if len(lines) < 2:
-        return Check("stack.ui", "warn", f"Open WebUI answers at {ui}",
-                     detail="no generated admin credentials to test the model list with")
+        return Check(
+            "stack.ui",
+            "warn",
+            f"Open WebUI answers at {ui}",
+            detail="no generated admin credentials to test the model list with",
+        )
     models = probes.ui_models(ui, lines[0], lines[1], s.model.name, timeout=8)
     if not models.ok:
-        return Check("stack.ui", "warn", f"Open WebUI answers at {ui} but its model list failed",
-                     detail=models.detail,
-                     fix="if you changed the admin password this check cannot sign in; else "
-                     f"see `sandbox-agent logs {stack.UI}` and run `sandbox-agent up`")
-    return Check("stack.ui", "ok", f"Open WebUI at {ui} lists {s.model.name!r}",
-                 detail=_detail(svc))
+        return Check(
+            "stack.ui",
+            "warn",
+            f"Open WebUI answers at {ui} but its model list failed",
+            detail=models.detail,
+            fix="if you changed the admin password this check cannot sign in; else "
+            f"see `sandbox-agent logs {stack.UI}` and run `sandbox-agent up`",
+        )
+    return Check(
+        "stack.ui", "ok", f"Open WebUI at {ui} lists {s.model.name!r}", detail=_detail(svc)
+    )
 
 
 def _published(svc: stack.ServiceStatus) -> list[tuple[str, int]]:
@@ -113,14 +142,22 @@ def check_exposure(ctx: DoctorContext) -> Check:
             open_to.append(f"{name} on {ip}:{port}")
             failures += _stranger_view(name, url, ctx.settings.model.name)
     if failures:
-        return Check("stack.exposure", "fail", "a service is open to anyone who can reach it",
-                     detail="; ".join(failures),
-                     fix="run `sandbox-agent up` (it sets the API key and closes signup), or bind "
-                     "the port to 127.0.0.1 (api.bind / ui.bind) and reach it through SSH")
+        return Check(
+            "stack.exposure",
+            "fail",
+            "a service is open to anyone who can reach it",
+            detail="; ".join(failures),
+            fix="run `sandbox-agent up` (it sets the API key and closes signup), or bind "
+            "the port to 127.0.0.1 (api.bind / ui.bind) and reach it through SSH",
+        )
     if not open_to:
         return Check("stack.exposure", "ok", "the running services listen on this machine only")
-    return Check("stack.exposure", "ok", "published ports require a key or a login",
-                 detail=", ".join(open_to))
+    return Check(
+        "stack.exposure",
+        "ok",
+        "published ports require a key or a login",
+        detail=", ".join(open_to),
+    )
 
 
 def _stranger_view(service: str, url: str, served_name: str) -> list[str]:

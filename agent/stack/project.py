@@ -71,8 +71,13 @@ class Project:
             "com.docker.compose.version": COMPOSE_VERSION,
         }
         if service:
-            labels.update({L_SERVICE: service, "com.docker.compose.oneoff": "False",
-                           "com.docker.compose.container-number": "1"})
+            labels.update(
+                {
+                    L_SERVICE: service,
+                    "com.docker.compose.oneoff": "False",
+                    "com.docker.compose.container-number": "1",
+                }
+            )
         return labels
 
 
@@ -84,8 +89,11 @@ def load_project(path: Path, text: str | None = None) -> Project:
     except FileNotFoundError:
         raise AgentError(f"{path} does not exist", fix="run `sandbox-agent up`") from None
     except yaml.YAMLError as exc:
-        raise BadInput(str(path), f"is not valid YAML: {exc}".replace("\n", " "),
-                       fix="run `sandbox-agent up` to render it again") from None
+        raise BadInput(
+            str(path),
+            f"is not valid YAML: {exc}".replace("\n", " "),
+            fix="run `sandbox-agent up` to render it again",
+        ) from None
     check_keys(data, str(path))
     if not data or not data.get("name"):
         raise BadInput(str(path), "has no project `name`", fix="run `sandbox-agent up`")
@@ -104,8 +112,10 @@ def load_project(path: Path, text: str | None = None) -> Project:
             try:
                 content = Path(file).read_text()
             except OSError as exc:
-                raise AgentError(f"env file {file} of {name} cannot be read: {exc.strerror}",
-                                 fix="run `sandbox-agent up` as root") from None
+                raise AgentError(
+                    f"env file {file} of {name} cannot be read: {exc.strerror}",
+                    fix="run `sandbox-agent up` as root",
+                ) from None
             digest.update(hashlib.sha256(content.encode()).digest())
             env.update(_parse_env(content))
         environment = config.get("environment") or {}
@@ -161,8 +171,11 @@ def parse_port(spec: Any, where: str = "ports") -> tuple[str, int, int]:
     container port). Anything else (a range, UDP, no host port) is BadInput."""
     found = _PORT.fullmatch(str(spec))
     if not found or not all(0 < int(p) < 65536 for p in found.group(2, 3)):
-        raise BadInput(where, f"{str(spec)!r} is not a port the agent can publish",
-                       fix="use [HOST_IP:]HOST_PORT:CONTAINER_PORT, TCP, one port each")
+        raise BadInput(
+            where,
+            f"{str(spec)!r} is not a port the agent can publish",
+            fix="use [HOST_IP:]HOST_PORT:CONTAINER_PORT, TCP, one port each",
+        )
     return (found.group(1) or "0.0.0.0").strip("[]"), int(found.group(2)), int(found.group(3))
 
 
@@ -207,9 +220,12 @@ def published_ports(attrs: dict[str, Any], running: bool) -> tuple[str, ...]:
     runs (a port asked for without a number gets one only then), else what it asks for."""
     asked = (attrs.get("HostConfig") or {}).get("PortBindings") or {}
     bound = (attrs.get("NetworkSettings") or {}).get("Ports") or {} if running else {}
-    return tuple(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{inner}"
-                 for inner, bindings in (bound or asked).items() for b in bindings or []
-                 if b.get("HostPort"))
+    return tuple(
+        f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{inner}"
+        for inner, bindings in (bound or asked).items()
+        for b in bindings or []
+        if b.get("HostPort")
+    )
 
 
 def gpu_request(setting: Any, detected: int, has_nvidia_runtime: bool) -> int | str | None:

@@ -124,16 +124,19 @@ def reconcile(client: Any, project: Project, progress: Progress = _quiet) -> dic
         network = _find_network(client, project)
     existing = _by_service(project.name, found)
     hashes = {s.name: s.config_hash(ids[s.image]) for s in project.services}
-    plan = {s.name: _action(existing.get(s.name), hashes[s.name], network)
-            for s in project.services}
+    plan = {
+        s.name: _action(existing.get(s.name), hashes[s.name], network) for s in project.services
+    }
     chosen = {existing[name].id for name in plan if name in existing}
     orphans = [c for c in found if c.id not in chosen]
     _check_ports(project, plan, found)
     _make_mount_sources(project)
     created: list[str] = []
     network_created = network is None
-    with engine_errors("could not start the stack",
-                       fix="see the message above; containers created by this run were removed"):
+    with engine_errors(
+        "could not start the stack",
+        fix="see the message above; containers created by this run were removed",
+    ):
         try:
             if network is None:
                 network = _create_network(client, project)
@@ -145,8 +148,9 @@ def reconcile(client: Any, project: Project, progress: Progress = _quiet) -> dic
                     progress(f"{svc.name}: its configuration or network changed, recreating")
                     _remove(existing[svc.name])
                 if plan[svc.name] in ("created", "recreated"):
-                    cid = _create(client, project, svc, ids[svc.image], hashes[svc.name],
-                                  network.name)
+                    cid = _create(
+                        client, project, svc, ids[svc.image], hashes[svc.name], network.name
+                    )
                     created.append(cid)
                     existing[svc.name] = client.containers.get(cid)
             for svc in project.services:
@@ -169,8 +173,12 @@ def _action(current: Any, config_hash: str, network: Any) -> str:
         return "created"
     attached = (current.attrs.get("NetworkSettings") or {}).get("Networks") or {}
     network_id = (attached.get(network.name) or {}).get("NetworkID") if network else None
-    if (current.labels.get(L_HASH) != config_hash or current.status in ("dead", "removing")
-            or network is None or network_id != network.id):
+    if (
+        current.labels.get(L_HASH) != config_hash
+        or current.status in ("dead", "removing")
+        or network is None
+        or network_id != network.id
+    ):
         # A dead container cannot start, and one whose network was removed (`docker network
         # prune` while the stack was stopped) fails to start with "network ... not found".
         return "recreated"
@@ -231,12 +239,14 @@ def _create_network(client: Any, project: Project) -> Any:
     labels = {**project.labels(), "com.docker.compose.network": "default"}
     for key in ("config_files", "working_dir"):
         labels.pop(f"com.docker.compose.project.{key}")
-    return client.networks.create(project.network_name(), driver=project.network_driver,
-                                  labels=labels)
+    return client.networks.create(
+        project.network_name(), driver=project.network_driver, labels=labels
+    )
 
 
-def _create(client: Any, project: Project, svc: Service, image_id: str, config_hash: str,
-            network: str) -> str:
+def _create(
+    client: Any, project: Project, svc: Service, image_id: str, config_hash: str, network: str
+) -> str:
     from docker.types import DeviceRequest
 
     api, cfg, name = client.api, svc.config, project.container_name(svc.name)
@@ -360,21 +370,26 @@ def status(client: Any, project: str, services: Sequence[str]) -> tuple[ServiceS
             continue
         state = container.attrs.get("State", {})
         running = state.get("Status") == "running"
-        result.append(ServiceStatus(
-            service=name,
-            container=container.name,
-            state=str(state.get("Status", "unknown")),
-            health=str((state.get("Health") or {}).get("Status", "none")) if running else "none",
-            ports=published_ports(container.attrs, running),
-            image=str(container.attrs.get("Config", {}).get("Image")),
-            uptime_s=uptime(state.get("StartedAt", "")) if running else None,
-            restart_count=int(container.attrs.get("RestartCount") or 0),
-        ))
+        result.append(
+            ServiceStatus(
+                service=name,
+                container=container.name,
+                state=str(state.get("Status", "unknown")),
+                health=str((state.get("Health") or {}).get("Status", "none"))
+                if running
+                else "none",
+                ports=published_ports(container.attrs, running),
+                image=str(container.attrs.get("Config", {}).get("Image")),
+                uptime_s=uptime(state.get("StartedAt", "")) if running else None,
+                restart_count=int(container.attrs.get("RestartCount") or 0),
+            )
+        )
     return tuple(result)
 
 
-def logs(client: Any, project: str, service: str, *, follow: bool = False, tail: int | str = "all"
-         ) -> Iterator[bytes]:
+def logs(
+    client: Any, project: str, service: str, *, follow: bool = False, tail: int | str = "all"
+) -> Iterator[bytes]:
     container = project_containers(client, project).get(service)
     if container is None:
         raise AgentError(

@@ -223,8 +223,9 @@ def _fill(node: Any, values: Mapping[str, Any]) -> tuple[Any, bool]:
             if isinstance(value, list):
                 return [_escape(v) for v in value], False
             return _escape(value), False
-        return _VAR.sub(lambda m: m.group(0) if m.group(1) is None
-                        else _escape(str(values[m.group(1)])), node), False
+        return _VAR.sub(
+            lambda m: m.group(0) if m.group(1) is None else _escape(str(values[m.group(1)])), node
+        ), False
     if isinstance(node, list):
         items, dropped = [], False
         for item in node:

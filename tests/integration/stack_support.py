@@ -56,9 +56,15 @@ def fake_snapshot(models: Path, repo_id: str, commit: str | None = None) -> Path
 
     commit = commit or hashlib.sha1(repo_id.encode()).hexdigest()
     repo = models / "hub" / ("models--" + repo_id.replace("/", "--"))
-    config = json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
-                         "num_attention_heads": 4, "num_hidden_layers": 2,
-                         "max_position_embeddings": 2048}).encode()
+    config = json.dumps(
+        {
+            "architectures": ["LlamaForCausalLM"],
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "max_position_embeddings": 2048,
+        }
+    ).encode()
     blob = repo / "blobs" / hashlib.sha256(config).hexdigest()
     blob.parent.mkdir(parents=True, exist_ok=True)
     blob.write_bytes(config)
@@ -84,8 +90,9 @@ def write_config(folder: Path, project: str, standins: tuple[str, str], **over: 
         "api": {"port": free_port(), "bind": "127.0.0.1"},
         "ui": {"port": free_port(), "bind": "127.0.0.1", "admin_email": "admin@example.com"},
         "images": {"vllm": standins[0], "webui": standins[1]},
-        "paths": {name: str(folder / name) for name in
-                  ("models", "ui_data", "stack", "state", "secrets")},
+        "paths": {
+            name: str(folder / name) for name in ("models", "ui_data", "stack", "state", "secrets")
+        },
         "timeouts": {"ready": 60},
     }
     for key, value in over.items():
@@ -95,10 +102,16 @@ def write_config(folder: Path, project: str, standins: tuple[str, str], **over: 
     return path
 
 
-def agent(*args: str, timeout: float = 120, env: dict[str, str] | None = None
-          ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([AGENT, *args], capture_output=True, text=True,
-                          env={**agent_env(), **(env or {})}, timeout=timeout)
+def agent(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [AGENT, *args],
+        capture_output=True,
+        text=True,
+        env={**agent_env(), **(env or {})},
+        timeout=timeout,
+    )
 
 
 def rendered_project(folder: Path, project: str, standins: tuple[str, str]) -> Any:
@@ -111,8 +124,10 @@ def rendered_project(folder: Path, project: str, standins: tuple[str, str]) -> A
     fake_snapshot(folder / "models", "acme/tiny-chat")
     s = settings.load(write_config(folder, project, standins))
     key = "key-" + project
-    spec = dataclasses.replace(deploy.plan(s, docker_client()).spec, secret_env={
-        stack.VLLM: {"VLLM_API_KEY": key}, stack.UI: {"OPENAI_API_KEY": key}})
+    spec = dataclasses.replace(
+        deploy.plan(s, docker_client()).spec,
+        secret_env={stack.VLLM: {"VLLM_API_KEY": key}, stack.UI: {"OPENAI_API_KEY": key}},
+    )
     out = stack.render(s, spec)
     stack.write_env_files(out)
     return stack.load_project(out.path, text=out.text)
@@ -120,7 +135,9 @@ def rendered_project(folder: Path, project: str, standins: tuple[str, str]) -> A
 
 def remove_project(client: Any, project: str) -> None:
     """Remove everything labelled with the project, whatever state a failed test left."""
-    for container in client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"}):
+    for container in client.containers.list(
+        all=True, filters={"label": f"{PROJECT_LABEL}={project}"}
+    ):
         container.remove(force=True)
     for network in client.networks.list(filters={"label": f"{PROJECT_LABEL}={project}"}):
         network.remove()
@@ -128,8 +145,10 @@ def remove_project(client: Any, project: str) -> None:
 
 def labelled(client: Any, project: str) -> tuple[list[str], list[str]]:
     label = {"label": f"{PROJECT_LABEL}={project}"}
-    return ([c.name for c in client.containers.list(all=True, filters=label)],
-            [n.name for n in client.networks.list(filters=label)])
+    return (
+        [c.name for c in client.containers.list(all=True, filters=label)],
+        [n.name for n in client.networks.list(filters=label)],
+    )
 
 
 def http(url: str, *, key: str | None = None, body: Any = None) -> tuple[int, Any]:
@@ -146,5 +165,8 @@ def http(url: str, *, key: str | None = None, body: Any = None) -> tuple[int, An
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }

@@ -43,17 +43,25 @@ def test_unreachable_engine_says_how_to_start_it(tmp_path: Path) -> None:
 def test_gpu_without_toolkit_fails(tmp_path: Path, gpu_host: Path) -> None:
     check = docker_checks.check_gpu_runtime(ctx(tmp_path, gpu_host))
     assert check.status == "fail"
-    assert check.summary == "the NVIDIA Container Toolkit is not installed: containers cannot use the GPUs"
+    assert (
+        check.summary
+        == "the NVIDIA Container Toolkit is not installed: containers cannot use the GPUs"
+    )
     assert "sandbox-agent bootstrap" in check.fix
 
 
-def test_toolkit_installed_but_not_configured_is_its_own_failure(tmp_path: Path, gpu_host: Path) -> None:
+def test_toolkit_installed_but_not_configured_is_its_own_failure(
+    tmp_path: Path, gpu_host: Path
+) -> None:
     ctk = gpu_host / "usr/bin/nvidia-ctk"
     ctk.parent.mkdir(parents=True)
     ctk.write_text("#!/bin/sh\n")
     check = docker_checks.check_gpu_runtime(ctx(tmp_path, gpu_host))
     assert check.status == "fail"
-    assert check.summary == "the NVIDIA Container Toolkit is installed but Docker is not configured to use it"
+    assert (
+        check.summary
+        == "the NVIDIA Container Toolkit is installed but Docker is not configured to use it"
+    )
     assert check.fix == docker_checks.CONFIGURE_FIX
     assert "/usr/bin/nvidia-ctk" in check.detail
 

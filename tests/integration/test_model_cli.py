@@ -30,27 +30,39 @@ def hub():
         server.add_repo("acme/gated", tiny_files(), gated="manual")
         server.tokens.add(TOKEN)
         server.repos["acme/gated"].approved.add(TOKEN)
-        for repo, config in (("meta-llama/Meta-Llama-3-8B-Instruct", LLAMA_3_8B),
-                             ("meta-llama/Llama-3.1-70B-Instruct", LLAMA_31_70B)):
-            server.add_repo(repo, {"config.json": json.dumps(config).encode(),
-                                   "tokenizer.json": b"{}"})  # sizes from config.json
+        for repo, config in (
+            ("meta-llama/Meta-Llama-3-8B-Instruct", LLAMA_3_8B),
+            ("meta-llama/Llama-3.1-70B-Instruct", LLAMA_31_70B),
+        ):
+            server.add_repo(
+                repo, {"config.json": json.dumps(config).encode(), "tokenizer.json": b"{}"}
+            )  # sizes from config.json
         yield server
 
 
 @pytest.fixture
 def run(tmp_path, hub):
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "hub": {"endpoint": hub.url},
-        "model": {"id": "acme/tiny"},
-        "paths": {"models": str(tmp_path / "models"), "secrets": str(tmp_path / "secrets")},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "hub": {"endpoint": hub.url},
+                "model": {"id": "acme/tiny"},
+                "paths": {"models": str(tmp_path / "models"), "secrets": str(tmp_path / "secrets")},
+            }
+        )
+    )
 
     def invoke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MODEL"))}
-        return subprocess.run([*command(), *args, "--config", str(config)], cwd=ROOT,
-                              env={**clean, **(env or {})}, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [*command(), *args, "--config", str(config)],
+            cwd=ROOT,
+            env={**clean, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     return invoke
 
@@ -108,7 +120,8 @@ def test_pull_with_the_hub_down_keeps_a_complete_model_and_says_so(run, tmp_path
     done = run("pull", "acme/tiny")
     assert done.returncode == 0, done.stderr
     assert "already complete (Hub unreachable: kept the cached copy, main not re-checked)" in (
-        done.stdout)
+        done.stdout
+    )
 
 
 def _endpoint_host(config: Path) -> str:

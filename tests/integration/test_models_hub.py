@@ -18,9 +18,15 @@ from tests.fakes.hub_server import HubServer, running_hub
 
 MiB = 1 << 20
 CONFIG = {
-    "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
-    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-    "max_position_embeddings": 2048, "vocab_size": 1000, "torch_dtype": "bfloat16",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 2048,
+    "vocab_size": 1000,
+    "torch_dtype": "bfloat16",
 }
 
 
@@ -70,8 +76,11 @@ def test_pull_fetches_safetensors_config_and_tokenizer_but_no_bin(tmp_path, hub)
     snap = tmp_path / "models/hub/models--acme--tiny/snapshots" / commit
     assert result.path == snap == models.snapshot_path(s, models.ModelRef("acme/tiny"))
     assert sorted(p.name for p in snap.iterdir()) == [
-        "config.json", "generation_config.json", "model.safetensors",
-        "tokenizer.json", "tokenizer_config.json",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
     ]
     assert (snap / "model.safetensors").read_bytes() == b"\x01" * 300_000
     assert hub.count("GET", "pytorch_model.bin") == 0 and hub.count("GET", "original/") == 0
@@ -80,7 +89,11 @@ def test_pull_fetches_safetensors_config_and_tokenizer_but_no_bin(tmp_path, hub)
     assert (snap.parents[1] / "refs/main").read_text() == commit
     [cached] = model_cache.list_models(s).models
     assert (cached.repo_id, cached.commit, cached.complete, cached.refs) == (
-        "acme/tiny", commit, True, ("main",))
+        "acme/tiny",
+        commit,
+        True,
+        ("main",),
+    )
     assert result.bytes_fetched >= 300_000 and not result.already_complete
     again = pull(s, "acme/tiny")
     assert again.already_complete and again.bytes_fetched == 0
@@ -96,11 +109,21 @@ def test_offline_load_after_pull_makes_no_request(tmp_path, hub):
         "print(snapshot_download('acme/tiny'))\n"
         "print(hf_hub_download('acme/tiny', 'config.json'))\n"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(s.paths.models),
-           "HF_ENDPOINT": hub.url}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(s.paths.models),
+        "HF_ENDPOINT": hub.url,
+    }
     env.pop("HF_TOKEN", None)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True, timeout=60).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
     assert out == [str(expected), str(expected / "config.json")]
     assert len(hub.requests) == before  # the server saw nothing
 
@@ -217,7 +240,11 @@ def test_pull_of_a_complete_model_with_the_hub_down_keeps_it(tmp_path, hub):
     finally:
         log.configure()
     assert (kept.already_complete, kept.offline, kept.path, kept.commit) == (
-        True, True, done.path, done.commit)
+        True,
+        True,
+        done.path,
+        done.commit,
+    )
     assert kept.files == done.files and kept.bytes_total == done.bytes_total
     [event] = [json.loads(x) for x in stream.getvalue().splitlines() if "model.pull.offline" in x]
     assert event["reason"] == "cannot reach http://127.0.0.1:9: ConnectError"
@@ -272,8 +299,9 @@ def test_repo_larger_than_free_space_is_refused_before_any_weight_byte(tmp_path,
 def test_disk_full_mid_download_is_an_error_and_not_complete(tmp_path, hub, small_fs):
     hub.add_repo("acme/mid", tiny_files(os.urandom(12 * MiB)))
     filler = small_fs / "filler"
-    hub.on_download = lambda repo, path: path == "model.safetensors" and filler.write_bytes(
-        b"\0" * (12 * MiB))  # another process fills the disk meanwhile
+    hub.on_download = lambda repo, path: (
+        path == "model.safetensors" and filler.write_bytes(b"\0" * (12 * MiB))
+    )  # another process fills the disk meanwhile
     s = make_settings(tmp_path, hub, models=small_fs / "models")
     with pytest.raises(models.NotEnoughDisk, match="filled up"):
         pull(s, "acme/mid", margin=0)

@@ -53,7 +53,9 @@ def assert_nothing_started(client: Any, name: str, folder: Path) -> None:
 def test_unknown_compose_key_exits_2_naming_it(tmp_path, project, images) -> None:
     name, client = project
     template = tmp_path / "custom.yml"
-    template.write_text(stack.TEMPLATE.read_text().replace("    ipc: host\n", "    privileged: true\n"))
+    template.write_text(
+        stack.TEMPLATE.read_text().replace("    ipc: host\n", "    privileged: true\n")
+    )
     cfg = write_config(tmp_path, name, images)
     result = agent("up", "--config", str(cfg), "--template", str(template))
     assert result.returncode == 2, result.stdout + result.stderr
@@ -123,8 +125,10 @@ def test_a_crashing_vllm_fails_fast_with_its_last_log_lines(tmp_path, project, i
 
 
 def states(client: Any, name: str) -> dict[str, str]:
-    return {c.labels[stack.L_SERVICE]: c.status
-            for c in client.containers.list(all=True, filters={"label": f"{stack.L_PROJECT}={name}"})}
+    return {
+        c.labels[stack.L_SERVICE]: c.status
+        for c in client.containers.list(all=True, filters={"label": f"{stack.L_PROJECT}={name}"})
+    }
 
 
 def test_a_paused_service_is_resumed_by_up(tmp_path, project, images) -> None:
@@ -164,8 +168,10 @@ def test_a_foreign_network_with_the_stacks_name_is_refused(tmp_path, project, im
     try:
         with pytest.raises(AgentError) as err:
             stack.reconcile(client, compose)
-        assert err.value.message == (f"a Docker network named {name}_default exists but is not "
-                                     "this stack's (driver bridge, project label none)")
+        assert err.value.message == (
+            f"a Docker network named {name}_default exists but is not "
+            "this stack's (driver bridge, project label none)"
+        )
         assert f"`docker network rm {name}_default`" in err.value.fix
         assert labelled(client, name) == ([], [])
     finally:
@@ -175,8 +181,13 @@ def test_a_foreign_network_with_the_stacks_name_is_refused(tmp_path, project, im
 def test_down_says_what_still_holds_the_network(tmp_path, project, images) -> None:
     name, client = project
     stack.reconcile(client, rendered_project(tmp_path, name, images))
-    stranger = client.containers.run(images[1], name=f"{name}-stranger", detach=True,
-                                     network=f"{name}_default", environment={"DATA_DIR": "/tmp"})
+    stranger = client.containers.run(
+        images[1],
+        name=f"{name}-stranger",
+        detach=True,
+        network=f"{name}_default",
+        environment={"DATA_DIR": "/tmp"},
+    )
     try:
         with pytest.raises(AgentError) as err:
             stack.down(client, name)
@@ -192,14 +203,18 @@ def test_an_engine_that_stopped_answering_is_an_agent_error(tmp_path, images) ->
 
     compose = rendered_project(tmp_path, project_name("gone"), images)
     gone = docker.DockerClient(base_url=f"unix://{tmp_path}/docker.sock", version="1.41")
-    calls = [lambda: stack.reconcile(gone, compose), lambda: stack.down(gone, compose.name),
-             lambda: stack.status(gone, compose.name, ("vllm",))]
+    calls = [
+        lambda: stack.reconcile(gone, compose),
+        lambda: stack.down(gone, compose.name),
+        lambda: stack.status(gone, compose.name, ("vllm",)),
+    ]
     for call in calls:
         with pytest.raises(AgentError) as err:
             call()
         assert "Connection aborted" in err.value.message
         assert err.value.fix.startswith("check the engine with `systemctl status docker`") or (
-            "run `sandbox-agent down` again" in err.value.fix)
+            "run `sandbox-agent down` again" in err.value.fix
+        )
 
 
 def test_logs_with_a_tail_that_is_no_number_exits_2(tmp_path) -> None:

@@ -37,18 +37,30 @@ def open_stack(tmp_path: Path) -> Iterator[tuple[str, int, int]]:
     api_port, ui_port = free_port(), free_port()
 
     def labels(service: str) -> dict[str, str]:
-        return {PROJECT_LABEL: project, "com.docker.compose.service": service,
-                "com.docker.compose.oneoff": "False", "com.docker.compose.config-hash": "x"}
+        return {
+            PROJECT_LABEL: project,
+            "com.docker.compose.service": service,
+            "com.docker.compose.oneoff": "False",
+            "com.docker.compose.config-hash": "x",
+        }
 
     try:
         client.containers.run(
-            vllm_image, ["/model", "--served-model-name", "m"], name=f"{project}-vllm-1",
+            vllm_image,
+            ["/model", "--served-model-name", "m"],
+            name=f"{project}-vllm-1",
             volumes={str(model): {"bind": "/model", "mode": "ro"}},
-            ports={"8000/tcp": ("0.0.0.0", api_port)}, labels=labels("vllm"), detach=True,
+            ports={"8000/tcp": ("0.0.0.0", api_port)},
+            labels=labels("vllm"),
+            detach=True,
         )
         client.containers.run(
-            ui_image, name=f"{project}-open-webui-1", environment={"DATA_DIR": "/tmp/ui"},
-            ports={"8080/tcp": ("0.0.0.0", ui_port)}, labels=labels("open-webui"), detach=True,
+            ui_image,
+            name=f"{project}-open-webui-1",
+            environment={"DATA_DIR": "/tmp/ui"},
+            ports={"8080/tcp": ("0.0.0.0", ui_port)},
+            labels=labels("open-webui"),
+            detach=True,
         )
         yield project, api_port, ui_port
     finally:
@@ -64,13 +76,21 @@ def test_open_api_and_unclaimed_ui_fail_exposure(tmp_path: Path, open_stack) -> 
     project, api_port, ui_port = open_stack
     deadline = time.monotonic() + 20
     check = exposure(tmp_path, project)
-    while not ("vLLM" in check.detail and "Open WebUI" in check.detail) and time.monotonic() < deadline:
+    while (
+        not ("vLLM" in check.detail and "Open WebUI" in check.detail)
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.5)
         check = exposure(tmp_path, project)
     assert check.status == "fail"
     assert check.summary == "a service is open to anyone who can reach it"
-    assert f"vLLM at http://127.0.0.1:{api_port} answers /v1/models without an API key" in check.detail
-    assert f"Open WebUI at http://127.0.0.1:{ui_port}: no user exists yet: the first visitor to sign up becomes the admin" in check.detail
+    assert (
+        f"vLLM at http://127.0.0.1:{api_port} answers /v1/models without an API key" in check.detail
+    )
+    assert (
+        f"Open WebUI at http://127.0.0.1:{ui_port}: no user exists yet: the first visitor to sign up becomes the admin"
+        in check.detail
+    )
     assert "bind the port to 127.0.0.1" in check.fix
 
 
@@ -89,9 +109,13 @@ def test_a_port_the_engine_picked_is_checked_too(tmp_path: Path) -> None:
     (model / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
     try:
         container = client.containers.run(
-            vllm_image, ["/model", "--served-model-name", "m"], name=f"{project}-vllm-1",
-            volumes={str(model): {"bind": "/model", "mode": "ro"}}, ports={"8000/tcp": None},
-            labels={PROJECT_LABEL: project, "com.docker.compose.service": "vllm"}, detach=True,
+            vllm_image,
+            ["/model", "--served-model-name", "m"],
+            name=f"{project}-vllm-1",
+            volumes={str(model): {"bind": "/model", "mode": "ro"}},
+            ports={"8000/tcp": None},
+            labels={PROJECT_LABEL: project, "com.docker.compose.service": "vllm"},
+            detach=True,
         )
         container.reload()
         port = next(b["HostPort"] for b in container.ports["8000/tcp"] if "." in b["HostIp"])
@@ -101,6 +125,8 @@ def test_a_port_the_engine_picked_is_checked_too(tmp_path: Path) -> None:
             time.sleep(0.5)
             check = exposure(tmp_path, project)
         assert check.status == "fail"
-        assert f"vLLM at http://127.0.0.1:{port} answers /v1/models without an API key" in check.detail
+        assert (
+            f"vLLM at http://127.0.0.1:{port} answers /v1/models without an API key" in check.detail
+        )
     finally:
         remove_project(client, project)

@@ -52,7 +52,8 @@ class Stack:
 
     def ids(self) -> dict[str, str]:
         found = self.client.containers.list(
-            all=True, filters={"label": f"com.docker.compose.project={self.project}"})
+            all=True, filters={"label": f"com.docker.compose.project={self.project}"}
+        )
         return {c.labels["com.docker.compose.service"]: c.id for c in found}
 
     def key(self) -> str:
@@ -77,8 +78,12 @@ def test_up_ends_with_both_services_ready(stack: Stack) -> None:
     result = stack.first_up
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for line in ("vllm created, open-webui created", "waiting for a chat completion",
-                 "waiting for Open WebUI /health", "ready in"):
+    for line in (
+        "vllm created, open-webui created",
+        "waiting for a chat completion",
+        "waiting for Open WebUI /health",
+        "ready in",
+    ):
         assert line in out
     admin = stack.folder / "secrets" / "webui_admin"
     assert f"admin sign-in in {admin}" in out
@@ -91,10 +96,13 @@ def test_the_hf_token_reaches_no_container_file_or_output(stack: Stack) -> None:
     for service, cid in stack.ids().items():
         inspect = stack.client.api.inspect_container(cid)
         assert HF_TOKEN not in json.dumps(inspect), service
-        assert not any(e.startswith(("HF_TOKEN=", "HUGGING_FACE_HUB_TOKEN=")) for e in
-                       inspect["Config"]["Env"]), service
-    for path in [stack.folder / "stack" / "docker-compose.yml",
-                 *(stack.folder / "secrets").glob("*.env")]:
+        assert not any(
+            e.startswith(("HF_TOKEN=", "HUGGING_FACE_HUB_TOKEN=")) for e in inspect["Config"]["Env"]
+        ), service
+    for path in [
+        stack.folder / "stack" / "docker-compose.yml",
+        *(stack.folder / "secrets").glob("*.env"),
+    ]:
         assert HF_TOKEN not in path.read_text(), path
     assert HF_TOKEN not in stack.first_up.stdout + stack.first_up.stderr
 
@@ -135,8 +143,9 @@ def test_a_second_signup_on_the_ui_is_refused(stack: Stack) -> None:
     status, _ = http(f"{stack.ui}/api/v1/auths/signup", body=body)
     assert status == 403
     email, password = (stack.folder / "secrets" / "webui_admin").read_text().splitlines()
-    status, answer = http(f"{stack.ui}/api/v1/auths/signin",
-                          body={"email": email, "password": password})
+    status, answer = http(
+        f"{stack.ui}/api/v1/auths/signin", body={"email": email, "password": password}
+    )
     assert status == 200 and answer["role"] == "admin"
 
 
@@ -153,7 +162,10 @@ def test_status_logs_and_doctor_see_the_stack(stack: Stack) -> None:
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     states = {s["service"]: (s["state"], s["image"]) for s in data["services"]}
-    assert states == {"vllm": ("running", stack.images[0]), "open-webui": ("running", stack.images[1])}
+    assert states == {
+        "vllm": ("running", stack.images[0]),
+        "open-webui": ("running", stack.images[1]),
+    }
     assert data["admin_login_file"] == str(stack.folder / "secrets" / "webui_admin")
     text = stack.run("status")
     assert "Open WebUI admin sign-in: " in text.stdout
@@ -184,7 +196,9 @@ def test_changing_the_model_recreates_only_vllm(stack: Stack) -> None:
     after = stack.ids()
     assert after["vllm"] != before["vllm"] and after["open-webui"] == before["open-webui"]
     cmd = stack.client.api.inspect_container(after["vllm"])["Config"]["Cmd"]
-    assert cmd[0] == "/root/.cache/huggingface/hub/models--acme--other-chat/snapshots/" + snapshot.name
+    assert (
+        cmd[0] == "/root/.cache/huggingface/hub/models--acme--other-chat/snapshots/" + snapshot.name
+    )
 
 
 def test_down_then_up_keeps_every_byte_of_the_chat_history(stack: Stack) -> None:

@@ -20,9 +20,13 @@ KEY = "sk-test-0123456789abcdef"
 @pytest.fixture
 def make_settings(write_config):
     def make(**data):
-        base = {"project": "render-test", "gpus": "none",
-                "model": {"id": "acme/tiny", "served_name": "tiny"},
-                "api": {"port": 18000, "bind": "127.0.0.1"}, "ui": {"port": 13000}}
+        base = {
+            "project": "render-test",
+            "gpus": "none",
+            "model": {"id": "acme/tiny", "served_name": "tiny"},
+            "api": {"port": 18000, "bind": "127.0.0.1"},
+            "ui": {"port": 13000},
+        }
         for key, value in data.items():
             base[key] = {**base[key], **value} if isinstance(base.get(key), dict) else value
         return settings_mod.load(write_config(base))
@@ -45,8 +49,11 @@ def test_render_fills_every_variable_from_the_settings(make_settings) -> None:
     vllm, ui = services(out)["vllm"], services(out)["open-webui"]
     assert vllm["image"] == s.images.vllm and ui["image"] == s.images.webui
     assert vllm["command"] == [
-        MODEL_PATH, "--served-model-name=tiny", "--max-model-len=4096",
-        "--tensor-parallel-size=2", "--gpu-memory-utilization=0.9",
+        MODEL_PATH,
+        "--served-model-name=tiny",
+        "--max-model-len=4096",
+        "--tensor-parallel-size=2",
+        "--gpu-memory-utilization=0.9",
     ]
     assert vllm["environment"]["HF_HUB_OFFLINE"] == "1"
     assert vllm["ports"] == ["127.0.0.1:18000:8000"]
@@ -86,7 +93,9 @@ def test_ui_disabled_leaves_the_ui_out(make_settings) -> None:
 
 def with_path(s, **paths):  # noqa: ANN001, ANN003, ANN201
     """Settings refuse `$` in paths; render must still never let one become a variable."""
-    return dataclasses.replace(s, paths=dataclasses.replace(s.paths, **{k: Path(v) for k, v in paths.items()}))
+    return dataclasses.replace(
+        s, paths=dataclasses.replace(s.paths, **{k: Path(v) for k, v in paths.items()})
+    )
 
 
 def test_dollar_in_a_value_is_escaped_for_compose_and_read_back(make_settings, tmp_path) -> None:
@@ -131,7 +140,9 @@ def test_a_service_without_an_image_is_refused_by_name(make_settings) -> None:
     template = stack.TEMPLATE.read_text().replace("    image: ${WEBUI_IMAGE}\n", "")
     with pytest.raises(BadInput) as err:
         stack.render(make_settings(), spec(), template)
-    assert "services.open-webui.image: is missing: every service needs a pinned image" in str(err.value)
+    assert "services.open-webui.image: is missing: every service needs a pinned image" in str(
+        err.value
+    )
     assert err.value.exit_code == 2
 
 
@@ -150,8 +161,15 @@ def test_env_file_values_reach_compose_and_the_agent_alike(make_settings) -> Non
 
     s = make_settings()
     tricky = ' my pa$$word #1 "x" $HOME '  # what a person may put in the admin file
-    out = stack.render(s, spec(secret_env={"vllm": {"VLLM_API_KEY": KEY},
-                                           "open-webui": {"WEBUI_ADMIN_PASSWORD": tricky}}))
+    out = stack.render(
+        s,
+        spec(
+            secret_env={
+                "vllm": {"VLLM_API_KEY": KEY},
+                "open-webui": {"WEBUI_ADMIN_PASSWORD": tricky},
+            }
+        ),
+    )
     stack.write_env_files(out)
     ui = stack.load_project(out.path, text=out.text).services[1]
     assert ui.env["WEBUI_ADMIN_PASSWORD"] == tricky
@@ -161,15 +179,18 @@ def test_env_file_values_reach_compose_and_the_agent_alike(make_settings) -> Non
     assert env["WEBUI_ADMIN_PASSWORD"].replace("$$", "$") == tricky
 
 
-@pytest.mark.parametrize("value", [pytest.param("it's", id="quote"),
-                                   pytest.param("a\nENABLE_SIGNUP=True", id="line-break")])
+@pytest.mark.parametrize(
+    "value",
+    [pytest.param("it's", id="quote"), pytest.param("a\nENABLE_SIGNUP=True", id="line-break")],
+)
 def test_an_env_value_an_env_file_cannot_carry_is_refused(make_settings, value) -> None:
     s = make_settings()
     with pytest.raises(AgentError) as err:
         stack.render(s, spec(secret_env={"open-webui": {"WEBUI_ADMIN_PASSWORD": value}}))
     path = s.paths.secrets / "open-webui.env"
     assert err.value.message == (
-        f"the value of WEBUI_ADMIN_PASSWORD for {path} contains a quote or a line break")
+        f"the value of WEBUI_ADMIN_PASSWORD for {path} contains a quote or a line break"
+    )
     assert value not in str(err.value)
     assert "delete that file to have a new value generated" in err.value.fix
 
@@ -204,8 +225,9 @@ def test_gpus_requested_without_a_runtime_says_how_to_fix_it() -> None:
 
 def test_project_orders_services_and_hashes_env_file_contents(make_settings) -> None:
     s = make_settings()
-    out = stack.render(s, spec(secret_env={"vllm": {"VLLM_API_KEY": KEY},
-                                           "open-webui": {"OPENAI_API_KEY": KEY}}))
+    out = stack.render(
+        s, spec(secret_env={"vllm": {"VLLM_API_KEY": KEY}, "open-webui": {"OPENAI_API_KEY": KEY}})
+    )
     stack.write_env_files(out)
     first = stack.load_project(out.path, text=out.text)
     assert [svc.name for svc in first.services] == ["vllm", "open-webui"]
@@ -230,18 +252,26 @@ def test_parse_port(text, expected) -> None:
     assert stack.parse_port(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    pytest.param("8000", id="no-host-port"), pytest.param(8000, id="an-int"),
-    pytest.param("8000-8001:8000-8001", id="range"), pytest.param("53:53/udp", id="udp"),
-    pytest.param("127.0.0.1:70000:8000", id="too-big"),
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("8000", id="no-host-port"),
+        pytest.param(8000, id="an-int"),
+        pytest.param("8000-8001:8000-8001", id="range"),
+        pytest.param("53:53/udp", id="udp"),
+        pytest.param("127.0.0.1:70000:8000", id="too-big"),
+    ],
+)
 def test_a_port_the_agent_cannot_publish_is_refused_by_service(make_settings, text) -> None:
     s = make_settings()
     template = stack.TEMPLATE.read_text().replace("${API_BIND}:${API_PORT}:8000", str(text))
     out = stack.render(s, spec(), template)
     with pytest.raises(BadInput) as err:
         stack.load_project(out.path, text=out.text)
-    assert err.value.message == f"services.vllm.ports: {str(text)!r} is not a port the agent can publish"
+    assert (
+        err.value.message
+        == f"services.vllm.ports: {str(text)!r} is not a port the agent can publish"
+    )
     assert err.value.fix == "use [HOST_IP:]HOST_PORT:CONTAINER_PORT, TCP, one port each"
 
 
@@ -250,14 +280,26 @@ def test_a_port_the_agent_cannot_publish_is_refused_by_service(make_settings, te
     [
         pytest.param("name: [", "is not valid YAML", id="yaml"),
         pytest.param("services: {}", "has no project `name`", id="no-name"),
-        pytest.param("name: p\nservices: {a: {image: i, command: ['${X}']}}",
-                     "variables left unfilled: X", id="leftover"),
-        pytest.param("name: p\nservices: {a: {image: i, depends_on: [b]}, b: {image: i, "
-                     "depends_on: [a]}}", "depends_on: a cycle: a -> b -> a", id="cycle"),
-        pytest.param("name: p\nservices: {a: {image: i, depends_on: [c]}}",
-                     "services.a.depends_on: no service named 'c'", id="unknown-dependency"),
-        pytest.param("name: p\nservices: {a: {image: i, ports: 80}}",
-                     "services.a.ports: must be a list", id="ports-not-a-list"),
+        pytest.param(
+            "name: p\nservices: {a: {image: i, command: ['${X}']}}",
+            "variables left unfilled: X",
+            id="leftover",
+        ),
+        pytest.param(
+            "name: p\nservices: {a: {image: i, depends_on: [b]}, b: {image: i, depends_on: [a]}}",
+            "depends_on: a cycle: a -> b -> a",
+            id="cycle",
+        ),
+        pytest.param(
+            "name: p\nservices: {a: {image: i, depends_on: [c]}}",
+            "services.a.depends_on: no service named 'c'",
+            id="unknown-dependency",
+        ),
+        pytest.param(
+            "name: p\nservices: {a: {image: i, ports: 80}}",
+            "services.a.ports: must be a list",
+            id="ports-not-a-list",
+        ),
     ],
 )
 def test_a_broken_compose_file_is_refused_with_what_is_wrong(tmp_path, text, words) -> None:
@@ -283,8 +325,14 @@ def test_rendered_file_passes_the_real_docker_compose_config(make_settings) -> N
     from tests.fakes.compose_v2 import docker_compose
 
     s = make_settings()
-    out = stack.render(s, spec(gpu_count="all", max_model_len=8192, secret_env={
-        "vllm": {"VLLM_API_KEY": KEY}, "open-webui": {"OPENAI_API_KEY": KEY}}))
+    out = stack.render(
+        s,
+        spec(
+            gpu_count="all",
+            max_model_len=8192,
+            secret_env={"vllm": {"VLLM_API_KEY": KEY}, "open-webui": {"OPENAI_API_KEY": KEY}},
+        ),
+    )
     stack.write_env_files(out)
     path = stack.write(out)
     result = docker_compose(["-f", str(path), "config", "--format", "json"])

@@ -56,6 +56,19 @@ def test_all_ok_is_ok(tmp_path: Path) -> None:
 def test_every_check_id_is_unique_and_stable() -> None:
     ids = [spec.id for spec in doctor.all_checks()]
     assert len(ids) == len(set(ids))
-    assert {"host.os", "host.disk", "host.memory", "gpu.pci", "gpu.driver", "gpu.devices",
-            "gpu.uvm", "docker.engine", "docker.gpu_runtime", "model.cache", "model.fit",
-            "stack.api", "stack.ui", "stack.exposure"} == set(ids)
+    assert {
+        "host.os",
+        "host.disk",
+        "host.memory",
+        "gpu.pci",
+        "gpu.driver",
+        "gpu.devices",
+        "gpu.uvm",
+        "docker.engine",
+        "docker.gpu_runtime",
+        "model.cache",
+        "model.fit",
+        "stack.api",
+        "stack.ui",
+        "stack.exposure",
+    } == set(ids)

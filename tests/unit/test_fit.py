@@ -216,14 +216,25 @@ def test_parse_memory_rejects_words():
         pytest.param({"quant_method": "gptq", "bits": 8}, 8, id="gptq-8bit"),
         pytest.param({"quant_method": "fp8", "activation_scheme": "dynamic"}, 8, id="fp8"),
         pytest.param(  # RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8
-            {"quant_method": "compressed-tensors", "format": "float-quantized",
-             "config_groups": {"group_0": {"targets": ["Linear"],
-                                           "weights": {"num_bits": 8, "type": "float"}}}},
-            8, id="compressed-tensors-fp8"),
+            {
+                "quant_method": "compressed-tensors",
+                "format": "float-quantized",
+                "config_groups": {
+                    "group_0": {"targets": ["Linear"], "weights": {"num_bits": 8, "type": "float"}}
+                },
+            },
+            8,
+            id="compressed-tensors-fp8",
+        ),
         pytest.param(
-            {"quant_method": "compressed-tensors", "format": "pack-quantized",
-             "config_groups": {"group_0": {"weights": {"num_bits": 4, "type": "int"}}}},
-            4, id="compressed-tensors-w4a16"),
+            {
+                "quant_method": "compressed-tensors",
+                "format": "pack-quantized",
+                "config_groups": {"group_0": {"weights": {"num_bits": 4, "type": "int"}}},
+            },
+            4,
+            id="compressed-tensors-w4a16",
+        ),
         pytest.param({"quant_method": "modelopt", "quant_algo": "FP8"}, 8, id="modelopt-fp8"),
         pytest.param({"quant_method": "modelopt", "quant_algo": "NVFP4"}, 4, id="modelopt-nvfp4"),
         pytest.param({"quant_method": "bitsandbytes", "load_in_4bit": True}, 4, id="bnb-4bit"),
@@ -235,8 +246,13 @@ def test_quantization_config_gives_the_bits_per_weight(quantization, bits):
 
 
 def test_fp8_weights_estimate_is_about_half_of_bf16():
-    fp8 = {**LLAMA_3_8B, "quantization_config": {"quant_method": "compressed-tensors",
-           "config_groups": {"g": {"weights": {"num_bits": 8}}}}}
+    fp8 = {
+        **LLAMA_3_8B,
+        "quantization_config": {
+            "quant_method": "compressed-tensors",
+            "config_groups": {"g": {"weights": {"num_bits": 8}}},
+        },
+    }
     shape = ModelShape.from_config(fp8)
     linear = 32 * 218_112_000  # 6,979,584,000 parameters in the layers
     # 8 bits + 3 % for scales; embeddings and lm_head (1,050,677,248 with the final norm) in bf16
@@ -245,9 +261,12 @@ def test_fp8_weights_estimate_is_about_half_of_bf16():
 
 def test_multimodal_config_sizes_its_text_model_with_dtype_at_the_top():
     # transformers >= 4.56 writes `dtype`; a Llava-style config keeps it beside text_config
-    config = {"architectures": ["LlavaForConditionalGeneration"], "dtype": "float32",
-              "text_config": {k: v for k, v in LLAMA_3_8B.items() if k != "torch_dtype"},
-              "vision_config": {"hidden_size": 1024}}
+    config = {
+        "architectures": ["LlavaForConditionalGeneration"],
+        "dtype": "float32",
+        "text_config": {k: v for k, v in LLAMA_3_8B.items() if k != "torch_dtype"},
+        "vision_config": {"hidden_size": 1024},
+    }
     shape = ModelShape.from_config(config)
     assert (shape.layers, shape.kv_heads, shape.max_position_embeddings) == (32, 8, 8192)
     assert shape.float32_checkpoint
@@ -256,9 +275,16 @@ def test_multimodal_config_sizes_its_text_model_with_dtype_at_the_top():
 
 
 def test_explicit_head_dim_wins_over_hidden_by_heads():
-    qwen3_06b = {"hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 8,
-                 "head_dim": 128, "num_hidden_layers": 28, "intermediate_size": 3072,
-                 "vocab_size": 151936, "max_position_embeddings": 40960}  # Qwen/Qwen3-0.6B
+    qwen3_06b = {
+        "hidden_size": 1024,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "num_hidden_layers": 28,
+        "intermediate_size": 3072,
+        "vocab_size": 151936,
+        "max_position_embeddings": 40960,
+    }  # Qwen/Qwen3-0.6B
     shape = ModelShape.from_config(qwen3_06b)
     assert shape.head_dim == 128  # not 1024 / 16 = 64
     assert shape.kv_bytes_per_token(1) == 2 * 28 * 8 * 128 * 2  # 114,688

@@ -58,7 +58,9 @@ def test_console_on_tty_is_readable_and_keeps_info_for_the_journal() -> None:
     log.configure(stream=stream)
     try:
         log.get().info("stack.reconciled", project="demo")
-        log.get().warning("step.skipped", step="driver", reason="no NVIDIA PCI device", password="pw-123456")
+        log.get().warning(
+            "step.skipped", step="driver", reason="no NVIDIA PCI device", password="pw-123456"
+        )
     finally:
         log.configure()
     out = stream.getvalue()

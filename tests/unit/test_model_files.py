@@ -8,28 +8,54 @@ from agent.errors import BadInput
 from agent.models import ModelRef, select_files
 
 LLAMA_3_8B_REPO = [  # meta-llama/Meta-Llama-3-8B-Instruct, as listed on the Hub
-    ".gitattributes", "LICENSE", "README.md", "USE_POLICY.md", "config.json",
-    "generation_config.json", "model-00001-of-00004.safetensors",
-    "model-00002-of-00004.safetensors", "model-00003-of-00004.safetensors",
-    "model-00004-of-00004.safetensors", "model.safetensors.index.json",
-    "original/consolidated.00.pth", "original/params.json", "original/tokenizer.model",
-    "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
+    ".gitattributes",
+    "LICENSE",
+    "README.md",
+    "USE_POLICY.md",
+    "config.json",
+    "generation_config.json",
+    "model-00001-of-00004.safetensors",
+    "model-00002-of-00004.safetensors",
+    "model-00003-of-00004.safetensors",
+    "model-00004-of-00004.safetensors",
+    "model.safetensors.index.json",
+    "original/consolidated.00.pth",
+    "original/params.json",
+    "original/tokenizer.model",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
 ]
 MISTRAL_7B_V03_REPO = [  # mistralai/Mistral-7B-Instruct-v0.3: HF shards and Mistral's own file
-    "README.md", "config.json", "consolidated.safetensors", "generation_config.json",
-    "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
-    "model-00003-of-00003.safetensors", "model.safetensors.index.json", "params.json",
-    "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "tokenizer.model.v3",
+    "README.md",
+    "config.json",
+    "consolidated.safetensors",
+    "generation_config.json",
+    "model-00001-of-00003.safetensors",
+    "model-00002-of-00003.safetensors",
+    "model-00003-of-00003.safetensors",
+    "model.safetensors.index.json",
+    "params.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer.model.v3",
     "tokenizer_config.json",
 ]
 
 
 def test_llama3_gets_safetensors_shards_and_no_original_checkpoint():
     assert select_files(LLAMA_3_8B_REPO) == [
-        "config.json", "generation_config.json", "model-00001-of-00004.safetensors",
-        "model-00002-of-00004.safetensors", "model-00003-of-00004.safetensors",
-        "model-00004-of-00004.safetensors", "model.safetensors.index.json",
-        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
+        "config.json",
+        "generation_config.json",
+        "model-00001-of-00004.safetensors",
+        "model-00002-of-00004.safetensors",
+        "model-00003-of-00004.safetensors",
+        "model-00004-of-00004.safetensors",
+        "model.safetensors.index.json",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
     ]
 
 
@@ -40,22 +66,46 @@ def test_mistral_gets_hf_shards_not_the_consolidated_duplicate():
 
 
 def test_bin_beside_safetensors_is_never_fetched():
-    chosen = select_files([
-        "config.json", "model.safetensors", "pytorch_model.bin", "pytorch_model.bin.index.json",
-        "model.safetensors.index.json", "tf_model.h5", "flax_model.msgpack", "model.gguf",
+    chosen = select_files(
+        [
+            "config.json",
+            "model.safetensors",
+            "pytorch_model.bin",
+            "pytorch_model.bin.index.json",
+            "model.safetensors.index.json",
+            "tf_model.h5",
+            "flax_model.msgpack",
+            "model.gguf",
+            "chat_template.jinja",
+        ]
+    )
+    assert chosen == [
         "chat_template.jinja",
-    ])
-    assert chosen == ["chat_template.jinja", "config.json", "model.safetensors",
-                      "model.safetensors.index.json"]
+        "config.json",
+        "model.safetensors",
+        "model.safetensors.index.json",
+    ]
 
 
 def test_bin_only_repo_keeps_its_bin_shards_and_index():
-    chosen = select_files(["config.json", "pytorch_model-00001-of-00002.bin",
-                           "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json",
-                           "vocab.json", "merges.txt"])
-    assert chosen == ["config.json", "merges.txt", "pytorch_model-00001-of-00002.bin",
-                      "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json",
-                      "vocab.json"]
+    chosen = select_files(
+        [
+            "config.json",
+            "pytorch_model-00001-of-00002.bin",
+            "pytorch_model-00002-of-00002.bin",
+            "pytorch_model.bin.index.json",
+            "vocab.json",
+            "merges.txt",
+        ]
+    )
+    assert chosen == [
+        "config.json",
+        "merges.txt",
+        "pytorch_model-00001-of-00002.bin",
+        "pytorch_model-00002-of-00002.bin",
+        "pytorch_model.bin.index.json",
+        "vocab.json",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -109,8 +159,11 @@ def test_a_model_ref_built_directly_is_validated_too():
 def test_a_ref_file_that_is_not_a_commit_is_ignored(tmp_path):
     from agent import models, settings
 
-    s = settings.load(tmp_path / "absent.yaml", env={},
-                      flags={"paths.models": str(tmp_path / "models"), "model.id": "org/name"})
+    s = settings.load(
+        tmp_path / "absent.yaml",
+        env={},
+        flags={"paths.models": str(tmp_path / "models"), "model.id": "org/name"},
+    )
     refs = models.repo_dir(s, "org/name") / "refs"
     refs.mkdir(parents=True)
     (refs / "main").write_text("../../../../etc\n")

@@ -103,12 +103,42 @@ def test_extra_args_from_env_are_split_never_shell_evaluated(tmp_path: Path) -> 
         pytest.param(
             {"model": {"id": "justname"}}, "model.id", "is not a Hugging Face repo id", id="no-org"
         ),
-        pytest.param({"model": {"id": "org/a--b"}}, "model.id", "is not a Hugging Face repo id", id="double-dash"),
-        pytest.param({"model": {"id": "org/name-"}}, "model.id", "is not a Hugging Face repo id", id="trailing-dash"),
-        pytest.param({"model": {"id": "org/name."}}, "model.id", "is not a Hugging Face repo id", id="trailing-dot"),
-        pytest.param({"model": {"id": "org/name.git"}}, "model.id", "is not a Hugging Face repo id", id="dot-git"),
-        pytest.param({"paths": {"models": "/opt/m:/etc"}}, "paths.models", "use an absolute path of letters", id="path-colon"),
-        pytest.param({"paths": {"models": "/opt/my models"}}, "paths.models", "use an absolute path of letters", id="path-space"),
+        pytest.param(
+            {"model": {"id": "org/a--b"}},
+            "model.id",
+            "is not a Hugging Face repo id",
+            id="double-dash",
+        ),
+        pytest.param(
+            {"model": {"id": "org/name-"}},
+            "model.id",
+            "is not a Hugging Face repo id",
+            id="trailing-dash",
+        ),
+        pytest.param(
+            {"model": {"id": "org/name."}},
+            "model.id",
+            "is not a Hugging Face repo id",
+            id="trailing-dot",
+        ),
+        pytest.param(
+            {"model": {"id": "org/name.git"}},
+            "model.id",
+            "is not a Hugging Face repo id",
+            id="dot-git",
+        ),
+        pytest.param(
+            {"paths": {"models": "/opt/m:/etc"}},
+            "paths.models",
+            "use an absolute path of letters",
+            id="path-colon",
+        ),
+        pytest.param(
+            {"paths": {"models": "/opt/my models"}},
+            "paths.models",
+            "use an absolute path of letters",
+            id="path-space",
+        ),
         pytest.param(
             {"model": {"id": 7}}, "model.id", "is not a Hugging Face repo id", id="not-a-string"
         ),

@@ -40,8 +40,9 @@ class Peer(BaseHTTPRequestHandler):
         if self.path == "/health":
             self._send(200, {})
         elif self.path == "/api/config":
-            self._send(200, {"onboarding": self.onboarding,
-                             "features": {"enable_signup": self.signup}})
+            self._send(
+                200, {"onboarding": self.onboarding, "features": {"enable_signup": self.signup}}
+            )
         elif self.path == "/v1/models" and self.models_page is not None:
             data = self.models_page.encode()
             self.send_response(200)
@@ -121,10 +122,11 @@ class Container:
     def __init__(self, project: str, service: str) -> None:
         self.name = f"{project}-{service}-1"
         self.status = "running"
-        self.labels = {"com.docker.compose.project": project,
-                       "com.docker.compose.service": service}
-        self.attrs = {"State": {"Status": "running", "Health": {"Status": "starting"}},
-                      "RestartCount": 0}
+        self.labels = {"com.docker.compose.project": project, "com.docker.compose.service": service}
+        self.attrs = {
+            "State": {"Status": "running", "Health": {"Status": "starting"}},
+            "RestartCount": 0,
+        }
 
     def logs(self, **_: Any) -> Iterator[bytes]:
         return iter([b"INFO loading the model\n"])
@@ -145,11 +147,17 @@ def test_the_ready_wait_ends_at_timeouts_ready_even_inside_a_slow_probe(peer, wr
     url, handler = peer
     handler.hang_chat = threading.Event()
     port = int(url.rsplit(":", 1)[1])
-    s = settings_mod.load(write_config({
-        "project": "wait-test", "model": {"id": "acme/tiny", "served_name": "tiny"},
-        "api": {"bind": "127.0.0.1", "port": port}, "ui": {"enabled": False},
-        "timeouts": {"ready": 10},
-    }))
+    s = settings_mod.load(
+        write_config(
+            {
+                "project": "wait-test",
+                "model": {"id": "acme/tiny", "served_name": "tiny"},
+                "api": {"bind": "127.0.0.1", "port": port},
+                "ui": {"enabled": False},
+                "timeouts": {"ready": 10},
+            }
+        )
+    )
     calls = []
 
     def clock() -> float:  # the first 8.5 of the 10 seconds already spent loading the model
@@ -159,8 +167,9 @@ def test_the_ready_wait_ends_at_timeouts_ready_even_inside_a_slow_probe(peer, wr
     began = time.monotonic()
     try:
         with pytest.raises(deploy.NotReady) as err:
-            deploy.wait_ready(s, Engine("wait-test"), "k-123456789", clock=clock,
-                              sleep=lambda _: None)
+            deploy.wait_ready(
+                s, Engine("wait-test"), "k-123456789", clock=clock, sleep=lambda _: None
+            )
     finally:
         handler.hang_chat.set()
     assert time.monotonic() - began < 6  # not the chat probe's own 60 s
@@ -179,7 +188,8 @@ def test_an_api_without_a_key_is_exposed(peer) -> None:
     url, handler = peer
     handler.key = None
     assert _stranger_view("vllm", url, "tiny") == [
-        f"vLLM at {url} answers /v1/models without an API key"]
+        f"vLLM at {url} answers /v1/models without an API key"
+    ]
 
 
 @pytest.mark.parametrize(
