@@ -1,4 +1,5 @@
-"""deploy: secrets + snapshot + fit + render + reconcile + wait until ready.
+"""deploy: secrets + snapshot + fit + render + reconcile + wait until ready; and the stack's
+other verbs (down, status, logs), so the CLI calls one function each.
 
 One path shared by `up`, bootstrap's stack step and switch-model. Everything that can be
 refused (a bad template, a model not downloaded, GPUs without a runtime, a model that does not
@@ -8,20 +9,22 @@ fit) is refused before a secret is written or a container touched.
 from __future__ import annotations
 
 import dataclasses
-import secrets as _random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
-from agent import engine, log, probes, stack
+from agent import engine, gpu, health, log, models, probes, stack
 from agent.errors import AgentError, BadInput
+from agent.results import INTERNAL, Result
 from agent.secrets import API_KEY, WEBUI_ADMIN, WEBUI_SECRET_KEY, SecretStore
-from agent.settings import Settings
+from agent.settings import ModelRef, Settings
+
+if TYPE_CHECKING:
+    from agent.engine import DockerClient
 
 HF_HOME_IN_VLLM = Path("/root/.cache/huggingface")  # the vLLM image's HF_HOME
-CRASH_RESTARTS = 3  # restarts during the wait that mean "crash loop", not "still loading"
 Progress = Callable[[str], None]
 
 
@@ -30,7 +33,7 @@ class NotReady(AgentError):
 
 
 @dataclass(frozen=True)
-class DeployResult:
+class DeployResult(Result):
     project: str
     model: str
     api_url: str
@@ -41,8 +44,12 @@ class DeployResult:
     actions: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def as_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+@dataclass(frozen=True)
+class DownResult(Result):
+    project: str
+    removed: tuple[str, ...]
+    kept: tuple[Path, ...] = field(default=(), metadata=INTERNAL)  # data folders left alone
 
 
 @dataclass(frozen=True)
@@ -55,45 +62,29 @@ def _quiet(_: str) -> None:
     pass
 
 
-def plan(settings: Settings, client: Any, *, root: Path = Path("/")) -> Plan:
+def plan(settings: Settings, client: DockerClient, *, root: Path = Path("/")) -> Plan:
     """The snapshot to serve and the GPU request, tensor-parallel size and context length."""
-    from agent import model_fit, models
-
     snapshot = models.snapshot_path(settings)
     container_path = models.snapshot_path(settings, mount=HF_HOME_IN_VLLM)
     m = settings.model
-    memory: list[int] = []
-    if settings.gpus != "none":
-        from agent import gpu
-
-        memory = gpu.read_inventory(root).healthy_memory
+    memory = gpu.read_inventory(root).healthy_memory if settings.gpus != "none" else []
     request = stack.gpu_request(settings.gpus, len(memory), engine.info(client).has_nvidia_runtime)
     tp = m.tensor_parallel_size if m.tensor_parallel_size != "auto" else 1
     max_len = m.max_model_len if m.max_model_len != "auto" else None
     if request is not None and memory:
-        from agent import fit
-
         count = None if request == "all" else int(request)
+        fitted: models.FitPlan | None
         try:
-            fitted = model_fit.fit_cached(settings, memory, count)
-        except fit.UnsizedModel:
+            fitted = models.fit_cached(settings, memory, count)
+        except models.UnsizedModel:
             if "auto" in (m.tensor_parallel_size, m.max_model_len):
                 raise
             fitted = None  # both set by hand: trust them, vLLM checks the memory itself
         if fitted is not None:
             if not fitted.fits:
-                raise fit.NoFit(fitted.reason, fix=fit.NO_FIT_FIX)
+                raise models.NoFit(fitted.reason, fix=models.NO_FIT_FIX)
             tp, max_len = fitted.tensor_parallel_size or tp, fitted.max_model_len
     return Plan(snapshot, stack.StackSpec(str(container_path), tp, max_len, request))
-
-
-def admin_credentials(settings: Settings, store: SecretStore) -> tuple[str, str]:
-    """The UI's first admin, `webui_admin` = "email\\npassword": generated once, kept."""
-    lines = (store.read(WEBUI_ADMIN) or "").splitlines()
-    password = lines[1] if len(lines) > 1 and lines[1] else _random.token_urlsafe(18)
-    if lines[:1] != [settings.ui.admin_email] or len(lines) < 2:
-        store.write(WEBUI_ADMIN, f"{settings.ui.admin_email}\n{password}\n")
-    return settings.ui.admin_email, password
 
 
 def up(
@@ -102,7 +93,7 @@ def up(
     root: Path = Path("/"),
     template: Path | None = None,
     progress: Progress = _quiet,
-    client: Any = None,
+    client: DockerClient | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> DeployResult:
@@ -115,12 +106,12 @@ def up(
     api_key = store.ensure(API_KEY)
     secret_env = {stack.VLLM: {"VLLM_API_KEY": api_key}}
     if settings.ui.enabled:
-        email, password = admin_credentials(settings, store)
+        login = store.ensure_admin_login(settings.ui.admin_email)
         secret_env[stack.UI] = {
             "OPENAI_API_KEY": api_key,
             "WEBUI_SECRET_KEY": store.ensure(WEBUI_SECRET_KEY),
-            "WEBUI_ADMIN_EMAIL": email,
-            "WEBUI_ADMIN_PASSWORD": password,
+            "WEBUI_ADMIN_EMAIL": login.email,
+            "WEBUI_ADMIN_PASSWORD": login.password,
         }
     spec = dataclasses.replace(planned.spec, secret_env=secret_env)
     rendered = stack.render(settings, spec, text)
@@ -134,8 +125,8 @@ def up(
     result = DeployResult(
         project=settings.project,
         model=settings.model.name,
-        api_url=probes.base_url(settings.api.bind, settings.api.port) + "/v1",
-        ui_url=probes.base_url(settings.ui.bind, settings.ui.port) if settings.ui.enabled else None,
+        api_url=health.api_url(settings) + "/v1",
+        ui_url=health.ui_url(settings) if settings.ui.enabled else None,
         compose_file=rendered.path,
         key_file=store.path(API_KEY),
         admin_login_file=store.path(WEBUI_ADMIN) if settings.ui.enabled else None,
@@ -157,64 +148,50 @@ def _read_template(template: Path | None) -> str | None:
 
 def wait_ready(
     settings: Settings,
-    client: Any,
+    client: DockerClient,
     api_key: str,
     *,
     progress: Progress = _quiet,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """vLLM /health, the served name in /v1/models, one chat completion, then the UI.
+    """Every health stage of every service in turn (agent.health), then the UI's admin.
 
     Within `timeouts.ready` in all: no probe waits longer than the time left."""
-    api = probes.base_url(settings.api.bind, settings.api.port)
-    ui = probes.base_url(settings.ui.bind, settings.ui.port)
-    name = settings.model.name
-    stages: list[tuple[str, str, Callable[[float], probes.Probe]]] = [
-        ("vLLM /health", stack.VLLM, lambda left: probes.vllm_health(api, min(3, left))),
-        (
-            f"{name} in /v1/models",
-            stack.VLLM,
-            lambda left: probes.vllm_models(api, api_key, name, min(5, left)),
-        ),
-        (
-            "a chat completion",
-            stack.VLLM,
-            lambda left: probes.vllm_chat(api, api_key, name, min(60, left)),
-        ),
-    ]
+    checks = health.stages(settings, stack.VLLM, api_key)
     if settings.ui.enabled:
         store = SecretStore(settings.paths.secrets)
-        stages += [
-            ("Open WebUI /health", stack.UI, lambda left: probes.ui_health(ui, min(3, left))),
-            (
-                "Open WebUI admin",
-                stack.UI,
-                lambda left: _ensure_admin(settings, store, ui, min(10, left)),
+        ui = health.ui_url(settings)
+        checks += [
+            *health.stages(settings, stack.UI, api_key),
+            health.Stage(
+                "Open WebUI admin", stack.UI, lambda t: _ensure_admin(settings, store, ui, t), 10
             ),
         ]
     start = clock()
     deadline = start + settings.timeouts.ready
     restarts = {s.service: s.restart_count for s in stack.status(client, settings.project, ())}
-    for label, service, probe in stages:
-        progress(f"waiting for {label}")
+    for stage in checks:
+        progress(f"waiting for {stage.label}")
         noted = clock()
         while True:
-            result = probe(max(1.0, deadline - clock()))
+            result = stage.run(min(stage.timeout, max(1.0, deadline - clock())))
             if result.ok:
                 progress(f"  ok after {clock() - start:.0f}s: {result.detail}")
                 break
-            crashed = _crashed(client, settings.project, service, restarts.get(service, 0))
+            crashed = _crashed(client, settings.project, stage.service, restarts)
             if crashed or clock() >= deadline:
                 why = crashed or f"not ready after {settings.timeouts.ready}s"
-                raise _not_ready(client, settings, service, label, why, result.detail)
+                raise _not_ready(client, settings, stage.service, stage.label, why, result.detail)
             if clock() - noted >= 30:
-                progress(f"  still waiting for {label} ({clock() - start:.0f}s): {result.detail}")
+                progress(
+                    f"  still waiting for {stage.label} ({clock() - start:.0f}s): {result.detail}"
+                )
                 noted = clock()
             sleep(1.0)
     # A service that crashes and comes back can answer every probe between two crashes.
-    for service in dict.fromkeys(service for _, service, _ in stages):
-        crashed = _crashed(client, settings.project, service, restarts.get(service, 0), limit=1)
+    for service in dict.fromkeys(stage.service for stage in checks):
+        crashed = _crashed(client, settings.project, service, restarts, limit=1)
         if crashed:
             raise _not_ready(
                 client, settings, service, f"{service} staying up", crashed, "every probe passed"
@@ -228,8 +205,8 @@ def _ensure_admin(settings: Settings, store: SecretStore, ui: str, timeout: floa
     if closed.ok or closed.status != 200:
         return closed
     if "no user" in closed.detail:
-        email, password = admin_credentials(settings, store)
-        made = probes.ui_signup(ui, "admin", email, password, timeout)
+        login = store.ensure_admin_login(settings.ui.admin_email)
+        made = probes.ui_signup(ui, "admin", login.email, login.password, timeout)
         return made if not made.ok else probes.ui_signup_closed(ui, timeout)
     raise AgentError(
         f"Open WebUI lets anyone sign up ({closed.detail})",
@@ -238,23 +215,18 @@ def _ensure_admin(settings: Settings, store: SecretStore, ui: str, timeout: floa
 
 
 def _crashed(
-    client: Any, project: str, service: str, restarts_before: int, limit: int = CRASH_RESTARTS
+    client: DockerClient,
+    project: str,
+    service: str,
+    restarts: dict[str, int],
+    limit: int = health.CRASH_RESTARTS,
 ) -> str:
-    for svc in stack.status(client, project, (service,)):
-        if svc.service != service:
-            continue
-        if svc.state in ("exited", "dead", "missing"):
-            return f"the {service} container is {svc.state}"
-        if svc.restart_count - restarts_before >= limit:
-            return (
-                f"the {service} container crashed {svc.restart_count - restarts_before} "
-                "time(s) while up waited for it"
-            )
-    return ""
+    found = {s.service: s for s in stack.status(client, project, (service,))}
+    return health.container_problem(found.get(service), restarts.get(service, 0), limit)
 
 
 def _not_ready(
-    client: Any, settings: Settings, service: str, label: str, why: str, last: str
+    client: DockerClient, settings: Settings, service: str, label: str, why: str, last: str
 ) -> NotReady:
     tail = stack.last_lines(client, settings.project, service, 15)
     fix = f"see `sandbox-agent logs {service}`; " + (
@@ -269,3 +241,53 @@ def _not_ready(
             "  " + line for line in tail.splitlines()
         )
     return NotReady(message, fix=fix)
+
+
+def down(settings: Settings, *, progress: Progress = _quiet) -> DownResult:
+    """Remove the stack's containers and network; models and chat history stay."""
+    removed = stack.down(engine.connect(), settings.project, progress=progress)
+    kept = (settings.paths.ui_data, settings.paths.models)
+    return DownResult(settings.project, tuple(removed), kept)
+
+
+def status(settings: Settings) -> stack.StackStatus:
+    return stack.stack_status(engine.connect(), settings)
+
+
+def logs(
+    settings: Settings, service: str, *, follow: bool = False, tail: int | Literal["all"] = "all"
+) -> Iterator[bytes]:
+    return stack.logs(engine.connect(), settings.project, service, follow=follow, tail=tail)
+
+
+def fit(
+    settings: Settings,
+    ref: ModelRef,
+    token: str | None,
+    *,
+    gpu_memory: int | None = None,
+    gpus: int | None = None,
+    root: Path = Path("/"),
+) -> models.FitReport:
+    """`model fit`: on `gpus` x `gpu_memory` bytes when given, else on this box's GPUs."""
+    totals = [gpu_memory] * (gpus or 1) if gpu_memory is not None else _local_gpus(gpus, root)
+    return models.fit_model(settings, ref, totals, token)
+
+
+def _local_gpus(count: int | None, root: Path) -> list[int]:
+    """Memory totals of this box's healthy GPUs, or a BadInput asking for --gpu-memory."""
+    inventory = gpu.read_inventory(root)
+    totals = inventory.healthy_memory
+    if not totals:
+        raise BadInput(
+            "--gpu-memory",
+            f"no GPU found on this box to plan for ({inventory.detail})",
+            fix="pass --gpu-memory 24GB (and --gpus N) to plan for other hardware",
+        )
+    if count and count > len(totals):
+        raise BadInput(
+            "--gpus",
+            f"this box has {len(totals)} usable GPU(s), not {count}",
+            fix="pass --gpu-memory too (e.g. --gpu-memory 80GB) to plan for other hardware",
+        )
+    return totals[:count] if count else totals

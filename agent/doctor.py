@@ -9,20 +9,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.checks.base import Check, CheckSpec, DoctorContext
+from agent import gpu
+from agent.checks.base import GPU_INVENTORY, Check, CheckSpec, DoctorContext
+from agent.results import Result
 from agent.settings import Settings
 
 AREAS = ("host", "gpu", "docker", "model", "stack")
 
 
 @dataclass(frozen=True)
-class DoctorReport:
+class DoctorReport(Result):
     checks: tuple[Check, ...]
     gpus: tuple[dict[str, Any], ...]
 
     @property
     def ok(self) -> bool:
         return not any(c.status == "fail" for c in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +81,7 @@ def run(
         )
         for spec in specs
     )
-    inventory = ctx._cache.get("gpu.inventory")
-    gpus = tuple(g.as_dict() for g in inventory.gpus) if inventory is not None else ()
+    inventory = ctx.known(GPU_INVENTORY)
+    found = inventory.gpus if isinstance(inventory, gpu.GpuInventory) else ()
+    gpus = tuple(g.as_dict() for g in found)
     return DoctorReport(checks, gpus)

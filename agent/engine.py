@@ -1,24 +1,35 @@
 """The one way the agent reaches the Docker engine: docker-py on the engine's socket.
 
-The agent never runs the `docker` CLI. docker is imported here, lazily, so commands that do
-not touch the engine (`--help`, `doctor` on a box without Docker) never pay for it.
+The agent never runs the `docker` CLI. docker is imported lazily, so commands that do not
+touch the engine (`--help`, `doctor` on a box without Docker) never pay for it; its types are
+imported for the type checker only.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
+from agent import log
 from agent.errors import AgentError
 
+if TYPE_CHECKING:  # re-exported for the type checker: `from agent.engine import Container`
+    from docker import DockerClient as DockerClient
+    from docker.models.containers import Container as Container
+    from docker.models.networks import Network as Network
+
+
 SOCKET = "unix:///var/run/docker.sock"
+ENGINE_FIX = "check the engine with `systemctl status docker`, then run the command again"
 
 
 class EngineUnavailable(AgentError):
     pass
 
 
-def connect(base_url: str = SOCKET, *, timeout: int = 30) -> Any:
+def connect(base_url: str = SOCKET, *, timeout: int = 30) -> DockerClient:
     """A docker-py client, or EngineUnavailable saying how to get an engine."""
     import docker
     from docker.errors import DockerException
@@ -35,6 +46,25 @@ def connect(base_url: str = SOCKET, *, timeout: int = 30) -> Any:
     return client
 
 
+@contextlib.contextmanager
+def engine_errors(what: str, fix: str = ENGINE_FIX) -> Iterator[None]:
+    """The engine's refusals and a lost connection to it (docker-py lets the `requests`
+    exceptions of a stopped or restarting engine through) as one AgentError."""
+    from docker.errors import DockerException
+    from requests.exceptions import RequestException
+
+    try:
+        yield
+    except (DockerException, RequestException) as exc:
+        raise AgentError(f"{what}: {explain(exc)}", fix=fix) from None
+
+
+def explain(exc: Exception) -> str:
+    """The engine's own words for a failure, on one line, redacted."""
+    text = str(getattr(exc, "explanation", None) or exc).strip()
+    return log.redact_text(text.splitlines()[0] if text else type(exc).__name__)[:400]
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     version: str
@@ -49,7 +79,7 @@ class EngineInfo:
         return "nvidia" in self.runtimes
 
 
-def info(client: Any) -> EngineInfo:
+def info(client: DockerClient) -> EngineInfo:
     version = client.version()
     data = client.info()
     return EngineInfo(

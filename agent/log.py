@@ -16,6 +16,7 @@ import logging
 import re
 import sys
 import threading
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -62,7 +63,9 @@ def redact(value: Any, key: str = "") -> Any:
     return value
 
 
-def _redact_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact_processor(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> Mapping[str, Any]:
     return {k: (v if k in ("level", "timestamp") else redact(v, k)) for k, v in event.items()}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets as _random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent import log
@@ -18,6 +19,14 @@ API_KEY = "api_key"
 HF_TOKEN = "hf_token"
 WEBUI_SECRET_KEY = "webui_secret_key"
 WEBUI_ADMIN = "webui_admin"  # "email\npassword\n", the UI's first admin
+
+
+@dataclass(frozen=True)
+class AdminLogin:
+    """The Open WebUI admin the agent created: what `webui_admin` holds."""
+
+    email: str
+    password: str
 
 
 class SecretStore:
@@ -63,3 +72,19 @@ class SecretStore:
             token = env["HF_TOKEN"].strip()
             log.register_secret(token)
         return token or None
+
+    def admin_login(self) -> AdminLogin | None:
+        """The stored admin sign-in, or None when there is none (or it is incomplete)."""
+        lines = (self.read(WEBUI_ADMIN) or "").splitlines()
+        if len(lines) < 2 or not lines[0] or not lines[1]:
+            return None
+        return AdminLogin(lines[0], lines[1])
+
+    def ensure_admin_login(self, email: str) -> AdminLogin:
+        """The admin sign-in for `email`: the password is generated once and kept, also when
+        the email changes."""
+        lines = (self.read(WEBUI_ADMIN) or "").splitlines()
+        password = lines[1] if len(lines) > 1 and lines[1] else _random.token_urlsafe(18)
+        if lines[:1] != [email] or len(lines) < 2:
+            self.write(WEBUI_ADMIN, f"{email}\n{password}\n")
+        return AdminLogin(email, password)

@@ -94,6 +94,47 @@ URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$"
 
 
 @dataclass(frozen=True)
+class ModelRef:
+    """A repo id and a revision, both validated: every cache path is built from them."""
+
+    repo_id: str
+    revision: str = "main"
+
+    def __post_init__(self) -> None:
+        self.check(self.repo_id, self.revision, "model")
+
+    @staticmethod
+    def check(repo_id: str, revision: str, where: str) -> None:
+        if not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+            raise BadInput(
+                where,
+                f"{repo_id!r} is not a Hugging Face repo id",
+                fix="write it as org/name, e.g. mistralai/Mistral-7B-Instruct-v0.3",
+            )
+        parts = revision.split("/")
+        if not REVISION.fullmatch(revision) or {"..", ".", ""} & set(parts):
+            raise BadInput(
+                f"{where} revision",
+                f"{revision!r} is not a branch, tag or commit",
+                fix="use a branch (main), a tag (v1.0) or a 40-character commit sha",
+            )
+
+    @classmethod
+    def parse(cls, text: str, revision: str | None = None, where: str = "MODEL") -> ModelRef:
+        """`org/name[@revision]`; a bad id is `BadInput` naming `where` (exit 2)."""
+        repo_id, _, at = text.partition("@")
+        rev = revision or at or "main"
+        cls.check(repo_id, rev, where)
+        return cls(repo_id, rev)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"repo_id": self.repo_id, "revision": self.revision}
+
+    def __str__(self) -> str:
+        return self.repo_id if self.revision == "main" else f"{self.repo_id}@{self.revision}"
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     id: str
     revision: str
@@ -107,6 +148,11 @@ class ModelSettings:
     def name(self) -> str:
         """The name clients ask for: the served name, else the repo id."""
         return self.served_name or self.id
+
+    @property
+    def ref(self) -> ModelRef:
+        """The configured model as the models room takes it."""
+        return ModelRef(self.id, self.revision)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent import log, model_cache, models, settings  # noqa: E402
+from agent import log, models, settings  # noqa: E402
 from tests.fakes.hub_server import running_hub  # noqa: E402
 
 CONFIG = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2}
@@ -64,7 +64,7 @@ def main() -> None:
             },
         )
         started = time.perf_counter()
-        result = model_cache.pull(s, models.ModelRef("bench/model"), progress="none", margin=0)
+        result = models.pull(s, models.ModelRef("bench/model"), progress="none", margin=0)
         pull_s = time.perf_counter() - started
         started = time.perf_counter()
         for name in files:

@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # so tests can import tests.fakes.*
 
 
-class UnexpectedCommand(AssertionError):
-    pass
+class UnexpectedCommand(BaseException):
+    """A BaseException, as cloud-init's guard is: no `except Exception` in the agent (doctor's
+    runner, the CLI's last line of defence, a step runner, the watch loop) can swallow it."""
 
 
 def _refuse(argv: Any, **_: Any) -> proc.Completed:
@@ -112,15 +113,28 @@ def agent_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A real 20 MiB filesystem (tmpfs; we are root here and in CI)."""
-    mount = tmp_path / "small-fs"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+def tmpfs() -> Iterator[Any]:
+    """`tmpfs(path, "40g")` mounts a real filesystem of that size at `path` (tmpfs takes no
+    memory for its size, only for what is written; we are root here and in CI)."""
+    mounted: list[Path] = []
+
+    def mount(path: Path, size: str) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True
+        )
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path, tmpfs: Any) -> Path:
+    """A real 20 MiB filesystem."""
+    return tmpfs(tmp_path / "small-fs", "20m")
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from agent import gpu
 from agent.engine import SOCKET
 from agent.settings import Settings
 
 Status = Literal["ok", "warn", "fail", "skip"]
+T = TypeVar("T")
+GPU_INVENTORY = "gpu.inventory"
 
 
 @dataclass(frozen=True)
@@ -47,14 +50,24 @@ class DoctorContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
 
-    def once(self, name: str, compute: Callable[[], Any]) -> Any:
+    def once(self, name: str, compute: Callable[[], T]) -> T:
         """`compute()` the first time any check asks for `name`; the same answer after."""
         with self._lock:
             lock = self._locks.setdefault(name, threading.Lock())
         with lock:
             if name not in self._cache:
                 self._cache[name] = compute()
-            return self._cache[name]
+            found: T = self._cache[name]
+            return found
+
+    def known(self, name: str) -> Any | None:
+        """A fact a check has already read, or None: a report shows it, never reads it anew."""
+        with self._lock:
+            return self._cache.get(name)
+
+    def gpu_inventory(self) -> gpu.GpuInventory:
+        """The GPU inventory, read once per doctor run whoever asks first."""
+        return self.once(GPU_INVENTORY, lambda: gpu.read_inventory(self.root))
 
 
 CheckFn = Callable[[DoctorContext], Check]

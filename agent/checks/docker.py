@@ -50,9 +50,7 @@ def _cdi_specs(root: Path) -> list[Path]:
 
 
 def check_gpu_runtime(ctx: DoctorContext) -> Check:
-    from agent.checks import gpu as gpu_checks
-
-    inventory = gpu_checks.inventory(ctx)
+    inventory = ctx.gpu_inventory()
     if not inventory.pci and not inventory.gpus:
         return Check(
             "docker.gpu_runtime", "skip", "no NVIDIA GPU on this machine: no runtime needed"

@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 from agent import gpu
-from agent.checks.base import Check, CheckSpec, DoctorContext
+from agent.checks.base import Check, CheckSpec, DoctorContext, Status
 
 NO_GPU = "no NVIDIA GPU on this machine"
 NO_GPU_DETAIL = (
@@ -39,7 +39,7 @@ FIXES: dict[gpu.ProblemKind, str] = {
 
 def inventory(ctx: DoctorContext) -> gpu.GpuInventory:
     """The GPU inventory, read once per doctor run whoever asks first."""
-    return ctx.once("gpu.inventory", lambda: gpu.read_inventory(ctx.root))
+    return ctx.gpu_inventory()
 
 
 def _gib(n: int) -> str:
@@ -191,7 +191,7 @@ def check_devices(ctx: DoctorContext) -> Check:
             ),
         )
     if issues:
-        worst = "fail" if any(severity == "fail" for severity, _, _ in issues) else "warn"
+        worst: Status = "fail" if any(severity == "fail" for severity, _, _ in issues) else "warn"
         summary = issues[0][1]
         if len(issues) > 1:
             summary += f" (and {len(issues) - 1} more problem(s))"

@@ -1,36 +1,22 @@
-"""host.*: the operating system, disk and memory the stack needs."""
+"""host.*: the operating system, disk and memory the stack needs (agent.host reads them)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
+from agent import host
 from agent.checks.base import Check, CheckSpec, DoctorContext
 
-SUPPORTED = {("ubuntu", "22.04"), ("ubuntu", "24.04"), ("debian", "12")}
-GIB = 1024**3
+DOCKER_ROOT = Path("/var/lib/docker")
 # A 7B model in bf16 is ~15 GB and the vLLM image unpacks to ~20 GB.
 DISK_FAIL_GIB, DISK_WARN_GIB = 25, 60
 MEMORY_FAIL_GIB, MEMORY_WARN_GIB = 8, 16
 
 
-def os_release(root: Path) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for name in ("etc/os-release", "usr/lib/os-release"):
-        path = root / name
-        if path.exists():
-            for line in path.read_text(errors="replace").splitlines():
-                key, sep, value = line.partition("=")
-                if sep:
-                    fields[key.strip()] = value.strip().strip('"').strip("'")
-            break
-    return fields
-
-
 def check_os(ctx: DoctorContext) -> Check:
-    fields = os_release(ctx.root)
-    name = fields.get("PRETTY_NAME") or "an unknown system (no /etc/os-release)"
-    if (fields.get("ID", ""), fields.get("VERSION_ID", "")) in SUPPORTED:
+    release = host.os_release(ctx.root)
+    name = release.pretty_name or "an unknown system (no /etc/os-release)"
+    if release.supported:
         return Check("host.os", "ok", f"{name} is supported")
     return Check(
         "host.os",
@@ -41,28 +27,15 @@ def check_os(ctx: DoctorContext) -> Check:
     )
 
 
-def _existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def check_disk(ctx: DoctorContext) -> Check:
-    paths = ctx.settings.paths
-    places = {"models": paths.models, "images": Path("/var/lib/docker")}
-    worst: tuple[float, str, Path] | None = None
-    lines = []
-    for what, place in places.items():
-        usage = shutil.disk_usage(_existing(place))
-        free = usage.free / GIB
-        lines.append(
-            f"{what}: {free:.1f} GiB free of {usage.total / GIB:.1f} GiB at {_existing(place)}"
-        )
-        if worst is None or free < worst[0]:
-            worst = (free, what, place)
-    assert worst is not None
-    free, what, place = worst
-    detail = "; ".join(lines)
+    places = {"models": ctx.settings.paths.models, "images": DOCKER_ROOT}
+    spaces = {what: host.disk_space(place, ctx.root) for what, place in places.items()}
+    detail = "; ".join(
+        f"{what}: {d.free_gib:.1f} GiB free of {d.total_gib:.1f} GiB at {d.path}"
+        for what, d in spaces.items()
+    )
+    what = min(spaces, key=lambda w: spaces[w].free)
+    free, place = spaces[what].free_gib, places[what]
     if free < DISK_FAIL_GIB:
         return Check(
             "host.disk",
@@ -83,10 +56,16 @@ def check_disk(ctx: DoctorContext) -> Check:
 
 
 def check_memory(ctx: DoctorContext) -> Check:
-    import psutil
-
-    mem = psutil.virtual_memory()
-    total, available = mem.total / GIB, mem.available / GIB
+    mem = host.memory(ctx.root)
+    if mem is None:
+        return Check(
+            "host.memory",
+            "warn",
+            "cannot tell how much memory this machine has",
+            detail=f"{host.under(ctx.root, Path('/proc/meminfo'))} cannot be read",
+            fix="check that /proc is mounted",
+        )
+    total, available = mem.total_gib, mem.available_gib
     detail = f"{total:.1f} GiB total, {available:.1f} GiB available"
     if total < MEMORY_FAIL_GIB:
         return Check(

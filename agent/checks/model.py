@@ -6,21 +6,20 @@ No network, no huggingface_hub: the cache and our verification markers are read 
 from __future__ import annotations
 
 from agent.checks.base import Check, CheckSpec, DoctorContext
-from agent.checks.gpu import inventory
 from agent.errors import AgentError
-from agent.model_fit import fit_cached
 from agent.models import (
     ModelError,
-    ModelRef,
     cache_root,
     cached_commit,
+    fit_cached,
     is_complete,
     repo_dir,
 )
+from agent.settings import ModelRef
 
 
 def _ref(ctx: DoctorContext) -> ModelRef:
-    return ModelRef(ctx.settings.model.id, ctx.settings.model.revision)
+    return ctx.settings.model.ref
 
 
 def _pull_fix(ref: ModelRef) -> str:
@@ -60,7 +59,7 @@ def check_cache(ctx: DoctorContext) -> Check:
 
 def _gpu_memory(ctx: DoctorContext) -> tuple[list[int], str]:
     """Memory totals of the healthy GPUs (as deploy fits them), or why there are none."""
-    inv = inventory(ctx)
+    inv = ctx.gpu_inventory()
     memory = inv.healthy_memory
     if not memory:
         return [], f"no usable GPU ({inv.detail or 'none found'})"

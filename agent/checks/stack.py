@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from agent import engine, probes, stack
+from agent import engine, health, probes, stack
 from agent.checks.base import Check, CheckSpec, DoctorContext
-from agent.secrets import API_KEY, WEBUI_ADMIN, SecretStore
+from agent.secrets import API_KEY, SecretStore
 
 UP_FIX = "run `sandbox-agent up` (it says what is wrong when it cannot start the stack)"
 LOOPBACK = ("127.", "::1", "[::1]")
+PROBE_BUDGET = 8.0  # seconds one probe may take inside doctor (a completion included)
 
 
 def _services(ctx: DoctorContext) -> dict[str, stack.ServiceStatus]:
@@ -49,15 +48,22 @@ def check_api(ctx: DoctorContext) -> Check:
         return svc
     s = ctx.settings
     key = SecretStore(s.paths.secrets).read(API_KEY)
-    api = probes.base_url(s.api.bind, s.api.port)
-    answer = probes.vllm_models(api, key, s.model.name, timeout=5)
-    if not answer.ok:
+    judged = health.assess(svc, health.stages(s, stack.VLLM, key), budget=PROBE_BUDGET)
+    if not judged.ok:
         loading = svc.health == "starting"
+        stage = judged.failed.label if judged.failed else "vLLM /health"
+        summary = (
+            "vLLM is still loading the model"
+            if loading
+            else "vLLM is not answering"
+            if stage == "vLLM /health"
+            else f"vLLM answers /health but {stage} fails"
+        )
         return Check(
             "stack.api",
             "warn" if loading else "fail",
-            "vLLM is still loading the model" if loading else "vLLM is not answering",
-            detail=f"{answer.detail}; {_detail(svc)}",
+            summary,
+            detail=f"{judged.detail}; {_detail(svc)}",
             fix=f"`sandbox-agent logs {stack.VLLM}` shows what it is doing",
         )
     if svc.health == "unhealthy":
@@ -71,7 +77,7 @@ def check_api(ctx: DoctorContext) -> Check:
     return Check(
         "stack.api",
         "ok",
-        f"vLLM serves {s.model.name!r} at {api}/v1 (with the key)",
+        f"vLLM serves {s.model.name!r} at {health.api_url(s)}/v1 (with the key)",
         detail=_detail(svc),
     )
 
@@ -83,25 +89,25 @@ def check_ui(ctx: DoctorContext) -> Check:
     svc = _running(ctx, "stack.ui", stack.UI)
     if isinstance(svc, Check):
         return svc
-    ui = probes.base_url(s.ui.bind, s.ui.port)
-    health = probes.ui_health(ui, timeout=5)
-    if not health.ok:
+    ui = health.ui_url(s)
+    judged = health.assess(svc, health.stages(s, stack.UI, None), budget=PROBE_BUDGET)
+    if not judged.ok:
         return Check(
             "stack.ui",
             "fail",
             "Open WebUI is not answering",
-            detail=f"{health.detail}; {_detail(svc)}",
+            detail=f"{judged.detail}; {_detail(svc)}",
             fix=f"`sandbox-agent logs {stack.UI}`",
         )
-    lines = (SecretStore(s.paths.secrets).read(WEBUI_ADMIN) or "").splitlines()
-    if len(lines) < 2:
+    login = SecretStore(s.paths.secrets).admin_login()
+    if login is None:
         return Check(
             "stack.ui",
             "warn",
             f"Open WebUI answers at {ui}",
             detail="no generated admin credentials to test the model list with",
         )
-    models = probes.ui_models(ui, lines[0], lines[1], s.model.name, timeout=8)
+    models = probes.ui_models(ui, login.email, login.password, s.model.name, timeout=8)
     if not models.ok:
         return Check(
             "stack.ui",
@@ -173,8 +179,8 @@ def _stranger_view(service: str, url: str, served_name: str) -> list[str]:
     return []
 
 
-CHECKS: list[Any] = [
-    CheckSpec("stack.api", check_api, timeout=12),
+CHECKS: list[CheckSpec] = [
+    CheckSpec("stack.api", check_api, timeout=20),
     CheckSpec("stack.ui", check_ui, timeout=15),
     CheckSpec("stack.exposure", check_exposure, timeout=15),
 ]

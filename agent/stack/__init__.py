@@ -1,30 +1,36 @@
-"""The stack (middle floor): the compose file rendered from settings, realised with docker-py.
+"""The stack: the compose file rendered from settings, applied and observed with docker-py.
 
-- `render` / `write`: agent/compose/docker-compose.yml filled in (agent.stack.render)
-- `load_project`: the rendered file as services in dependency order (agent.stack.project)
-- `reconcile`, `down`, `status`, `logs`: the engine side (agent.stack.realise)
+- render: compose/docker-compose.yml filled in, env files for the secrets
+- project: the rendered file as services in dependency order, with Compose's labels
+- apply: images, network and containers made to match; `down`
+- observe: containers, state, health, ports, logs; `status`
 """
 
+from agent.stack.apply import (
+    ImageUnavailable,
+    down,
+    ensure_images,
+    gpu_request,
+    reconcile,
+)
+from agent.stack.observe import (
+    ServiceStatus,
+    StackStatus,
+    last_lines,
+    logs,
+    project_containers,
+    stack_status,
+    status,
+    wanted_services,
+)
 from agent.stack.project import (
     L_HASH,
     L_PROJECT,
     L_SERVICE,
     Project,
     Service,
-    gpu_request,
     load_project,
     parse_port,
-)
-from agent.stack.realise import (
-    ImageUnavailable,
-    ServiceStatus,
-    down,
-    ensure_images,
-    last_lines,
-    logs,
-    project_containers,
-    reconcile,
-    status,
 )
 from agent.stack.render import (
     COMPOSE_FILE,
@@ -55,6 +61,7 @@ __all__ = [
     "Service",
     "ServiceStatus",
     "StackSpec",
+    "StackStatus",
     "check_keys",
     "down",
     "ensure_images",
@@ -67,8 +74,10 @@ __all__ = [
     "project_containers",
     "reconcile",
     "render",
+    "stack_status",
     "status",
     "variables",
+    "wanted_services",
     "write",
     "write_env_files",
 ]

@@ -7,15 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from agent import log
 from agent.errors import AgentError, BadInput
 from agent.stack.render import check_keys, variable_names
 
@@ -177,77 +174,3 @@ def parse_port(spec: Any, where: str = "ports") -> tuple[str, int, int]:
             fix="use [HOST_IP:]HOST_PORT:CONTAINER_PORT, TCP, one port each",
         )
     return (found.group(1) or "0.0.0.0").strip("[]"), int(found.group(2)), int(found.group(3))
-
-
-def port_free(ip: str, port: int) -> bool:
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((ip, port))
-    except OSError:  # in use, or an address this machine does not have
-        return False
-    return True
-
-
-def duration_ns(text: Any) -> int:
-    if isinstance(text, (int, float)):
-        return int(text * 1e9)
-    units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", str(text))
-    if not parts or "".join(a + b for a, b in parts) != str(text):
-        raise BadInput("healthcheck", f"{text!r} is not a duration (e.g. 15s, 30m)")
-    return int(sum(float(n) * units[u] for n, u in parts) * 1e9)
-
-
-def engine_healthcheck(hc: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A compose healthcheck as the Engine API takes it (durations in ns)."""
-    if not hc:
-        return None
-    if hc.get("disable"):
-        return {"test": ["NONE"]}
-    test = hc.get("test")
-    out: dict[str, Any] = {"test": ["CMD-SHELL", test] if isinstance(test, str) else test}
-    for key in ("interval", "timeout", "start_period"):
-        if key in hc:
-            out[key] = duration_ns(hc[key])
-    if "retries" in hc:
-        out["retries"] = int(hc["retries"])
-    return out
-
-
-def published_ports(attrs: dict[str, Any], running: bool) -> tuple[str, ...]:
-    """'ip:port->inner/tcp' per published port: what the engine bound while the container
-    runs (a port asked for without a number gets one only then), else what it asks for."""
-    asked = (attrs.get("HostConfig") or {}).get("PortBindings") or {}
-    bound = (attrs.get("NetworkSettings") or {}).get("Ports") or {} if running else {}
-    return tuple(
-        f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{inner}"
-        for inner, bindings in (bound or asked).items()
-        for b in bindings or []
-        if b.get("HostPort")
-    )
-
-
-def gpu_request(setting: Any, detected: int, has_nvidia_runtime: bool) -> int | str | None:
-    """The GPU request for vLLM: `auto` asks only when GPUs and the runtime are both there."""
-    if setting == "none" or (setting == "auto" and not detected):
-        return None
-    if setting == "auto":
-        if not has_nvidia_runtime:
-            log.get("stack").warning("gpu.no_runtime", detected=detected)
-            return None
-        return "all"
-    if not has_nvidia_runtime:
-        raise AgentError(
-            f"gpus: {setting} asks for GPUs, but the Docker engine has no NVIDIA runtime",
-            fix="run `sandbox-agent bootstrap` (installs and configures the NVIDIA Container "
-            "Toolkit), or set `gpus: none` in config.yaml",
-        )
-    return setting
-
-
-def uptime(started_at: str, now: datetime | None = None) -> float | None:
-    if not started_at or started_at.startswith("0001-"):
-        return None
-    start = datetime.fromisoformat(started_at[:19]).replace(tzinfo=timezone.utc)
-    return ((now or datetime.now(timezone.utc)) - start).total_seconds()

@@ -1,4 +1,4 @@
-"""Rendering: agent/compose/docker-compose.yml with its ${VARIABLES} filled from the settings.
+"""Rendering: compose/docker-compose.yml with its ${VARIABLES} filled from the settings.
 
 Values are put into the parsed template (never pasted into YAML text), so no setting can
 inject YAML; `$` in a value is written as `$$`, as Compose expects. Secrets are not variables:
@@ -20,8 +20,20 @@ from agent.files import atomic_write
 from agent.settings import Settings
 
 VLLM, UI = "vllm", "open-webui"
-TEMPLATE = Path(__file__).resolve().parent.parent / "compose" / "docker-compose.yml"
 COMPOSE_FILE = "docker-compose.yml"
+
+
+def _template() -> Path:
+    """compose/docker-compose.yml: inside the installed package (the wheel maps the top-level
+    compose/ to agent/compose/), else beside agent/ in a checkout."""
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package / "compose", package.parent / "compose"):
+        if (folder / COMPOSE_FILE).is_file():
+            return folder / COMPOSE_FILE
+    return package / "compose" / COMPOSE_FILE
+
+
+TEMPLATE = _template()
 HEADER = (
     "# Rendered by sandbox-agent from its settings: change config.yaml and run\n"
     "# `sandbox-agent up` rather than editing this file. Secrets live in the env files.\n"
@@ -227,7 +239,8 @@ def _fill(node: Any, values: Mapping[str, Any]) -> tuple[Any, bool]:
             lambda m: m.group(0) if m.group(1) is None else _escape(str(values[m.group(1)])), node
         ), False
     if isinstance(node, list):
-        items, dropped = [], False
+        items: list[Any] = []
+        dropped = False
         for item in node:
             whole = _whole(item)
             if whole is not None and isinstance(values[whole], list):

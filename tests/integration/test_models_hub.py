@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import log, model_cache, models, settings
+from agent import log, models, settings
 from agent.errors import BadInput
 from tests.fakes.hub_server import HubServer, running_hub
 
@@ -64,9 +64,9 @@ def make_settings(tmp_path: Path, hub: HubServer, **flags: object) -> settings.S
     )
 
 
-def pull(s: settings.Settings, name: str, **kwargs: object) -> model_cache.PullResult:
+def pull(s: settings.Settings, name: str, **kwargs: object) -> models.PullResult:
     kwargs.setdefault("progress", "none")
-    return model_cache.pull(s, models.ModelRef.parse(name), **kwargs)
+    return models.pull(s, models.ModelRef.parse(name), **kwargs)
 
 
 def test_pull_fetches_safetensors_config_and_tokenizer_but_no_bin(tmp_path, hub):
@@ -87,7 +87,7 @@ def test_pull_fetches_safetensors_config_and_tokenizer_but_no_bin(tmp_path, hub)
     blobs = list((snap.parents[1] / "blobs").iterdir())
     assert len(blobs) == 5 and not [b for b in blobs if b.read_bytes().startswith(b"BIN")]
     assert (snap.parents[1] / "refs/main").read_text() == commit
-    [cached] = model_cache.list_models(s).models
+    [cached] = models.list_models(s).models
     assert (cached.repo_id, cached.commit, cached.complete, cached.refs) == (
         "acme/tiny",
         commit,
@@ -192,7 +192,7 @@ def test_repeated_drops_fail_and_leave_nothing_complete(tmp_path, hub):
     with pytest.raises(models.ConnectionLost) as caught:
         pull(s, "acme/big", attempts=2)
     assert "run the pull again" in caught.value.fix
-    assert [m.complete for m in model_cache.list_models(s).models] in ([], [False])
+    assert [m.complete for m in models.list_models(s).models] in ([], [False])
     assert not list((tmp_path / "models").rglob("*.incomplete"))
     with pytest.raises(models.ModelNotCached):
         models.snapshot_path(s, models.ModelRef("acme/big"))
@@ -223,9 +223,9 @@ def test_sweep_leaves_the_incomplete_file_of_a_download_still_running(tmp_path, 
     (locks / f"{'d' * 64}.lock").touch()  # left by a killed process: nobody holds it
     with open(locks / f"{'e' * 64}.lock", "w") as held:  # huggingface_hub's download lock
         fcntl.flock(held, fcntl.LOCK_EX)
-        assert model_cache.sweep_orphans(folder) == 1024
+        assert models.sweep_orphans(folder) == 1024
         assert live.exists() and not dead.exists()
-    assert model_cache.sweep_orphans(folder) == 4096 and not live.exists()
+    assert models.sweep_orphans(folder) == 4096 and not live.exists()
 
 
 def test_pull_of_a_complete_model_with_the_hub_down_keeps_it(tmp_path, hub):
@@ -305,7 +305,7 @@ def test_disk_full_mid_download_is_an_error_and_not_complete(tmp_path, hub, smal
     s = make_settings(tmp_path, hub, models=small_fs / "models")
     with pytest.raises(models.NotEnoughDisk, match="filled up"):
         pull(s, "acme/mid", margin=0)
-    assert not any(m.complete for m in model_cache.list_models(s).models)
+    assert not any(m.complete for m in models.list_models(s).models)
     assert not list((small_fs / "models").rglob("*.incomplete"))
 
 
@@ -316,15 +316,15 @@ def test_rm_refuses_the_serving_model_and_removes_another(tmp_path, hub):
     pull(s, "acme/tiny")
     pull(s, "acme/other")
     with pytest.raises(models.ModelInUse, match="serving model"):
-        model_cache.remove(s, "acme/tiny")
-    removed = model_cache.remove(s, "acme/other")
+        models.remove(s, "acme/tiny")
+    removed = models.remove(s, "acme/other")
     assert removed.freed_bytes > 1000 and not removed.path.exists()
-    assert [m.repo_id for m in model_cache.list_models(s).models] == ["acme/tiny"]
+    assert [m.repo_id for m in models.list_models(s).models] == ["acme/tiny"]
     with pytest.raises(models.ModelNotCached, match="acme/other is not in") as caught:
-        model_cache.remove(s, "acme/other")
+        models.remove(s, "acme/other")
     assert caught.value.fix == "`sandbox-agent model list` shows the cached models"
     with pytest.raises(BadInput, match="removes every revision") as refused:
-        model_cache.remove(s, "acme/other@v1")
+        models.remove(s, "acme/other@v1")
     assert refused.value.fix == "leave out @revision: `sandbox-agent model rm acme/other`"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.errors import BadInput
-from agent.fit import (
+from agent.models.fit import (
     GB,
     GIB,
     ModelShape,

@@ -7,11 +7,25 @@ import time
 import pytest
 
 from agent import proc
+from tests.conftest import UnexpectedCommand
 
 
 def test_guard_refuses_real_commands_by_default() -> None:
-    with pytest.raises(AssertionError, match="test ran a real command"):
+    with pytest.raises(UnexpectedCommand, match="test ran a real command"):
         proc.run(["true"])
+
+
+def test_guard_is_not_swallowed_by_the_agents_last_line_of_defence() -> None:
+    """The CLI catches every Exception (a crash becomes a one-line message); the guard must
+    still reach pytest, so it is a BaseException."""
+    from agent.cli.render import guarded
+
+    @guarded
+    def verb() -> None:
+        proc.run(["true"])
+
+    with pytest.raises(UnexpectedCommand, match="test ran a real command"):
+        verb()
 
 
 def test_shell_lines_are_refused(real_commands) -> None:
@@ -55,5 +69,5 @@ def test_fake_table_answers_by_pattern(fake_commands) -> None:
     with pytest.raises(proc.CommandFailed):
         proc.run(["systemctl", "is-active", "docker"])
     assert fake_commands.calls[0][0] == "apt-get"
-    with pytest.raises(AssertionError, match="no canned answer for 'reboot'"):
+    with pytest.raises(UnexpectedCommand, match="no canned answer for 'reboot'"):
         proc.run(["reboot"])

@@ -1,63 +1,53 @@
-"""What every command shares: --config/--json, loading settings, rendering, exit codes.
+"""One way to end a verb: its result printed as text or JSON, and its exit code.
 
-A command function takes the settings, calls one function of the agent and returns its
-result; `render` prints it as text or JSON. Expected failures (AgentError) are printed on one
-line without a traceback; anything else is written to a debug log whose path is printed.
+Exit codes: 0 ok, 1 a failed check or action, 2 bad input (nothing was changed). Expected
+failures (AgentError) are printed on one line without a traceback; anything else is written
+to a debug log whose path is printed.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from agent import log
-from agent.errors import AgentError, BadInput
+from agent.errors import AgentError
+
+if TYPE_CHECKING:
+    from agent.results import Result
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+R = TypeVar("R", bound="Result")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def config_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="Settings file (default: $SANDBOX_AGENT_CONFIG or /etc/sandbox-agent/config.yaml).",
-    )(fn)
+class ToStderr(str):
+    """A text line that goes to stderr (a fix under a refusal), not stdout."""
 
 
-def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
-
-
-def load_settings(config_path: Path | None, flags: dict[str, Any] | None = None) -> Any:
-    """The one place that hands the process environment to the settings."""
-    from agent import settings
-
-    if config_path is not None and not config_path.exists():
-        raise BadInput("--config", f"{config_path} does not exist", fix="pass an existing file")
-    return settings.load(config_path, env=os.environ, flags=flags)
-
-
-def host_root() -> Path:
-    """`/` on a box. SANDBOX_AGENT_ROOT points the host checks at a laid-out tree (tests)."""
-    return Path(os.environ.get("SANDBOX_AGENT_ROOT") or "/")
+def render(result: R, as_json: bool, text: Callable[[R], Iterable[str]]) -> NoReturn:
+    """Print `result` (`as_dict()` for --json, else the lines of `text`) and exit with its code."""
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        for line in text(result):
+            click.echo(line, err=isinstance(line, ToStderr))
+    sys.exit(result.exit_code)
 
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(log.redact(data), indent=2, default=str))
 
 
-def fail(exc: AgentError, as_json: bool) -> None:
+def fail(exc: AgentError, as_json: bool) -> NoReturn:
     if as_json:
         emit_json(exc.as_dict())
     else:
@@ -68,7 +58,7 @@ def fail(exc: AgentError, as_json: bool) -> None:
     sys.exit(exc.exit_code)
 
 
-def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+def guarded(fn: F) -> F:
     """Map AgentError to its exit code, and any crash to a one-line message + debug log."""
 
     @functools.wraps(fn)
@@ -91,7 +81,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
                 as_json,
             )
 
-    return wrapper
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
 
 def _write_debug_log() -> Path:

@@ -1,4 +1,5 @@
-"""The rendered stack on the engine, through docker-py: reconcile, down, status, logs.
+"""The rendered stack made real on the engine, through docker-py: images, network,
+containers created, recreated or started; and the stack taken down again.
 
 Containers get Compose's names and labels, so `docker compose -p <project> ps | logs | down`
 see them. Everything that can fail is checked before the first change (images, ports, the
@@ -8,31 +9,24 @@ GPU runtime by the caller); what a failed run created is removed again.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+import re
+import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import log
+from agent.engine import engine_errors, explain
 from agent.errors import AgentError, BadInput
-from agent.stack.project import (
-    L_HASH,
-    L_PROJECT,
-    L_SERVICE,
-    Project,
-    Service,
-    engine_healthcheck,
-    parse_port,
-    port_free,
-    published_ports,
-    uptime,
-)
+from agent.stack.observe import by_service, labelled
+from agent.stack.project import L_HASH, L_PROJECT, L_SERVICE, Project, Service, parse_port
+
+if TYPE_CHECKING:
+    from agent.engine import Container, DockerClient, Network
 
 Progress = Callable[[str], None]
 STOP_TIMEOUT = 30  # seconds vLLM gets to free the GPUs before SIGKILL
 PORT_SETTING = {8000: "api.port", 8080: "ui.port"}
-L_ONEOFF = "com.docker.compose.oneoff"
-ENGINE_FIX = "check the engine with `systemctl status docker`, then run the command again"
 
 
 def _quiet(_: str) -> None:
@@ -43,42 +37,9 @@ class ImageUnavailable(AgentError):
     pass
 
 
-@contextlib.contextmanager
-def engine_errors(what: str, fix: str = ENGINE_FIX) -> Iterator[None]:
-    """The engine's refusals and a lost connection to it (docker-py lets the `requests`
-    exceptions of a stopped or restarting engine through) as one AgentError."""
-    from docker.errors import DockerException
-    from requests.exceptions import RequestException
-
-    try:
-        yield
-    except (DockerException, RequestException) as exc:
-        raise AgentError(f"{what}: {_explain(exc)}", fix=fix) from None
-
-
-def _labelled(client: Any, project: str) -> list[Any]:
-    """Every container of the project, `docker compose run` one-offs left out."""
-    found = client.containers.list(all=True, filters={"label": f"{L_PROJECT}={project}"})
-    return [c for c in found if c.labels.get(L_ONEOFF) != "True"]
-
-
-def _by_service(project: str, containers: list[Any]) -> dict[str, Any]:
-    """service -> its container; where two claim a service, the one with Compose's name."""
-    chosen: dict[str, Any] = {}
-    for c in containers:
-        service = c.labels.get(L_SERVICE, c.name)
-        if service not in chosen or c.name == f"{project}-{service}-1":
-            chosen[service] = c
-    return chosen
-
-
-def project_containers(client: Any, project: str) -> dict[str, Any]:
-    """service name -> container, for every service of the project (running or not)."""
-    with engine_errors("the Docker engine could not list the stack's containers"):
-        return _by_service(project, _labelled(client, project))
-
-
-def ensure_images(client: Any, project: Project, progress: Progress = _quiet) -> dict[str, str]:
+def ensure_images(
+    client: DockerClient, project: Project, progress: Progress = _quiet
+) -> dict[str, str]:
     """image reference -> local image id, pulling what is missing. Changes no container."""
     from docker.errors import DockerException, ImageNotFound
     from docker.utils import parse_repository_tag
@@ -87,7 +48,7 @@ def ensure_images(client: Any, project: Project, progress: Progress = _quiet) ->
     for image in dict.fromkeys(s.image for s in project.services):
         with engine_errors(f"the Docker engine could not look up the image {image}"):
             try:
-                ids[image] = client.images.get(image).id
+                ids[image] = str(client.images.get(image).id)
                 continue
             except ImageNotFound:
                 pass
@@ -102,9 +63,9 @@ def ensure_images(client: Any, project: Project, progress: Progress = _quiet) ->
                 if status != last and not event.get("progressDetail"):
                     progress(f"  {image}: {status} {event.get('id', '')}".rstrip())
                     last = status
-            ids[image] = client.images.get(image).id
+            ids[image] = str(client.images.get(image).id)
         except DockerException as exc:
-            raise _pull_failed(image, _explain(exc)) from None
+            raise _pull_failed(image, explain(exc)) from None
     return ids
 
 
@@ -116,13 +77,15 @@ def _pull_failed(image: str, reason: str) -> ImageUnavailable:
     )
 
 
-def reconcile(client: Any, project: Project, progress: Progress = _quiet) -> dict[str, str]:
+def reconcile(
+    client: DockerClient, project: Project, progress: Progress = _quiet
+) -> dict[str, str]:
     """Make the engine match the file: service -> created | recreated | started | kept."""
     ids = ensure_images(client, project, progress)
     with engine_errors("the Docker engine could not list the stack"):
-        found = _labelled(client, project.name)
+        found = labelled(client, project.name)
         network = _find_network(client, project)
-    existing = _by_service(project.name, found)
+    existing = by_service(project.name, found)
     hashes = {s.name: s.config_hash(ids[s.image]) for s in project.services}
     plan = {
         s.name: _action(existing.get(s.name), hashes[s.name], network) for s in project.services
@@ -149,7 +112,7 @@ def reconcile(client: Any, project: Project, progress: Progress = _quiet) -> dic
                     _remove(existing[svc.name])
                 if plan[svc.name] in ("created", "recreated"):
                     cid = _create(
-                        client, project, svc, ids[svc.image], hashes[svc.name], network.name
+                        client, project, svc, ids[svc.image], hashes[svc.name], str(network.name)
                     )
                     created.append(cid)
                     existing[svc.name] = client.containers.get(cid)
@@ -168,7 +131,7 @@ def reconcile(client: Any, project: Project, progress: Progress = _quiet) -> dic
     return plan
 
 
-def _action(current: Any, config_hash: str, network: Any) -> str:
+def _action(current: Container | None, config_hash: str, network: Network | None) -> str:
     if current is None:
         return "created"
     attached = (current.attrs.get("NetworkSettings") or {}).get("Networks") or {}
@@ -185,8 +148,8 @@ def _action(current: Any, config_hash: str, network: Any) -> str:
     return "kept" if current.status == "running" else "started"
 
 
-def _check_ports(project: Project, plan: dict[str, str], containers: Any) -> None:
-    held = set()
+def _check_ports(project: Project, plan: dict[str, str], containers: list[Container]) -> None:
+    held: set[int] = set()
     for container in containers:
         for bindings in (container.attrs.get("HostConfig", {}).get("PortBindings") or {}).values():
             held.update(int(b.get("HostPort") or 0) for b in bindings or [])
@@ -214,7 +177,7 @@ def _make_mount_sources(project: Project) -> None:
                 source.mkdir(parents=True)
 
 
-def _find_network(client: Any, project: Project) -> Any:
+def _find_network(client: DockerClient, project: Project) -> Network | None:
     """The stack's network if it exists; refused when it is not the one the file describes."""
     extra = set(project.networks) - {"default"}
     if extra:
@@ -235,7 +198,7 @@ def _find_network(client: Any, project: Project) -> Any:
     return network
 
 
-def _create_network(client: Any, project: Project) -> Any:
+def _create_network(client: DockerClient, project: Project) -> Network:
     labels = {**project.labels(), "com.docker.compose.network": "default"}
     for key in ("config_files", "working_dir"):
         labels.pop(f"com.docker.compose.project.{key}")
@@ -245,12 +208,17 @@ def _create_network(client: Any, project: Project) -> Any:
 
 
 def _create(
-    client: Any, project: Project, svc: Service, image_id: str, config_hash: str, network: str
+    client: DockerClient,
+    project: Project,
+    svc: Service,
+    image_id: str,
+    config_hash: str,
+    network: str,
 ) -> str:
     from docker.types import DeviceRequest
 
     api, cfg, name = client.api, svc.config, project.container_name(svc.name)
-    bindings: dict[str, list[tuple[str, int]]] = {}
+    bindings: dict[int | str, list[tuple[str, int]]] = {}
     for spec in cfg.get("ports") or []:
         ip, port, inner = parse_port(spec)
         bindings.setdefault(f"{inner}/tcp", []).append((ip, port))
@@ -283,16 +251,17 @@ def _create(
         name=name,
         environment=[f"{k}={v}" for k, v in svc.env.items()],
         labels=labels,
-        ports=[int(p.split("/")[0]) for p in bindings],
+        ports=[int(str(p).split("/")[0]) for p in bindings],
         host_config=host_config,
-        networking_config=api.create_networking_config({network: endpoint}),
+        # types-docker says one EndpointConfig; docker-py takes {network name: config}
+        networking_config=api.create_networking_config({network: endpoint}),  # type: ignore[arg-type]
         healthcheck=engine_healthcheck(cfg.get("healthcheck")),
         detach=True,
     )
     return str(response["Id"])
 
 
-def _remove(container: Any) -> None:
+def _remove(container: Container) -> None:
     from docker.errors import NotFound
 
     try:
@@ -303,7 +272,7 @@ def _remove(container: Any) -> None:
         pass
 
 
-def _roll_back(client: Any, created: list[str], network: Any) -> None:
+def _roll_back(client: DockerClient, created: list[str], network: Network | None) -> None:
     from docker.errors import DockerException
     from requests.exceptions import RequestException
 
@@ -315,12 +284,7 @@ def _roll_back(client: Any, created: list[str], network: Any) -> None:
             network.remove()
 
 
-def _explain(exc: Exception) -> str:
-    text = str(getattr(exc, "explanation", None) or exc).strip()
-    return log.redact_text(text.splitlines()[0] if text else type(exc).__name__)[:400]
-
-
-def down(client: Any, project: str, progress: Progress = _quiet) -> list[str]:
+def down(client: DockerClient, project: str, progress: Progress = _quiet) -> list[str]:
     """Remove the stack's containers (the UI first) and networks. Never any data."""
     removed: list[str] = []
     fix = "run `sandbox-agent down` again; `sandbox-agent status` shows what is left"
@@ -331,7 +295,7 @@ def down(client: Any, project: str, progress: Progress = _quiet) -> list[str]:
         progress(f"stopping and removing {container.name}")
         with engine_errors(f"could not remove the container {container.name}", fix=fix):
             _remove(container)
-        removed.append(container.name)
+        removed.append(str(container.name))
     for network in networks:
         progress(f"removing network {network.name}")
         with engine_errors(
@@ -340,74 +304,60 @@ def down(client: Any, project: str, progress: Progress = _quiet) -> list[str]:
             "disconnect or remove them, then run `sandbox-agent down` again",
         ):
             network.remove()
-        removed.append(network.name)
+        removed.append(str(network.name))
     log.get("stack").info("stack.down", project=project, removed=removed)
     return removed
 
 
-@dataclass(frozen=True)
-class ServiceStatus:
-    service: str
-    container: str | None
-    state: str  # running, restarting, exited, created, ... or missing
-    health: str  # healthy, unhealthy, starting, or none (no healthcheck / not running)
-    ports: tuple[str, ...]
-    image: str | None
-    uptime_s: float | None
-    restart_count: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ports": list(self.ports)}
-
-
-def status(client: Any, project: str, services: Sequence[str]) -> tuple[ServiceStatus, ...]:
-    found = project_containers(client, project)
-    result = []
-    for name in [*services, *sorted(set(found) - set(services))]:
-        container = found.get(name)
-        if container is None:
-            result.append(ServiceStatus(name, None, "missing", "none", (), None, None))
-            continue
-        state = container.attrs.get("State", {})
-        running = state.get("Status") == "running"
-        result.append(
-            ServiceStatus(
-                service=name,
-                container=container.name,
-                state=str(state.get("Status", "unknown")),
-                health=str((state.get("Health") or {}).get("Status", "none"))
-                if running
-                else "none",
-                ports=published_ports(container.attrs, running),
-                image=str(container.attrs.get("Config", {}).get("Image")),
-                uptime_s=uptime(state.get("StartedAt", "")) if running else None,
-                restart_count=int(container.attrs.get("RestartCount") or 0),
-            )
-        )
-    return tuple(result)
-
-
-def logs(
-    client: Any, project: str, service: str, *, follow: bool = False, tail: int | str = "all"
-) -> Iterator[bytes]:
-    container = project_containers(client, project).get(service)
-    if container is None:
-        raise AgentError(
-            f"the stack {project} has no {service} container",
-            fix="`sandbox-agent status` lists the services; `sandbox-agent up` starts them",
-        )
-    with engine_errors(f"the Docker engine could not read the log of {service}"):
-        return _engine_guarded(container.logs(stream=True, follow=follow, tail=tail), service)
-
-
-def _engine_guarded(chunks: Iterator[bytes], service: str) -> Iterator[bytes]:
-    with engine_errors(f"the log of {service} stopped"):
-        yield from chunks
-
-
-def last_lines(client: Any, project: str, service: str, count: int = 20) -> str:
+def port_free(ip: str, port: int) -> bool:
     try:
-        text = b"".join(logs(client, project, service, tail=count))
-        return text.decode(errors="replace").rstrip()
-    except AgentError:
-        return ""
+        with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((ip, port))
+    except OSError:  # in use, or an address this machine does not have
+        return False
+    return True
+
+
+def duration_ns(text: Any) -> int:
+    if isinstance(text, (int, float)):
+        return int(text * 1e9)
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", str(text))
+    if not parts or "".join(a + b for a, b in parts) != str(text):
+        raise BadInput("healthcheck", f"{text!r} is not a duration (e.g. 15s, 30m)")
+    return int(sum(float(n) * units[u] for n, u in parts) * 1e9)
+
+
+def engine_healthcheck(hc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A compose healthcheck as the Engine API takes it (durations in ns)."""
+    if not hc:
+        return None
+    if hc.get("disable"):
+        return {"test": ["NONE"]}
+    test = hc.get("test")
+    out: dict[str, Any] = {"test": ["CMD-SHELL", test] if isinstance(test, str) else test}
+    for key in ("interval", "timeout", "start_period"):
+        if key in hc:
+            out[key] = duration_ns(hc[key])
+    if "retries" in hc:
+        out["retries"] = int(hc["retries"])
+    return out
+
+
+def gpu_request(setting: int | str, detected: int, has_nvidia_runtime: bool) -> int | str | None:
+    """The GPU request for vLLM: `auto` asks only when GPUs and the runtime are both there."""
+    if setting == "none" or (setting == "auto" and not detected):
+        return None
+    if setting == "auto":
+        if not has_nvidia_runtime:
+            log.get("stack").warning("gpu.no_runtime", detected=detected)
+            return None
+        return "all"
+    if not has_nvidia_runtime:
+        raise AgentError(
+            f"gpus: {setting} asks for GPUs, but the Docker engine has no NVIDIA runtime",
+            fix="run `sandbox-agent bootstrap` (installs and configures the NVIDIA Container "
+            "Toolkit), or set `gpus: none` in config.yaml",
+        )
+    return int(setting) if setting != "all" else "all"

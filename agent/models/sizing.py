@@ -1,20 +1,33 @@
-"""Does the model fit this box? The bridge between the cache (agent.models) and the pure
-arithmetic (agent.fit): what the settings ask for, and what the snapshot or the Hub says."""
+"""Does the model fit this box? The bridge between the cache and the pure arithmetic
+(agent.models.fit): what the settings ask for, and what the snapshot or the Hub says."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from agent.models import (
-    WEIGHT_FORMATS,
-    ModelError,
-    ModelRef,
-    read_config,
-    resolve,
-    snapshot_path,
-)
-from agent.settings import Settings
+from agent.models import fit
+from agent.models.cache import snapshot_path
+from agent.models.errors import ModelError
+from agent.models.hub import WEIGHT_FORMATS, read_config, resolve
+from agent.results import Result
+from agent.settings import ModelRef, Settings
+
+
+@dataclass(frozen=True)
+class FitReport(Result):
+    """`model fit`: the plan of one model on a list of GPUs."""
+
+    model: ModelRef
+    plan: fit.FitPlan
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.plan.fits else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": str(self.model), **self.plan.as_dict()}
 
 
 def fit_options(settings: Settings, ref: ModelRef, weight_bytes: int) -> dict[str, Any]:
@@ -28,24 +41,23 @@ def fit_options(settings: Settings, ref: ModelRef, weight_bytes: int) -> dict[st
     }
 
 
-def fit_model(settings: Settings, ref: ModelRef, gpu_memory: list[int], token: str | None) -> Any:
+def fit_model(
+    settings: Settings, ref: ModelRef, gpu_memory: list[int], token: str | None
+) -> FitReport:
     """The fit plan of `ref` on GPUs of these memory totals (bytes); fetches config.json only."""
-    from agent import fit
-
     resolved = resolve(settings, ref, token)
     shape = fit.ModelShape.from_config(read_config(settings, resolved, token))
-    return fit.plan(shape, gpu_memory, **fit_options(settings, ref, resolved.weight_bytes))
+    options = fit_options(settings, ref, resolved.weight_bytes)
+    return FitReport(ref, fit.plan(shape, gpu_memory, **options))
 
 
-def fit_cached(settings: Settings, gpu_memory: list[int], count: int | None = None) -> Any:
+def fit_cached(settings: Settings, gpu_memory: list[int], count: int | None = None) -> fit.FitPlan:
     """The fit plan of the configured model from its complete snapshot: no network needed.
 
     `count` limits the GPUs to the first N (the GPU request). ModelNotCached when the snapshot
     is not complete; ModelError when its config.json cannot be read.
     """
-    from agent import fit
-
-    ref = ModelRef(settings.model.id, settings.model.revision)
+    ref = settings.model.ref
     snap = snapshot_path(settings, ref)
     config = snap / "config.json"
     try:

@@ -1,4 +1,4 @@
-"""The local model cache: fetch, list, remove (agent.models has the layout).
+"""Fetching a model: resolve, check access, fit and disk, download, verify, mark complete.
 
 Order matters: nothing large is downloaded before access, fit (when GPU totals are given) and
 disk space are checked, and the marker and `refs/<revision>` are written only after every
@@ -8,10 +8,8 @@ file's size and LFS sha256 were verified, so a partly fetched model is never rep
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -20,43 +18,40 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agent import log
-from agent.errors import BadInput
 from agent.files import atomic_write
-from agent.model_fit import fit_options
-from agent.models import (
-    DISK_MARGIN,
-    MARKERS,
-    WEIGHT_FORMATS,
-    AsDict,
-    ConnectionLost,
-    HubUnreachable,
-    ModelError,
-    ModelInUse,
-    ModelNotCached,
-    ModelRef,
-    NotEnoughDisk,
-    Progress,
-    RepoFile,
-    Resolved,
+from agent.models import fit
+from agent.models.cache import (
     cache_root,
     cached_commit,
-    hub_errors,
     is_complete,
-    load_config,
     marker_path,
     pull_lock,
-    read_config,
     repo_dir,
+    sweep_orphans,
+)
+from agent.models.errors import ConnectionLost, HubUnreachable, ModelError, NotEnoughDisk
+from agent.models.hub import (
+    WEIGHT_FORMATS,
+    RepoFile,
+    Resolved,
+    hub_errors,
+    load_config,
+    read_config,
     resolve,
 )
-from agent.settings import Settings
+from agent.models.sizing import fit_options
+from agent.results import Result
+from agent.settings import ModelRef, Settings
+
+DISK_MARGIN = 1 << 30  # kept free beyond the missing bytes: logs, Docker, the OS
+Progress = Literal["auto", "bar", "log", "none"]
 
 
 @dataclass(frozen=True)
-class PullResult(AsDict):
+class PullResult(Result):
     repo_id: str
     revision: str
     commit: str
@@ -67,39 +62,6 @@ class PullResult(AsDict):
     seconds: float
     already_complete: bool
     offline: bool = False  # the Hub was unreachable: a complete cached snapshot was kept
-
-
-def _downloading(folder: Path, leftover: Path) -> bool:
-    """huggingface_hub holds `.locks/<repo folder>/<etag>.lock` while it writes
-    `blobs/<etag>.<random>.incomplete` (`model fit`, a pull reading config.json unlocked)."""
-    lock = folder.parent / ".locks" / folder.name / (leftover.name.split(".")[0] + ".lock")
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return False  # no lock file: nobody downloads that blob
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases our probe's lock
-    return False
-
-
-def sweep_orphans(folder: Path) -> int:
-    """Remove `*.incomplete` and `tmp_*` a killed process left in blobs/ (the library never
-    does, and never resumes them), never those of a download still running. Call with the
-    pull lock held. Returns bytes freed."""
-    freed = 0
-    for leftover in [*folder.glob("blobs/*.incomplete"), *folder.glob("blobs/tmp_*")]:
-        if leftover.name.endswith(".incomplete") and _downloading(folder, leftover):
-            log.get().info("model.sweep.skipped", file=leftover.name, reason="being downloaded")
-            continue
-        with contextlib.suppress(OSError):
-            freed += leftover.stat().st_size
-            leftover.unlink()
-            log.get().info("model.sweep", file=leftover.name, freed_bytes=freed)
-    return freed
 
 
 def _blobs_bytes(folder: Path) -> int:
@@ -162,9 +124,9 @@ def pull(
     """Resolve, check access, fit (when `gpu_memory` is given) and disk, then fetch, verify and
     mark complete. Nothing large is downloaded before every check has passed."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import tqdm as hf_tqdm
+    from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
 
-    ref = ref or ModelRef(settings.model.id, settings.model.revision)
+    ref = ref or settings.model.ref
     started = time.monotonic()
     try:
         resolved = resolve(settings, ref, token)
@@ -202,7 +164,7 @@ def pull(
         class Quiet(hf_tqdm):  # our own bar/events replace the library's bars
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 kwargs["disable"] = True
-                super().__init__(*args, **kwargs)
+                super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
 
         log.get().info(
             "model.pull.start",
@@ -283,8 +245,6 @@ def pull(
 def _require_fit(
     settings: Settings, ref: ModelRef, config: dict[str, Any], weights: int, gpu_memory: list[int]
 ) -> None:
-    from agent import fit
-
     shape = fit.ModelShape.from_config(config)
     fit.require_fit(shape, gpu_memory, **fit_options(settings, ref, weights))
 
@@ -391,85 +351,3 @@ def _sha256(path: Path) -> str:
         while chunk := fh.read(8 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class CachedModel(AsDict):
-    repo_id: str
-    commit: str
-    refs: tuple[str, ...]
-    path: Path
-    bytes: int
-    complete: bool
-    serving: bool
-
-
-@dataclass(frozen=True)
-class ModelList(AsDict):
-    root: Path
-    models: tuple[CachedModel, ...]
-
-
-def list_models(settings: Settings) -> ModelList:
-    """Every snapshot in the cache, complete (verified marker) or not."""
-    found = []
-    for folder in sorted(cache_root(settings).glob("models--*")):
-        repo_id = folder.name[len("models--") :].replace("--", "/", 1)
-        refs = {}
-        for ref in (folder / "refs").rglob("*"):
-            if ref.is_file():
-                refs.setdefault(ref.read_text().strip(), []).append(
-                    str(ref.relative_to(folder / "refs"))
-                )
-        for snap in sorted((folder / "snapshots").glob("*")):
-            size = sum(p.stat().st_size for p in snap.rglob("*") if p.is_file())
-            found.append(
-                CachedModel(
-                    repo_id,
-                    snap.name,
-                    tuple(sorted(refs.get(snap.name, []))),
-                    snap,
-                    size,
-                    is_complete(settings, repo_id, snap.name),
-                    repo_id == settings.model.id,
-                )
-            )
-    return ModelList(cache_root(settings), tuple(found))
-
-
-@dataclass(frozen=True)
-class RemoveResult(AsDict):
-    repo_id: str
-    path: Path
-    freed_bytes: int
-
-
-def remove(settings: Settings, repo_id: str) -> RemoveResult:
-    """Delete a cached model, every revision; never the one the stack serves (model.id)."""
-    if "@" in repo_id:
-        raise BadInput(
-            "MODEL",
-            f"{repo_id!r}: `model rm` removes every revision of a model",
-            fix=f"leave out @revision: `sandbox-agent model rm {repo_id.split('@')[0]}`",
-        )
-    ref = ModelRef.parse(repo_id)
-    if ref.repo_id == settings.model.id:
-        raise ModelInUse(
-            f"{ref.repo_id} is the serving model (model.id); it is not removed",
-            fix="switch to another model first (`sandbox-agent switch-model OTHER`)",
-        )
-    folder = repo_dir(settings, ref.repo_id)
-    with pull_lock(settings):  # a pull of it finishes first; so does another rm
-        if not folder.exists():
-            raise ModelNotCached(
-                f"{ref.repo_id} is not in {cache_root(settings)}",
-                fix="`sandbox-agent model list` shows the cached models",
-            )
-        freed = sum(
-            p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
-        )
-        shutil.rmtree(folder)
-        shutil.rmtree(settings.paths.models / MARKERS / folder.name, ignore_errors=True)
-        shutil.rmtree(cache_root(settings) / ".locks" / folder.name, ignore_errors=True)
-    log.get().info("model.removed", repo=ref.repo_id, freed_bytes=freed)
-    return RemoveResult(ref.repo_id, folder, freed)

@@ -256,7 +256,7 @@ def plan(
     weights = weight_bytes or shape.estimated_weight_bytes()
     if weight_bytes and shape.float32_checkpoint and shape.weight_bits >= 16:
         weights //= 2  # vLLM serves float32 checkpoints in 16-bit
-    base = dict(
+    base: dict[str, Any] = dict(
         model_max_len=shape.max_position_embeddings,
         gpu_count=len(mem),
         gpu_memory=tuple(mem),

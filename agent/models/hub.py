@@ -1,12 +1,5 @@
-"""Hugging Face models: resolve, choose files, check disk, fetch, verify, list, remove.
-
-The cache is an HF_HOME: `paths.models` is HF_HOME and `paths.models/hub` the hub cache
-(`models--org--name/{blobs,snapshots/<commit>,refs/<revision>}`, relative symlinks), so the
-folder mounts into the vLLM container unchanged. `snapshot_path()` is the folder the stack
-passes to vLLM as `--model`. Our completion markers live beside it, in
-`paths.models/.sandbox-agent/<repo folder>/<commit>.json`, written only after every file's size
-(and LFS sha256) was verified; `refs/<revision>` is written after the marker, so an offline
-reader resolving a revision only ever finds a complete snapshot.
+"""The Hub: a revision resolved to a commit and its files, the files vLLM needs, config.json,
+and huggingface_hub's exceptions as errors that say what to do.
 
 huggingface_hub is imported inside functions only: it is slow to import and reads its
 environment at import time, so every call passes `endpoint=`, `token=` and `cache_dir=`.
@@ -16,114 +9,39 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
-import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from agent import log
-from agent.errors import AgentError, BadInput
-from agent.settings import REPO_ID, REVISION, Settings
+from agent.models.cache import cache_root
+from agent.models.errors import (
+    BadToken,
+    ConnectionLost,
+    GatedModel,
+    HubUnreachable,
+    ModelError,
+    ModelNotFound,
+    NotEnoughDisk,
+)
+from agent.results import plain
+from agent.settings import ModelRef, Settings
 
-HUB = "hub"
-MARKERS = ".sandbox-agent"
-DISK_MARGIN = 1 << 30  # kept free beyond the missing bytes: logs, Docker, the OS
-COMMIT = re.compile(r"^[0-9a-f]{40}$")
 WEIGHT_FORMATS = (".safetensors", ".bin", ".pt", ".pth")  # preference order
 OTHER_WEIGHTS = (".gguf", ".msgpack", ".h5", ".onnx", ".ckpt", ".ot")
 KEEP = (".json", ".model", ".tiktoken", ".txt", ".jinja", ".py", "tokenizer", "vocab", "merges")
-Progress = Literal["auto", "bar", "log", "none"]
-
-
-class ModelError(AgentError):
-    """A model could not be resolved, fetched or removed."""
-
-
-class GatedModel(ModelError): ...
-
-
-class ModelNotFound(ModelError): ...
-
-
-class BadToken(ModelError): ...
-
-
-class HubUnreachable(ModelError): ...
-
-
-class ConnectionLost(HubUnreachable):
-    """A transport error: worth another try, finished files are kept."""
-
-
-class NotEnoughDisk(ModelError): ...
-
-
-class ModelNotCached(ModelError): ...
-
-
-class ModelInUse(ModelError): ...
-
-
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "__dataclass_fields__"):
-        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return str(obj) if isinstance(obj, Path) else obj
-
-
-class AsDict:
-    def as_dict(self) -> dict[str, Any]:
-        return _plain(self)
 
 
 @dataclass(frozen=True)
-class ModelRef(AsDict):
-    """A repo id and a revision, both validated: every cache path is built from them."""
-
-    repo_id: str
-    revision: str = "main"
-
-    def __post_init__(self) -> None:
-        self.check(self.repo_id, self.revision, "model")
-
-    @staticmethod
-    def check(repo_id: str, revision: str, where: str) -> None:
-        if not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
-            raise BadInput(
-                where,
-                f"{repo_id!r} is not a Hugging Face repo id",
-                fix="write it as org/name, e.g. mistralai/Mistral-7B-Instruct-v0.3",
-            )
-        parts = revision.split("/")
-        if not REVISION.fullmatch(revision) or {"..", ".", ""} & set(parts):
-            raise BadInput(
-                f"{where} revision",
-                f"{revision!r} is not a branch, tag or commit",
-                fix="use a branch (main), a tag (v1.0) or a 40-character commit sha",
-            )
-
-    @classmethod
-    def parse(cls, text: str, revision: str | None = None, where: str = "MODEL") -> ModelRef:
-        """`org/name[@revision]`; a bad id is `BadInput` naming `where` (exit 2)."""
-        repo_id, _, at = text.partition("@")
-        rev = revision or at or "main"
-        cls.check(repo_id, rev, where)
-        return cls(repo_id, rev)
-
-    def __str__(self) -> str:
-        return self.repo_id if self.revision == "main" else f"{self.repo_id}@{self.revision}"
-
-
-@dataclass(frozen=True)
-class RepoFile(AsDict):
+class RepoFile:
     path: str
     size: int
     sha256: str | None = None  # LFS files: the blob is named by it
     blob_id: str | None = None  # git files: the blob is named by the git oid
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(plain(self))
 
     @property
     def etag(self) -> str | None:
@@ -159,7 +77,7 @@ def select_files(paths: Iterable[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Resolved(AsDict):
+class Resolved:
     ref: ModelRef
     commit: str
     gated: bool
@@ -173,60 +91,6 @@ class Resolved(AsDict):
     @property
     def weight_bytes(self) -> int:
         return sum(f.size for f in self.selected if f.path.endswith(WEIGHT_FORMATS))
-
-
-def cache_root(settings: Settings) -> Path:
-    """The hub cache: HF_HOME is `paths.models`, so this is `paths.models/hub`."""
-    return settings.paths.models / HUB
-
-
-def repo_dir(settings: Settings, repo_id: str) -> Path:
-    return cache_root(settings) / ("models--" + repo_id.replace("/", "--"))
-
-
-def marker_path(settings: Settings, repo_id: str, commit: str) -> Path:
-    return settings.paths.models / MARKERS / repo_dir(settings, repo_id).name / f"{commit}.json"
-
-
-def cached_commit(settings: Settings, ref: ModelRef) -> str | None:
-    """The commit `ref` resolved to when it was pulled; None when unknown (or not a sha: a
-    path is built from it)."""
-    if COMMIT.fullmatch(ref.revision):
-        return ref.revision
-    try:
-        text = (repo_dir(settings, ref.repo_id) / "refs" / ref.revision).read_text().strip()
-    except OSError:
-        return None
-    return text if COMMIT.fullmatch(text) else None
-
-
-def snapshot_path(
-    settings: Settings, ref: ModelRef | None = None, *, mount: Path | None = None
-) -> Path:
-    """The local snapshot folder of `ref` (default: the configured model) to pass to vLLM as
-    `--model`. With `mount`, the same folder as seen where `paths.models` is mounted at `mount`."""
-    ref = ref or ModelRef(settings.model.id, settings.model.revision)
-    commit = cached_commit(settings, ref)
-    if commit is None or not is_complete(settings, ref.repo_id, commit):
-        raise ModelNotCached(
-            f"{ref} is not fully downloaded under {cache_root(settings)}",
-            fix=f"run `sandbox-agent model pull {ref}`",
-        )
-    folder = repo_dir(settings, ref.repo_id) / "snapshots" / commit
-    return Path(mount) / folder.relative_to(settings.paths.models) if mount else folder
-
-
-def is_complete(settings: Settings, repo_id: str, commit: str) -> bool:
-    """The marker exists and every file it lists is on disk with its size (no hashing)."""
-    try:
-        marker = json.loads(marker_path(settings, repo_id, commit).read_text())
-    except (OSError, ValueError):
-        return False
-    folder = repo_dir(settings, repo_id) / "snapshots" / commit
-    try:
-        return all((folder / f["path"]).stat().st_size == f["size"] for f in marker["files"])
-    except (OSError, KeyError, TypeError):
-        return False
 
 
 @contextlib.contextmanager
@@ -364,17 +228,3 @@ def load_config(path: Path, ref: ModelRef) -> dict[str, Any]:
             fix="pick a transformers model (its config.json is an object)",
         )
     return config
-
-
-@contextlib.contextmanager
-def pull_lock(settings: Settings) -> Iterator[None]:
-    """One fetch or removal at a time under paths.models (the sweep must not hit a live pull)."""
-    path = settings.paths.models / MARKERS / "pull.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.get().info("model.pull.waiting", reason="another pull or rm holds the lock")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        yield

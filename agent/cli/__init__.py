@@ -1,0 +1,26 @@
+"""sandbox-agent's commands: each verb parses, calls one function, renders what it returns.
+
+Exit codes: 0 ok, 1 a failed check or action, 2 bad input (nothing was changed).
+"""
+
+from __future__ import annotations
+
+import click
+
+from agent import __version__, log
+from agent.cli.doctor import doctor
+from agent.cli.model import model
+from agent.cli.stack import COMMANDS as STACK_COMMANDS
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sandbox-agent")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
+def main(verbose: bool) -> None:
+    """Turn a GPU box into a private vLLM + Open WebUI stack, and keep it healthy."""
+    if verbose:
+        log.configure(verbose=True)
+
+
+for _command in (doctor, model, *STACK_COMMANDS):
+    main.add_command(_command)

@@ -1,0 +1,57 @@
+"""What every verb takes: --config and --json, and the one place that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from agent.errors import BadInput
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(fn: F) -> F:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Settings file (default: $SANDBOX_AGENT_CONFIG or /etc/sandbox-agent/config.yaml).",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
+
+
+def load_settings(config_path: Path | None, flags: dict[str, Any] | None = None) -> Settings:
+    """The one place that hands the process environment to the settings."""
+    from agent import settings
+
+    if config_path is not None and not config_path.exists():
+        raise BadInput("--config", f"{config_path} does not exist", fix="pass an existing file")
+    return settings.load(config_path, env=os.environ, flags=flags)
+
+
+def host_root() -> Path:
+    """`/` on a box. SANDBOX_AGENT_ROOT points the host checks at a laid-out tree (tests)."""
+    return Path(os.environ.get("SANDBOX_AGENT_ROOT") or "/")
+
+
+def hf_token(settings: Settings) -> str | None:
+    """The Hugging Face token: the secret file, else HF_TOKEN from this process's environment."""
+    from agent.secrets import SecretStore
+
+    return SecretStore(settings.paths.secrets).hf_token(os.environ)
+
+
+def progress_printer(as_json: bool) -> Callable[[str], None]:
+    """Progress lines go to stdout for a person, to stderr when stdout carries the JSON."""
+    return lambda line: click.echo(line, err=as_json)

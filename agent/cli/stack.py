@@ -1,0 +1,129 @@
+"""The stack's verbs: `up`, `down`, `status`, `logs`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import click
+
+from agent.cli.options import (
+    config_option,
+    host_root,
+    json_option,
+    load_settings,
+    progress_printer,
+)
+from agent.cli.render import guarded, render
+from agent.errors import BadInput
+
+if TYPE_CHECKING:
+    from agent.deploy import DeployResult, DownResult
+    from agent.stack import StackStatus
+
+
+@click.command()
+@config_option
+@json_option
+@click.option(
+    "--template",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A compose template to render instead of the one shipped with the agent.",
+)
+@guarded
+def up(config_path: Path | None, as_json: bool, template: Path | None) -> None:
+    """Render the stack, start what is missing or changed, and wait until it answers."""
+    from agent import deploy
+
+    settings = load_settings(config_path)
+    result = deploy.up(
+        settings, root=host_root(), template=template, progress=progress_printer(as_json)
+    )
+    render(result, as_json, up_text)
+
+
+def up_text(result: DeployResult) -> Iterator[str]:
+    yield f"\nready in {result.seconds:.0f}s"
+    yield f"  API:  {result.api_url}  model {result.model!r}; key in {result.key_file}"
+    if result.ui_url:
+        yield f"  chat: {result.ui_url}  admin sign-in in {result.admin_login_file}"
+    yield f"  compose file: {result.compose_file}"
+
+
+@click.command()
+@config_option
+@json_option
+@guarded
+def down(config_path: Path | None, as_json: bool) -> None:
+    """Stop and remove the stack's containers and network. Models and chat history stay."""
+    from agent import deploy
+
+    result = deploy.down(load_settings(config_path), progress=progress_printer(as_json))
+    render(result, as_json, down_text)
+
+
+def down_text(result: DownResult) -> Iterator[str]:
+    if not result.removed:
+        yield f"the stack {result.project} was not running"
+    else:
+        yield (
+            f"removed {len(result.removed)} object(s); data under "
+            f"{' and '.join(str(p) for p in result.kept)} is untouched"
+        )
+
+
+@click.command()
+@config_option
+@json_option
+@guarded
+def status(config_path: Path | None, as_json: bool) -> None:
+    """Each service: state, health, ports, image, uptime."""
+    from agent import deploy
+
+    render(deploy.status(load_settings(config_path)), as_json, status_text)
+
+
+def status_text(result: StackStatus) -> Iterator[str]:
+    yield f"{'SERVICE':<12} {'STATE':<11} {'HEALTH':<10} {'UPTIME':>8}  PORTS / IMAGE"
+    for s in result.services:
+        yield (
+            f"{s.service:<12} {s.state:<11} {s.health:<10} {_age(s.uptime_s):>8}  "
+            f"{', '.join(s.ports) or '-'}  {s.image or ''}"
+        )
+    yield f"API key: {result.key_file}"
+    if result.admin_login_file:
+        yield f"Open WebUI admin sign-in: {result.admin_login_file}"
+
+
+@click.command()
+@config_option
+@click.argument("service")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", default="all", show_default=True, help="Lines from the end, or 'all'.")
+@guarded
+def logs(config_path: Path | None, service: str, follow: bool, tail: str) -> None:
+    """A service's log (vllm or open-webui)."""
+    from agent import deploy, log
+
+    if tail != "all" and not tail.isdigit():
+        raise BadInput("--tail", f"{tail!r} is not a number of lines", fix="pass a number or 'all'")
+    count: int | Literal["all"] = int(tail) if tail.isdigit() else "all"
+    out = sys.stdout.buffer
+    for chunk in deploy.logs(load_settings(config_path), service, follow=follow, tail=count):
+        out.write(log.redact_text(chunk.decode(errors="replace")).encode())
+        out.flush()
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+COMMANDS = (up, down, status, logs)

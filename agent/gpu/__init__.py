@@ -1,0 +1,21 @@
+"""NVIDIA GPUs: the PCI bus, the driver through NVML, and the health rules."""
+
+from agent.gpu.health import MAX_TEMP_C, GpuProblem, ProblemKind, problems
+from agent.gpu.inventory import Gpu, GpuInventory, State
+from agent.gpu.nvml import NvmlSession, read_inventory
+from agent.gpu.pci import PciDevice, kernel_module_version, pci_devices
+
+__all__ = [
+    "MAX_TEMP_C",
+    "Gpu",
+    "GpuInventory",
+    "GpuProblem",
+    "NvmlSession",
+    "PciDevice",
+    "ProblemKind",
+    "State",
+    "kernel_module_version",
+    "pci_devices",
+    "problems",
+    "read_inventory",
+]

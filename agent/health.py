@@ -1,0 +1,103 @@
+"""What "the service is healthy" means, written once: the container as the engine shows it,
+then the probes that prove the service does its job, in order.
+
+vLLM: /health, then the served name in /v1/models (with the key), then one real chat
+completion (the API server can answer /health while its engine hangs, vllm #39863).
+Open WebUI: /health. `up`'s gate, doctor's stack checks and the watchdog judge with these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent import probes
+from agent.settings import Settings
+from agent.stack import UI, VLLM, ServiceStatus
+
+CRASH_RESTARTS = 3  # restarts while waiting that mean "crash loop", not "still loading"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One probe of a service: `run(timeout)` never raises."""
+
+    label: str
+    service: str
+    run: Callable[[float], probes.Probe]
+    timeout: float  # the most one try may take
+
+
+def api_url(settings: Settings) -> str:
+    return probes.base_url(settings.api.bind, settings.api.port)
+
+
+def ui_url(settings: Settings) -> str:
+    return probes.base_url(settings.ui.bind, settings.ui.port)
+
+
+def stages(settings: Settings, service: str, api_key: str | None) -> list[Stage]:
+    """The probes that make `service` healthy, in the order they must pass."""
+    if service == VLLM:
+        api, name = api_url(settings), settings.model.name
+        return [
+            Stage("vLLM /health", VLLM, lambda t: probes.vllm_health(api, t), 3),
+            Stage(
+                f"{name} in /v1/models",
+                VLLM,
+                lambda t: probes.vllm_models(api, api_key, name, t),
+                5,
+            ),
+            Stage("a chat completion", VLLM, lambda t: probes.vllm_chat(api, api_key, name, t), 60),
+        ]
+    if service == UI:
+        ui = ui_url(settings)
+        return [Stage("Open WebUI /health", UI, lambda t: probes.ui_health(ui, t), 3)]
+    raise ValueError(f"no health definition for {service!r}")
+
+
+def container_problem(
+    svc: ServiceStatus | None, restarts_before: int = 0, limit: int = CRASH_RESTARTS
+) -> str:
+    """Why the container cannot be healthy ("" when it may be): gone, stopped, crash-looping."""
+    if svc is None or svc.state in ("exited", "dead", "missing"):
+        state = svc.state if svc is not None else "missing"
+        service = svc.service if svc is not None else "service's"
+        return f"the {service} container is {state}"
+    crashes = svc.restart_count - restarts_before
+    if crashes >= limit:
+        return f"the {svc.service} container crashed {crashes} time(s) while up waited for it"
+    return ""
+
+
+@dataclass(frozen=True)
+class ServiceHealth:
+    """A judgement of one service now: which stage failed (None: all passed) and why."""
+
+    service: str
+    ok: bool
+    failed: Stage | None
+    probe: probes.Probe | None  # the last probe run: the failing one, or the last that passed
+    problem: str  # the container's problem, "" when its state allows health
+
+    @property
+    def detail(self) -> str:
+        if self.problem:
+            return self.problem
+        return self.probe.detail if self.probe is not None else ""
+
+
+def assess(
+    svc: ServiceStatus | None, checks: list[Stage], *, budget: float | None = None
+) -> ServiceHealth:
+    """The container first, then every stage until one fails. `budget` caps each probe."""
+    service = checks[0].service if checks else (svc.service if svc else "")
+    if svc is None or svc.state != "running":
+        state = svc.state if svc is not None else "missing"
+        return ServiceHealth(service, False, None, None, f"the {service} container is {state}")
+    last: probes.Probe | None = None
+    for stage in checks:
+        last = stage.run(min(stage.timeout, budget) if budget else stage.timeout)
+        if not last.ok:
+            return ServiceHealth(service, False, stage, last, "")
+    return ServiceHealth(service, True, None, last, "")

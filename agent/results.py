@@ -1,0 +1,48 @@
+"""The one result base: what a command returns, and how it reads as JSON.
+
+A command function returns a `Result`; the CLI prints `as_dict()` for `--json` (or a text
+rendering of the same object) and exits with `exit_code`. Fields marked
+`field(metadata=INTERNAL)` serve the text rendering only and stay out of the JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+INTERNAL = {"json": False}
+
+
+def plain(obj: Any) -> Any:
+    """`obj` as JSON-ready data: dataclasses as dicts, paths as strings, tuples as lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: _nested(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if f.metadata.get("json", True)
+        }
+    if isinstance(obj, (list, tuple)):
+        return [_nested(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): _nested(v) for k, v in obj.items()}
+    return str(obj) if isinstance(obj, Path) else obj
+
+
+def _nested(value: Any) -> Any:
+    own = getattr(value, "as_dict", None)
+    return own() if callable(own) and not isinstance(value, type) else plain(value)
+
+
+class Result:
+    """Mixed into the frozen dataclasses that commands return."""
+
+    @property
+    def exit_code(self) -> int:
+        """0 done; 1 a failed check or action (2, bad input, is raised as BadInput instead)."""
+        return 0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = plain(self)
+        assert isinstance(data, dict), f"{type(self).__name__} is not a dataclass"
+        return data

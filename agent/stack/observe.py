@@ -1,0 +1,177 @@
+"""The stack as the engine shows it: each service's container, state, health, ports and log.
+
+Read-only: nothing here changes a container. `up`'s gate, doctor, `status` and the watchdog
+read the same facts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from agent.engine import engine_errors
+from agent.errors import AgentError
+from agent.results import Result
+from agent.secrets import API_KEY, WEBUI_ADMIN, SecretStore
+from agent.settings import Settings
+from agent.stack.project import L_PROJECT, L_SERVICE
+from agent.stack.render import UI, VLLM
+
+if TYPE_CHECKING:
+    from agent.engine import Container, DockerClient
+
+L_ONEOFF = "com.docker.compose.oneoff"
+
+
+def labelled(client: DockerClient, project: str) -> list[Container]:
+    """Every container of the project, `docker compose run` one-offs left out."""
+    found = client.containers.list(all=True, filters={"label": f"{L_PROJECT}={project}"})
+    return [c for c in found if c.labels.get(L_ONEOFF) != "True"]
+
+
+def by_service(project: str, containers: list[Container]) -> dict[str, Container]:
+    """service -> its container; where two claim a service, the one with Compose's name."""
+    chosen: dict[str, Container] = {}
+    for c in containers:
+        service = str(c.labels.get(L_SERVICE) or c.name)
+        if service not in chosen or c.name == f"{project}-{service}-1":
+            chosen[service] = c
+    return chosen
+
+
+def project_containers(client: DockerClient, project: str) -> dict[str, Container]:
+    """service name -> container, for every service of the project (running or not)."""
+    with engine_errors("the Docker engine could not list the stack's containers"):
+        return by_service(project, labelled(client, project))
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    container: str | None
+    state: str  # running, restarting, exited, created, ... or missing
+    health: str  # healthy, unhealthy, starting, or none (no healthcheck / not running)
+    ports: tuple[str, ...]
+    image: str | None
+    uptime_s: float | None
+    restart_count: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ports": list(self.ports)}
+
+
+def status(
+    client: DockerClient, project: str, services: Sequence[str]
+) -> tuple[ServiceStatus, ...]:
+    found = project_containers(client, project)
+    result = []
+    for name in [*services, *sorted(set(found) - set(services))]:
+        container = found.get(name)
+        if container is None:
+            result.append(ServiceStatus(name, None, "missing", "none", (), None, None))
+            continue
+        state = container.attrs.get("State", {})
+        running = state.get("Status") == "running"
+        result.append(
+            ServiceStatus(
+                service=name,
+                container=container.name,
+                state=str(state.get("Status", "unknown")),
+                health=str((state.get("Health") or {}).get("Status", "none"))
+                if running
+                else "none",
+                ports=published_ports(container.attrs, running),
+                image=str(container.attrs.get("Config", {}).get("Image")),
+                uptime_s=uptime(state.get("StartedAt", "")) if running else None,
+                restart_count=int(container.attrs.get("RestartCount") or 0),
+            )
+        )
+    return tuple(result)
+
+
+def wanted_services(settings: Settings) -> tuple[str, ...]:
+    """The services the settings ask for, in start order."""
+    return (VLLM, UI) if settings.ui.enabled else (VLLM,)
+
+
+@dataclass(frozen=True)
+class StackStatus(Result):
+    """`status`: each service's container facts, and where the credentials are."""
+
+    project: str
+    running: bool
+    services: tuple[ServiceStatus, ...]
+    key_file: Path
+    admin_login_file: Path | None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.running else 1
+
+
+def stack_status(client: DockerClient, settings: Settings) -> StackStatus:
+    """The wanted services (and any other container of the project) as the engine shows them."""
+    wanted = wanted_services(settings)
+    services = status(client, settings.project, wanted)
+    store = SecretStore(settings.paths.secrets)
+    return StackStatus(
+        project=settings.project,
+        running=all(s.state == "running" for s in services if s.service in wanted),
+        services=services,
+        key_file=store.path(API_KEY),
+        admin_login_file=store.path(WEBUI_ADMIN) if settings.ui.enabled else None,
+    )
+
+
+def logs(
+    client: DockerClient,
+    project: str,
+    service: str,
+    *,
+    follow: bool = False,
+    tail: int | Literal["all"] = "all",
+) -> Iterator[bytes]:
+    container = project_containers(client, project).get(service)
+    if container is None:
+        raise AgentError(
+            f"the stack {project} has no {service} container",
+            fix="`sandbox-agent status` lists the services; `sandbox-agent up` starts them",
+        )
+    with engine_errors(f"the Docker engine could not read the log of {service}"):
+        return _engine_guarded(container.logs(stream=True, follow=follow, tail=tail), service)
+
+
+def _engine_guarded(chunks: Iterator[bytes], service: str) -> Iterator[bytes]:
+    with engine_errors(f"the log of {service} stopped"):
+        yield from chunks
+
+
+def last_lines(client: DockerClient, project: str, service: str, count: int = 20) -> str:
+    try:
+        text = b"".join(logs(client, project, service, tail=count))
+        return text.decode(errors="replace").rstrip()
+    except AgentError:
+        return ""
+
+
+def published_ports(attrs: dict[str, Any], running: bool) -> tuple[str, ...]:
+    """'ip:port->inner/tcp' per published port: what the engine bound while the container
+    runs (a port asked for without a number gets one only then), else what it asks for."""
+    asked = (attrs.get("HostConfig") or {}).get("PortBindings") or {}
+    bound = (attrs.get("NetworkSettings") or {}).get("Ports") or {} if running else {}
+    return tuple(
+        f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{inner}"
+        for inner, bindings in (bound or asked).items()
+        for b in bindings or []
+        if b.get("HostPort")
+    )
+
+
+def uptime(started_at: str, now: datetime | None = None) -> float | None:
+    if not started_at or started_at.startswith("0001-"):
+        return None
+    start = datetime.fromisoformat(started_at[:19]).replace(tzinfo=timezone.utc)
+    return ((now or datetime.now(timezone.utc)) - start).total_seconds()
