@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine (root): installs what the tests need,
-# starts the Docker engine, builds the test images (cached by content), runs pytest.
+# starts the Docker engine, checks lint, format and types, builds the test images (cached by
+# content), runs pytest.
 # Extra arguments go to pytest, e.g. `tests/run.sh tests/unit`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,11 @@ tests/e2e/setup_browser.sh
 log "python environment (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+
+log "lint and types: ruff check, ruff format --check, mypy agent"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check agent tests benchmarks
+.venv/bin/mypy
 
 log "test images (cached by content hash)"
 .venv/bin/python tests/fakes/images.py build
