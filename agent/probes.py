@@ -11,24 +11,22 @@ import json
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from agent import log
+from agent.results import Record
 
 MAX_BODY = 1 << 20  # bytes read from an answer: a probe is no download
 
 
 @dataclass(frozen=True)
-class Probe:
+class Probe(Record):
     name: str
     ok: bool
     status: int | None  # the HTTP status, None when nothing answered
     detail: str
     seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def base_url(bind: str, port: int) -> str:

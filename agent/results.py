@@ -34,15 +34,19 @@ def _nested(value: Any) -> Any:
     return own() if callable(own) and not isinstance(value, type) else plain(value)
 
 
-class Result:
+class Record:
+    """A dataclass that reads as JSON: `as_dict()` is `plain(self)`."""
+
+    def as_dict(self) -> dict[str, Any]:
+        data = plain(self)
+        assert isinstance(data, dict), f"{type(self).__name__} is not a dataclass"
+        return data
+
+
+class Result(Record):
     """Mixed into the frozen dataclasses that commands return."""
 
     @property
     def exit_code(self) -> int:
         """0 done; 1 a failed check or action (2, bad input, is raised as BadInput instead)."""
         return 0
-
-    def as_dict(self) -> dict[str, Any]:
-        data = plain(self)
-        assert isinstance(data, dict), f"{type(self).__name__} is not a dataclass"
-        return data

@@ -19,6 +19,7 @@ import yaml
 from agent import validate as v
 from agent.errors import BadInput
 from agent.files import atomic_write
+from agent.results import Record
 
 DEFAULT_CONFIG = Path("/etc/sandbox-agent/config.yaml")
 
@@ -94,7 +95,7 @@ URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$"
 
 
 @dataclass(frozen=True)
-class ModelRef:
+class ModelRef(Record):
     """A repo id and a revision, both validated: every cache path is built from them."""
 
     repo_id: str
@@ -126,9 +127,6 @@ class ModelRef:
         rev = revision or at or "main"
         cls.check(repo_id, rev, where)
         return cls(repo_id, rev)
-
-    def as_dict(self) -> dict[str, str]:
-        return {"repo_id": self.repo_id, "revision": self.revision}
 
     def __str__(self) -> str:
         return self.repo_id if self.revision == "main" else f"{self.repo_id}@{self.revision}"

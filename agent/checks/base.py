@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeVar
 
 from agent import gpu
 from agent.engine import SOCKET
+from agent.results import Record
 from agent.settings import Settings
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -18,21 +19,12 @@ GPU_INVENTORY = "gpu.inventory"
 
 
 @dataclass(frozen=True)
-class Check:
+class Check(Record):
     id: str
     status: Status
     summary: str
     detail: str = ""
     fix: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "summary": self.summary,
-            "detail": self.detail,
-            "fix": self.fix,
-        }
 
 
 @dataclass

@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent.errors import AgentError, BadInput
+from agent.results import Record
 
 GB = 10**9
 GIB = 2**30
@@ -206,7 +207,7 @@ class FitOption:
 
 
 @dataclass(frozen=True)
-class FitPlan:
+class FitPlan(Record):
     fits: bool
     tensor_parallel_size: int | None
     max_model_len: int | None
@@ -219,12 +220,6 @@ class FitPlan:
     overhead_per_gpu: int
     options: tuple[FitOption, ...]
     reason: str
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["gpu_memory"] = list(self.gpu_memory)
-        data["options"] = [asdict(o) for o in self.options]
-        return data
 
     def summary(self) -> str:
         if not self.fits:

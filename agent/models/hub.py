@@ -25,7 +25,7 @@ from agent.models.errors import (
     ModelNotFound,
     NotEnoughDisk,
 )
-from agent.results import plain
+from agent.results import Record
 from agent.settings import ModelRef, Settings
 
 WEIGHT_FORMATS = (".safetensors", ".bin", ".pt", ".pth")  # preference order
@@ -34,14 +34,11 @@ KEEP = (".json", ".model", ".tiktoken", ".txt", ".jinja", ".py", "tokenizer", "v
 
 
 @dataclass(frozen=True)
-class RepoFile:
+class RepoFile(Record):
     path: str
     size: int
     sha256: str | None = None  # LFS files: the blob is named by it
     blob_id: str | None = None  # git files: the blob is named by the git oid
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(plain(self))
 
     @property
     def etag(self) -> str | None:

@@ -7,14 +7,14 @@ read the same facts.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent.engine import engine_errors
 from agent.errors import AgentError
-from agent.results import Result
+from agent.results import Record, Result
 from agent.secrets import API_KEY, WEBUI_ADMIN, SecretStore
 from agent.settings import Settings
 from agent.stack.project import L_PROJECT, L_SERVICE
@@ -49,7 +49,7 @@ def project_containers(client: DockerClient, project: str) -> dict[str, Containe
 
 
 @dataclass(frozen=True)
-class ServiceStatus:
+class ServiceStatus(Record):
     service: str
     container: str | None
     state: str  # running, restarting, exited, created, ... or missing
@@ -58,9 +58,6 @@ class ServiceStatus:
     image: str | None
     uptime_s: float | None
     restart_count: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ports": list(self.ports)}
 
 
 def status(
