@@ -25,6 +25,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "results",
         "secrets",
         "engine",
+        "maintenance",
     ),
     "peers": ("host", "probes", "gpu", "models", "stack"),
     "work": ("health", "deploy", "doctor", "checks"),
