@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Literal
 
 from agent import engine, gpu, health, log, models, probes, stack
 from agent.errors import AgentError, BadInput
+from agent.refs import ModelRef
 from agent.results import INTERNAL, Result
 from agent.secrets import API_KEY, WEBUI_ADMIN, WEBUI_SECRET_KEY, SecretStore
-from agent.settings import ModelRef, Settings
+from agent.settings import Settings
 
 if TYPE_CHECKING:
     from agent.engine import DockerClient

@@ -19,7 +19,7 @@ import yaml
 from agent import validate as v
 from agent.errors import BadInput
 from agent.files import atomic_write
-from agent.results import Record
+from agent.refs import ModelRef
 
 DEFAULT_CONFIG = Path("/etc/sandbox-agent/config.yaml")
 
@@ -45,7 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "ui": {"port": 3000, "bind": "0.0.0.0", "enabled": True, "admin_email": "admin@example.com"},
     "images": {"vllm": VLLM_IMAGE, "webui": WEBUI_IMAGE},
     "gpus": "auto",
-    "hub": {"endpoint": "https://huggingface.co"},
+    "hub": {"endpoint": "https://huggingface.co", "allow_plain_http": False},
+    "docker": {"host": "unix:///var/run/docker.sock"},
     "paths": {
         "models": "/opt/models",
         "ui_data": "/opt/open-webui",
@@ -77,59 +78,19 @@ ENV_KEYS: dict[str, str] = {
     "WEBUI_IMAGE": "images.webui",
     "GPUS": "gpus",
     "HF_ENDPOINT": "hub.endpoint",
+    "HF_ALLOW_PLAIN_HTTP": "hub.allow_plain_http",
+    "DOCKER_HOST": "docker.host",
     "MODELS_DIR": "paths.models",
     "UI_DATA_DIR": "paths.ui_data",
     "READY_TIMEOUT": "timeouts.ready",
 }
 
-# The Hub's rules: a part neither starts nor ends with - or ., holds no -- (the cache folder
-# joins org and name with --) and does not end in .git; `..` is refused by the validator.
-_REPO_PART = r"(?![^/]*--)(?![^/]*\.git(?:/|$))[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
-REPO_ID = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
-REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,127}$")
 PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SERVED_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./:-]{0,127}$")
 IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
 EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
-
-
-@dataclass(frozen=True)
-class ModelRef(Record):
-    """A repo id and a revision, both validated: every cache path is built from them."""
-
-    repo_id: str
-    revision: str = "main"
-
-    def __post_init__(self) -> None:
-        self.check(self.repo_id, self.revision, "model")
-
-    @staticmethod
-    def check(repo_id: str, revision: str, where: str) -> None:
-        if not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
-            raise BadInput(
-                where,
-                f"{repo_id!r} is not a Hugging Face repo id",
-                fix="write it as org/name, e.g. mistralai/Mistral-7B-Instruct-v0.3",
-            )
-        parts = revision.split("/")
-        if not REVISION.fullmatch(revision) or {"..", ".", ""} & set(parts):
-            raise BadInput(
-                f"{where} revision",
-                f"{revision!r} is not a branch, tag or commit",
-                fix="use a branch (main), a tag (v1.0) or a 40-character commit sha",
-            )
-
-    @classmethod
-    def parse(cls, text: str, revision: str | None = None, where: str = "MODEL") -> ModelRef:
-        """`org/name[@revision]`; a bad id is `BadInput` naming `where` (exit 2)."""
-        repo_id, _, at = text.partition("@")
-        rev = revision or at or "main"
-        cls.check(repo_id, rev, where)
-        return cls(repo_id, rev)
-
-    def __str__(self) -> str:
-        return self.repo_id if self.revision == "main" else f"{self.repo_id}@{self.revision}"
+DOCKER_HOST = re.compile(r"^(unix:///[A-Za-z0-9_./@+-]{1,200}|tcp://[A-Za-z0-9.-]+:[0-9]{1,5})$")
 
 
 @dataclass(frozen=True)
@@ -174,6 +135,12 @@ class Images:
 @dataclass(frozen=True)
 class Hub:
     endpoint: str
+    allow_plain_http: bool  # send the HF token to a plain-http endpoint that is not loopback
+
+
+@dataclass(frozen=True)
+class Docker:
+    host: str  # the engine's address, as DOCKER_HOST spells it
 
 
 @dataclass(frozen=True)
@@ -199,6 +166,7 @@ class Settings:
     images: Images
     gpus: int | Literal["auto", "none", "all"]
     hub: Hub
+    docker: Docker
     paths: Paths
     timeouts: Timeouts
     source: Path | None = field(default=None, compare=False)
@@ -212,15 +180,44 @@ class Settings:
             "images": vars(self.images).copy(),
             "gpus": self.gpus,
             "hub": vars(self.hub).copy(),
+            "docker": vars(self.docker).copy(),
             "paths": {k: str(v) for k, v in vars(self.paths).items()},
             "timeouts": vars(self.timeouts).copy(),
         }
 
 
+def _repo_id(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadInput(where, f"{v.shown(value)} is not a Hugging Face repo id")
+    ModelRef.check_repo_id(value, where)  # the rule the models room fetches by
+    return value
+
+
+def _revision(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadInput(where, f"{v.shown(value)} is not a branch, tag or commit")
+    ModelRef.check_revision(value, where)
+    return value
+
+
+def _endpoint(value: Any, where: str) -> str:
+    found = URL.fullmatch(value) if isinstance(value, str) else None
+    if found is None or ".." in value:
+        raise BadInput(where, f"{v.shown(value)} is not an http(s) URL")
+    port = found.group(1)
+    if port is not None and not 0 < int(port[1:]) < 65536:
+        raise BadInput(where, f"{v.shown(value)} has a port outside 1-65535")
+    return str(value)
+
+
+PATH_KEYS = ("paths.models", "paths.ui_data", "paths.stack", "paths.state", "paths.secrets")
+MAY_BE_UNDER_ETC = ("paths.secrets", "paths.state")
+
+
 SCHEMA: dict[str, v.Validator] = {
     "project": v.pattern(PROJECT, "a compose project name (lower-case letters, digits, - and _)"),
-    "model.id": v.pattern(REPO_ID, "a Hugging Face repo id (org/name of letters, digits, -, _, .)"),
-    "model.revision": v.pattern(REVISION, "a branch, tag or commit (letters, digits, - _ . /)"),
+    "model.id": _repo_id,
+    "model.revision": _revision,
     "model.served_name": v.optional(
         v.pattern(SERVED_NAME, "a model name (letters, digits, - _ . / :)")
     ),
@@ -237,7 +234,9 @@ SCHEMA: dict[str, v.Validator] = {
     "images.vllm": v.pattern(IMAGE, "a Docker image reference"),
     "images.webui": v.pattern(IMAGE, "a Docker image reference"),
     "gpus": v.gpus,
-    "hub.endpoint": v.pattern(URL, "an http(s) URL"),
+    "hub.endpoint": _endpoint,
+    "hub.allow_plain_http": v.boolean,
+    "docker.host": v.pattern(DOCKER_HOST, "a Docker host (unix:///path or tcp://host:port)"),
     "paths.models": v.path,
     "paths.ui_data": v.path,
     "paths.stack": v.path,
@@ -258,7 +257,8 @@ def load(
     path = config or Path(env.get("SANDBOX_AGENT_CONFIG") or DEFAULT_CONFIG)
     raw = copy.deepcopy(DEFAULTS)
     origin: dict[str, str] = {}
-    if path.exists():
+    exists = config_exists(path)
+    if exists:
         _merge_file(raw, _read_yaml(path), str(path), origin)
     for name, key in ENV_KEYS.items():
         if name in env and env[name] != "":
@@ -271,10 +271,11 @@ def load(
             _set(raw, key, value)
             origin[key] = "command line"
     values: dict[str, Any] = {}
+    where = {key: f"{key} (from {origin[key]})" if key in origin else key for key in SCHEMA}
     for key, validate in SCHEMA.items():
-        where = f"{key} (from {origin[key]})" if key in origin else key
-        values[key] = validate(_get(raw, key), where)
-    return _build(values, path if path.exists() else None)
+        values[key] = validate(_get(raw, key), where[key])
+    v.separate_data_paths({k: values[k] for k in PATH_KEYS}, where, MAY_BE_UNDER_ETC)
+    return _build(values, path if exists else None)
 
 
 def save(settings: Settings, path: Path) -> None:
@@ -285,13 +286,23 @@ def save(settings: Settings, path: Path) -> None:
     atomic_write(path, text, mode=0o644, keep_backup=True)
 
 
+def config_exists(path: Path) -> bool:
+    """Whether the settings file is there; a path the system cannot even look up (too long,
+    a NUL) is bad input, not a crash."""
+    try:
+        return path.exists()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise BadInput("--config", f"{v.shown(str(path))} cannot be looked up: {reason}") from None
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise BadInput(str(path), f"is not valid YAML: {exc}".replace("\n", " ")) from None
+        with path.open("rb") as fh:
+            raw = fh.read(v.MAX_DOCUMENT + 1)
     except OSError as exc:
         raise BadInput(str(path), f"cannot be read: {exc.strerror}") from None
+    data = v.yaml_document(raw, str(path)) or {}
     if not isinstance(data, dict):
         raise BadInput(str(path), "must hold a mapping of settings (key: value)")
     return data
@@ -345,6 +356,7 @@ def _build(values: dict[str, Any], source: Path | None) -> Settings:
         images=Images(**group("images")),
         gpus=values["gpus"],
         hub=Hub(**group("hub")),
+        docker=Docker(**group("docker")),
         paths=Paths(**group("paths")),
         timeouts=Timeouts(**group("timeouts")),
         source=source,

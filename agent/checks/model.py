@@ -15,7 +15,7 @@ from agent.models import (
     is_complete,
     repo_dir,
 )
-from agent.settings import ModelRef
+from agent.refs import ModelRef
 
 
 def _ref(ctx: DoctorContext) -> ModelRef:

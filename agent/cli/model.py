@@ -36,7 +36,7 @@ def model() -> None:
 def pull(name: str, revision: str | None, config_path: Path | None, as_json: bool) -> None:
     """Fetch MODEL (org/name[@revision]) into the cache, verified, resumable."""
     from agent import models
-    from agent.settings import ModelRef
+    from agent.refs import ModelRef
 
     settings = load_settings(config_path)
     ref = ModelRef.parse(name, revision)
@@ -104,7 +104,7 @@ def fit(
     """Would MODEL fit these GPUs? Tensor-parallel size and context, or why not."""
     from agent import deploy
     from agent.models import parse_memory
-    from agent.settings import ModelRef
+    from agent.refs import ModelRef
 
     settings = load_settings(config_path)
     memory = parse_memory(gpu_memory) if gpu_memory is not None else None

@@ -32,7 +32,7 @@ from agent.models.fit import NO_FIT_FIX, FitPlan, NoFit, UnsizedModel, parse_mem
 from agent.models.hub import WEIGHT_FORMATS, RepoFile, Resolved, resolve, select_files
 from agent.models.pull import PullResult, pull
 from agent.models.sizing import FitReport, fit_cached, fit_model
-from agent.settings import ModelRef
+from agent.refs import ModelRef
 
 __all__ = [
     "NO_FIT_FIX",

@@ -24,8 +24,9 @@ from pathlib import Path
 from agent import log
 from agent.errors import BadInput
 from agent.models.errors import ModelInUse, ModelNotCached
+from agent.refs import ModelRef
 from agent.results import Result
-from agent.settings import ModelRef, Settings
+from agent.settings import Settings
 
 HUB = "hub"
 MARKERS = ".sandbox-agent"

@@ -25,8 +25,9 @@ from agent.models.errors import (
     ModelNotFound,
     NotEnoughDisk,
 )
+from agent.refs import ModelRef
 from agent.results import Record
-from agent.settings import ModelRef, Settings
+from agent.settings import Settings
 
 WEIGHT_FORMATS = (".safetensors", ".bin", ".pt", ".pth")  # preference order
 OTHER_WEIGHTS = (".gguf", ".msgpack", ".h5", ".onnx", ".ckpt", ".ot")

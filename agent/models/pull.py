@@ -43,8 +43,9 @@ from agent.models.hub import (
     resolve,
 )
 from agent.models.sizing import fit_options
+from agent.refs import ModelRef
 from agent.results import Result
-from agent.settings import ModelRef, Settings
+from agent.settings import Settings
 
 DISK_MARGIN = 1 << 30  # kept free beyond the missing bytes: logs, Docker, the OS
 Progress = Literal["auto", "bar", "log", "none"]

@@ -11,8 +11,9 @@ from agent.models import fit
 from agent.models.cache import snapshot_path
 from agent.models.errors import ModelError
 from agent.models.hub import WEIGHT_FORMATS, read_config, resolve
+from agent.refs import ModelRef
 from agent.results import Result
-from agent.settings import ModelRef, Settings
+from agent.settings import Settings
 
 
 @dataclass(frozen=True)

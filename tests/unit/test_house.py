@@ -22,6 +22,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "proc",
         "validate",
         "settings",
+        "refs",
         "results",
         "secrets",
         "engine",
