@@ -107,10 +107,14 @@ def status_text(result: StackStatus) -> Iterator[str]:
 def logs(config_path: Path | None, service: str, follow: bool, tail: str) -> None:
     """A service's log (vllm or open-webui)."""
     from agent import deploy, log
+    from agent.validate import shown, whole_number
 
-    if tail != "all" and not tail.isdigit():
-        raise BadInput("--tail", f"{tail!r} is not a number of lines", fix="pass a number or 'all'")
-    count: int | Literal["all"] = int(tail) if tail.isdigit() else "all"
+    lines = whole_number(tail)
+    if tail != "all" and lines is None:
+        raise BadInput(
+            "--tail", f"{shown(tail)} is not a number of lines", fix="pass a number or 'all'"
+        )
+    count: int | Literal["all"] = "all" if lines is None else lines
     out = sys.stdout.buffer
     for chunk in deploy.logs(load_settings(config_path), service, follow=follow, tail=count):
         out.write(log.redact_text(chunk.decode(errors="replace")).encode())

@@ -15,12 +15,13 @@ import yaml
 
 from agent.errors import AgentError, BadInput
 from agent.stack.render import check_keys, variable_names
+from agent.validate import ip_address, shown
 
 COMPOSE_VERSION = "2.40.3"  # the Compose release whose label conventions we follow
 L_PROJECT = "com.docker.compose.project"
 L_SERVICE = "com.docker.compose.service"
 L_HASH = "com.docker.compose.config-hash"
-_PORT = re.compile(r"(?:(\[[0-9A-Fa-f:.]+\]|[0-9.]+):)?(\d{1,5}):(\d{1,5})(?:/tcp)?")
+_PORT = re.compile(r"(?:(\[[0-9A-Fa-f:.]+\]|[0-9.]+):)?([0-9]{1,5}):([0-9]{1,5})(?:/tcp)?")
 
 
 @dataclass(frozen=True)
@@ -167,10 +168,12 @@ def parse_port(spec: Any, where: str = "ports") -> tuple[str, int, int]:
     """'127.0.0.1:8000:8000', '[::1]:8000:8000' or '8000:8000' -> (host ip, host port,
     container port). Anything else (a range, UDP, no host port) is BadInput."""
     found = _PORT.fullmatch(str(spec))
-    if not found or not all(0 < int(p) < 65536 for p in found.group(2, 3)):
+    # the host address by the rule the settings validate api.bind / ui.bind with
+    ip = ip_address((found.group(1) or "0.0.0.0").strip("[]")) if found else None
+    if not found or ip is None or not all(0 < int(p) < 65536 for p in found.group(2, 3)):
         raise BadInput(
             where,
-            f"{str(spec)!r} is not a port the agent can publish",
+            f"{shown(str(spec))} is not a port the agent can publish",
             fix="use [HOST_IP:]HOST_PORT:CONTAINER_PORT, TCP, one port each",
         )
-    return (found.group(1) or "0.0.0.0").strip("[]"), int(found.group(2)), int(found.group(3))
+    return ip, int(found.group(2)), int(found.group(3))
