@@ -63,13 +63,27 @@ def _quiet(_: str) -> None:
     pass
 
 
-def plan(settings: Settings, client: DockerClient, *, root: Path = Path("/")) -> Plan:
+def gpus(
+    settings: Settings, client: DockerClient, root: Path
+) -> tuple[list[int], int | str | None]:
+    """Memory totals of the healthy GPUs, and the GPU request vLLM gets (None: no GPU)."""
+    memory = gpu.read_inventory(root).healthy_memory if settings.gpus != "none" else []
+    request = stack.gpu_request(settings.gpus, len(memory), engine.info(client).has_nvidia_runtime)
+    return memory, request
+
+
+def plan(
+    settings: Settings,
+    client: DockerClient,
+    *,
+    root: Path = Path("/"),
+    found: tuple[list[int], int | str | None] | None = None,
+) -> Plan:
     """The snapshot to serve and the GPU request, tensor-parallel size and context length."""
     snapshot = models.snapshot_path(settings)
     container_path = models.snapshot_path(settings, mount=HF_HOME_IN_VLLM)
     m = settings.model
-    memory = gpu.read_inventory(root).healthy_memory if settings.gpus != "none" else []
-    request = stack.gpu_request(settings.gpus, len(memory), engine.info(client).has_nvidia_runtime)
+    memory, request = found or gpus(settings, client, root)
     tp = m.tensor_parallel_size if m.tensor_parallel_size != "auto" else 1
     max_len = m.max_model_len if m.max_model_len != "auto" else None
     if request is not None and memory:
@@ -97,13 +111,21 @@ def up(
     client: DockerClient | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    token: str | None = None,
 ) -> DeployResult:
+    """Fetch the model when it is missing, then render, start what is missing or changed,
+    and wait until every service is healthy. Every refusal comes before the first write."""
     started = clock()
     text = _read_template(template)
-    client = client or engine.connect()
-    planned = plan(settings, client, root=root)
-    stack.render(settings, planned.spec, text)  # refuse a bad template before any change
+    client = client or engine.connect(settings.docker.host)
+    found = gpus(settings, client, root)
+    _ensure_model(settings, token, found)
+    planned = plan(settings, client, root=root, found=found)
+    first = stack.render(settings, planned.spec, text)  # a bad template, port, bind: refused
+    stack.load_project(first.path, text=first.text, read_env=False)  # ... before any write
     store = SecretStore(settings.paths.secrets)
+    store.prepare_folder()
+    store.repair()
     api_key = store.ensure(API_KEY)
     secret_env = {stack.VLLM: {"VLLM_API_KEY": api_key}}
     if settings.ui.enabled:
@@ -136,6 +158,23 @@ def up(
     )
     log.get("deploy").info("stack.ready", **result.as_dict())
     return result
+
+
+def _ensure_model(
+    settings: Settings, token: str | None, found: tuple[list[int], int | str | None]
+) -> None:
+    """The configured model complete in the cache: fetched as `model pull` does (access,
+    fit on the GPUs vLLM gets, disk space checked first; the same progress)."""
+    try:
+        models.snapshot_path(settings)
+        return
+    except models.ModelNotCached:
+        pass
+    memory, request = found
+    count = None if request in (None, "all") else int(request)
+    fit_on = (memory[:count] if count else memory) if request is not None and memory else None
+    log.get("deploy").info("model.missing", model=str(settings.model.ref), action="pull")
+    models.pull(settings, token=token, gpu_memory=fit_on)
 
 
 def _read_template(template: Path | None) -> str | None:
@@ -246,19 +285,22 @@ def _not_ready(
 
 def down(settings: Settings, *, progress: Progress = _quiet) -> DownResult:
     """Remove the stack's containers and network; models and chat history stay."""
-    removed = stack.down(engine.connect(), settings.project, progress=progress)
+    removed = stack.down(engine.connect(settings.docker.host), settings.project, progress=progress)
     kept = (settings.paths.ui_data, settings.paths.models)
     return DownResult(settings.project, tuple(removed), kept)
 
 
 def status(settings: Settings) -> stack.StackStatus:
-    return stack.stack_status(engine.connect(), settings)
+    return stack.stack_status(engine.connect(settings.docker.host), settings)
 
 
 def logs(
     settings: Settings, service: str, *, follow: bool = False, tail: int | Literal["all"] = "all"
 ) -> Iterator[bytes]:
-    return stack.logs(engine.connect(), settings.project, service, follow=follow, tail=tail)
+    """The service's log, redacted line by line with every secret the agent keeps."""
+    SecretStore(settings.paths.secrets).read_all()
+    client = engine.connect(settings.docker.host)
+    return log.redact_lines(stack.logs(client, settings.project, service, follow=follow, tail=tail))
 
 
 def fit(

@@ -48,7 +48,7 @@ def all_checks() -> list[CheckSpec]:
 def run(
     settings: Settings, *, root: Path = Path("/"), specs: list[CheckSpec] | None = None
 ) -> DoctorReport:
-    ctx = DoctorContext(settings=settings, root=root)
+    ctx = DoctorContext(settings=settings, root=root, docker_url=settings.docker.host)
     specs = all_checks() if specs is None else specs
     results: dict[str, Check] = {}
 

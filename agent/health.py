@@ -15,6 +15,7 @@ from agent import probes
 from agent.settings import Settings
 from agent.stack import UI, VLLM, ServiceStatus
 
+KEY_REQUIRED = "the API key being required"
 CRASH_RESTARTS = 3  # restarts while waiting that mean "crash loop", not "still loading"
 
 
@@ -48,6 +49,7 @@ def stages(settings: Settings, service: str, api_key: str | None) -> list[Stage]
                 lambda t: probes.vllm_models(api, api_key, name, t),
                 5,
             ),
+            Stage(KEY_REQUIRED, VLLM, lambda t: probes.vllm_key_required(api, name, t), 5),
             Stage("a chat completion", VLLM, lambda t: probes.vllm_chat(api, api_key, name, t), 60),
         ]
     if service == UI:

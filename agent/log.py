@@ -16,7 +16,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -43,6 +43,23 @@ def redact_text(text: str) -> str:
         if value in text:
             text = text.replace(value, REDACTED)
     return _SECRET_SHAPES.sub(REDACTED, text)
+
+
+def redact_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """A byte stream (a container's log) redacted line by line: a secret split across two
+    chunks is still found. What follows the last newline comes out when the stream ends."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if lines:
+            text = "\n".join(redact_text(line.decode(errors="replace")) for line in lines)
+            yield (text + "\n").encode()
+        if len(pending) > 1 << 20:  # no newline for a MiB: a line is not a file
+            yield redact_text(pending.decode(errors="replace")).encode()
+            pending = b""
+    if pending:
+        yield redact_text(pending.decode(errors="replace")).encode()
 
 
 def redact(value: Any, key: str = "") -> Any:

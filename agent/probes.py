@@ -20,6 +20,17 @@ from agent.results import Record
 MAX_BODY = 1 << 20  # bytes read from an answer: a probe is no download
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, never followed: it would carry the API key to another host."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+# No proxy either: the environment's http_proxy would see every key a probe sends.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
+
+
 @dataclass(frozen=True)
 class Probe(Record):
     name: str
@@ -48,7 +59,7 @@ def request(
         headers["Content-Type"] = "application/json"
     req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only
+        with _OPENER.open(req, timeout=timeout) as resp:
             return resp.status, _decode(resp.read(MAX_BODY)), ""
     except urllib.error.HTTPError as exc:
         try:
@@ -107,6 +118,25 @@ def vllm_models(api: str, key: str | None, served_name: str, timeout: float = 5.
             f"/v1/models lists {names or 'nothing'}, not {served_name!r}",
         )
     return _timed("vllm.models", start, True, status, f"/v1/models lists {served_name!r}")
+
+
+def vllm_key_required(api: str, served_name: str, timeout: float = 5.0) -> Probe:
+    """A request without the API key is refused (401/403): no setting left the API open."""
+    start = time.monotonic()
+    status, _, error = request(f"{api}/v1/models", timeout=timeout)
+    if status in (401, 403):
+        return _timed(
+            "vllm.key_required", start, True, status, "the API refuses a request without the key"
+        )
+    if status is None:
+        return _timed("vllm.key_required", start, False, status, error)
+    return _timed(
+        "vllm.key_required",
+        start,
+        False,
+        status,
+        f"/v1/models answered {status} without the API key: anyone who reaches the port can use it",
+    )
 
 
 def vllm_chat(api: str, key: str | None, model: str, timeout: float = 60.0) -> Probe:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from agent import host
 from agent.checks.base import Check, CheckSpec, DoctorContext
+from agent.secrets import SecretStore
 
 DOCKER_ROOT = Path("/var/lib/docker")
 # A 7B model in bf16 is ~15 GB and the vLLM image unpacks to ~20 GB.
@@ -86,8 +87,27 @@ def check_memory(ctx: DoctorContext) -> Check:
     return Check("host.memory", "ok", f"{total:.1f} GiB of memory", detail)
 
 
+def check_secrets(ctx: DoctorContext) -> Check:
+    store = SecretStore(ctx.settings.paths.secrets)
+    problems = store.problems()
+    if not store.folder.exists():
+        return Check("host.secrets", "ok", f"no secrets yet under {store.folder}")
+    if not problems:
+        return Check("host.secrets", "ok", f"the secrets under {store.folder} are private")
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return Check(
+        "host.secrets",
+        "fail",
+        problems[0] + more,
+        detail="; ".join(problems),
+        fix=f"`chmod 700 {store.folder}` and `chmod 600` its files (`sandbox-agent up` repairs "
+        "file modes); replace a symbolic link by the file itself",
+    )
+
+
 CHECKS = [
     CheckSpec("host.os", check_os, timeout=2),
     CheckSpec("host.disk", check_disk, timeout=5),
     CheckSpec("host.memory", check_memory, timeout=2),
+    CheckSpec("host.secrets", check_secrets, timeout=2),
 ]

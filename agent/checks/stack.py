@@ -49,6 +49,15 @@ def check_api(ctx: DoctorContext) -> Check:
     s = ctx.settings
     key = SecretStore(s.paths.secrets).read(API_KEY)
     judged = health.assess(svc, health.stages(s, stack.VLLM, key), budget=PROBE_BUDGET)
+    if judged.failed is not None and judged.failed.label == health.KEY_REQUIRED:
+        return Check(
+            "stack.api",
+            "fail",
+            "vLLM answers without the API key: anyone who reaches it can use it",
+            detail=f"{judged.detail}; {_detail(svc)}",
+            fix="run `sandbox-agent up` (it starts vLLM with the key from "
+            f"{s.paths.secrets / API_KEY}); check model.extra_args for a flag that replaces it",
+        )
     if not judged.ok:
         loading = svc.health == "starting"
         stage = judged.failed.label if judged.failed else "vLLM /health"
@@ -142,11 +151,10 @@ def check_exposure(ctx: DoctorContext) -> Check:
     failures: list[str] = []
     for name, svc in services.items():
         for ip, port in _published(svc) if svc.state == "running" else []:
-            if ip.startswith(LOOPBACK):
-                continue
-            url = probes.base_url(ip, port)
-            open_to.append(f"{name} on {ip}:{port}")
-            failures += _stranger_view(name, url, ctx.settings.model.name)
+            # loopback too: anyone with a shell on the box (or a tunnel) is a stranger as well
+            if not ip.startswith(LOOPBACK):
+                open_to.append(f"{name} on {ip}:{port}")
+            failures += _stranger_view(name, probes.base_url(ip, port), ctx.settings.model.name)
     if failures:
         return Check(
             "stack.exposure",

@@ -35,7 +35,7 @@ def load_settings(config_path: Path | None, flags: dict[str, Any] | None = None)
     """The one place that hands the process environment to the settings."""
     from agent import settings
 
-    if config_path is not None and not config_path.exists():
+    if config_path is not None and not settings.config_exists(config_path):
         raise BadInput("--config", f"{config_path} does not exist", fix="pass an existing file")
     return settings.load(config_path, env=os.environ, flags=flags)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import tempfile
 import traceback
@@ -84,15 +85,35 @@ def guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
 
+CRASH_FOLDER = Path("/var/log/sandbox-agent")
+CRASH_LOG_MAX = 1 << 20  # bytes: a crash log that grows past this starts over
+
+
 def _write_debug_log() -> Path:
-    text = log.redact_text(traceback.format_exc())
-    for folder in (Path("/var/log/sandbox-agent"), Path(tempfile.gettempdir())):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / "sandbox-agent-debug.log"
-            with path.open("a") as fh:
-                fh.write(text + "\n")
-            return path
-        except OSError:
-            continue
-    return Path("<unwritable>")
+    """The traceback, redacted: /var/log/sandbox-agent/crash.log (0700 folder, 0600 file,
+    never through a link, capped), else a private temp file of its own."""
+    text = log.redact_text(traceback.format_exc()) + "\n"
+    try:
+        return _append_crash(CRASH_FOLDER, text)
+    except OSError:
+        fd, name = tempfile.mkstemp(prefix="sandbox-agent-crash-", suffix=".log")  # 0600
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        return Path(name)
+
+
+def _append_crash(folder: Path, text: str) -> Path:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.is_symlink() or folder.stat().st_mode & 0o077:
+        raise OSError(f"{folder} is a link or open to others")
+    path = folder / "crash.log"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        if os.fstat(fd).st_size > CRASH_LOG_MAX:
+            os.ftruncate(fd, 0)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    return path

@@ -11,6 +11,7 @@ import click
 
 from agent.cli.options import (
     config_option,
+    hf_token,
     host_root,
     json_option,
     load_settings,
@@ -40,7 +41,11 @@ def up(config_path: Path | None, as_json: bool, template: Path | None) -> None:
 
     settings = load_settings(config_path)
     result = deploy.up(
-        settings, root=host_root(), template=template, progress=progress_printer(as_json)
+        settings,
+        root=host_root(),
+        template=template,
+        progress=progress_printer(as_json),
+        token=hf_token(settings),
     )
     render(result, as_json, up_text)
 
@@ -106,7 +111,7 @@ def status_text(result: StackStatus) -> Iterator[str]:
 @guarded
 def logs(config_path: Path | None, service: str, follow: bool, tail: str) -> None:
     """A service's log (vllm or open-webui)."""
-    from agent import deploy, log
+    from agent import deploy
     from agent.validate import shown, whole_number
 
     lines = whole_number(tail)
@@ -117,7 +122,7 @@ def logs(config_path: Path | None, service: str, follow: bool, tail: str) -> Non
     count: int | Literal["all"] = "all" if lines is None else lines
     out = sys.stdout.buffer
     for chunk in deploy.logs(load_settings(config_path), service, follow=follow, tail=count):
-        out.write(log.redact_text(chunk.decode(errors="replace")).encode())
+        out.write(chunk)
         out.flush()
 
 

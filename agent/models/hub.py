@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import json
+import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from agent.errors import BadInput
 from agent.models.cache import cache_root
 from agent.models.errors import (
     BadToken,
@@ -163,10 +167,50 @@ def gated_error(settings: Settings, ref: ModelRef, token: str | None) -> GatedMo
     )
 
 
+def check_token_endpoint(settings: Settings, token: str | None) -> None:
+    """The HF token goes over https, or to a loopback endpoint; plain http elsewhere only when
+    hub.allow_plain_http says so; to a link-local address (the cloud's metadata service,
+    169.254.169.254) never. Checked before any request that carries it."""
+    if not token:
+        return
+    where = "hub.endpoint"
+    split = urlsplit(settings.hub.endpoint)
+    host = split.hostname or ""
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        found = set()  # unresolvable: the request fails by itself, and sends nothing
+    addresses = [ipaddress.ip_address(a.split("%")[0]) for a in found | _literal(host)]
+    if any(a.is_link_local for a in addresses):
+        raise BadInput(
+            where,
+            f"{settings.hub.endpoint} is a link-local address: the Hugging Face token is "
+            "never sent there",
+            fix="set hub.endpoint (HF_ENDPOINT) to https://huggingface.co or your mirror",
+        )
+    loopback = host == "localhost" or (addresses and all(a.is_loopback for a in addresses))
+    if split.scheme != "https" and not loopback and not settings.hub.allow_plain_http:
+        raise BadInput(
+            where,
+            f"{settings.hub.endpoint} is plain http: the Hugging Face token would cross the "
+            "network unencrypted",
+            fix="use an https endpoint, or set hub.allow_plain_http: true (HF_ALLOW_PLAIN_HTTP) "
+            "for a mirror you trust on a private network",
+        )
+
+
+def _literal(host: str) -> set[str]:
+    try:
+        return {str(ipaddress.ip_address(host.strip("[]")))}
+    except ValueError:
+        return set()
+
+
 def resolve(settings: Settings, ref: ModelRef, token: str | None) -> Resolved:
     """Revision -> commit, the file list with sizes, gated or not. One request."""
     from huggingface_hub import HfApi
 
+    check_token_endpoint(settings, token)
     api = HfApi(endpoint=settings.hub.endpoint, token=token or False)
     with hub_errors(settings, ref, token):
         info = api.model_info(ref.repo_id, revision=ref.revision, files_metadata=True)
@@ -192,6 +236,7 @@ def read_config(settings: Settings, resolved: Resolved, token: str | None) -> di
     """config.json of the resolved commit (fetched into the cache; also proves access)."""
     from huggingface_hub import hf_hub_download
 
+    check_token_endpoint(settings, token)
     if "config.json" not in (f.path for f in resolved.files):
         raise ModelNotFound(
             f"{resolved.ref} has no config.json: vLLM cannot load it (GGUF-only or not a "

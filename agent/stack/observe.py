@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from agent import log
 from agent.engine import engine_errors
 from agent.errors import AgentError
 from agent.results import Record, Result
@@ -149,7 +150,7 @@ def _engine_guarded(chunks: Iterator[bytes], service: str) -> Iterator[bytes]:
 def last_lines(client: DockerClient, project: str, service: str, count: int = 20) -> str:
     try:
         text = b"".join(logs(client, project, service, tail=count))
-        return text.decode(errors="replace").rstrip()
+        return log.redact_text(text.decode(errors="replace")).rstrip()
     except AgentError:
         return ""
 

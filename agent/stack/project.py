@@ -79,9 +79,10 @@ class Project:
         return labels
 
 
-def load_project(path: Path, text: str | None = None) -> Project:
+def load_project(path: Path, text: str | None = None, *, read_env: bool = True) -> Project:
     """A rendered compose file (`text`, else read from `path`) with escapes undone and env
-    files read, services in dependency order."""
+    files read, services in dependency order. `read_env=False` checks a file whose env files
+    are not written yet (nothing may be written before every refusal has had its chance)."""
     try:
         data = yaml.safe_load(path.read_text() if text is None else text)
     except FileNotFoundError:
@@ -106,7 +107,7 @@ def load_project(path: Path, text: str | None = None) -> Project:
             parse_port(spec, f"services.{name}.ports")
         env: dict[str, str] = {}
         digest = hashlib.sha256()
-        for file in config.get("env_file") or []:
+        for file in config.get("env_file") or [] if read_env else []:
             try:
                 content = Path(file).read_text()
             except OSError as exc:

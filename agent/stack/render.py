@@ -17,6 +17,7 @@ import yaml
 
 from agent.errors import AgentError, BadInput
 from agent.files import atomic_write
+from agent.secrets import SecretStore
 from agent.settings import Settings
 
 VLLM, UI = "vllm", "open-webui"
@@ -163,9 +164,11 @@ def _env_line(key: str, value: str, path: Path) -> str:
 
 
 def write_env_files(rendered: Rendered) -> None:
-    """The env files the compose file names: 0600, atomically, before any container needs them."""
+    """The env files the compose file names: 0600, atomically, before any container needs them,
+    in the secrets folder (created 0700, refused when others can write into it)."""
+    for folder in {path.parent for path in rendered.env_files}:
+        SecretStore(folder).prepare_folder()
     for path, content in rendered.env_files.items():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         atomic_write(path, content, mode=0o600)
 
 
