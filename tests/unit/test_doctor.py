@@ -60,6 +60,7 @@ def test_every_check_id_is_unique_and_stable() -> None:
         "host.os",
         "host.disk",
         "host.memory",
+        "host.secrets",
         "gpu.pci",
         "gpu.driver",
         "gpu.devices",
