@@ -219,6 +219,14 @@ def wait_ready(
             if result.ok:
                 progress(f"  ok after {clock() - start:.0f}s: {result.detail}")
                 break
+            if stage.label == health.KEY_REQUIRED and result.status not in (None, 401, 403):
+                # An answer without the key is no "not yet": the API is open to anyone.
+                stack.stop(client, settings.project, stack.VLLM)
+                raise NotReady(
+                    f"{stage.label}: {result.detail}; vLLM was stopped",
+                    fix="vLLM must start with the agent's key: check model.extra_args and "
+                    "images.vllm, then run `sandbox-agent up` again",
+                )
             crashed = _crashed(client, settings.project, stage.service, restarts)
             if crashed or clock() >= deadline:
                 why = crashed or f"not ready after {settings.timeouts.ready}s"

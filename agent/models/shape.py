@@ -107,7 +107,7 @@ class ModelShape:
             hidden = int(cfg["hidden_size"])
             heads = int(cfg["num_attention_heads"])
             layers = int(cfg["num_hidden_layers"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except KeyError as exc:
             raise UnsizedModel(
                 f"config.json lacks {exc} needed to size the model (it relies on transformers' "
                 "defaults for its architecture)",

@@ -12,6 +12,7 @@ from agent.stack.apply import (
     ensure_images,
     gpu_request,
     reconcile,
+    stop,
 )
 from agent.stack.observe import (
     ServiceStatus,
@@ -76,6 +77,7 @@ __all__ = [
     "render",
     "stack_status",
     "status",
+    "stop",
     "variables",
     "wanted_services",
     "write",

@@ -284,6 +284,18 @@ def _roll_back(client: DockerClient, created: list[str], network: Network | None
             network.remove()
 
 
+def stop(client: DockerClient, project: str, service: str) -> bool:
+    """Stop one service's container (kept, so its log stays readable); False: none found."""
+    with engine_errors(f"the Docker engine could not list the stack {project}"):
+        container = by_service(project, labelled(client, project)).get(service)
+    if container is None:
+        return False
+    with engine_errors(f"could not stop {container.name}"):
+        container.stop(timeout=STOP_TIMEOUT)
+    log.get("stack").warning("stack.stopped", project=project, service=service)
+    return True
+
+
 def down(client: DockerClient, project: str, progress: Progress = _quiet) -> list[str]:
     """Remove the stack's containers (the UI first) and networks. Never any data."""
     removed: list[str] = []

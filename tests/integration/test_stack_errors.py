@@ -91,12 +91,18 @@ def test_missing_image_that_cannot_be_pulled_exits_1_naming_it(tmp_path, project
     assert_nothing_started(client, name, tmp_path)
 
 
-def test_model_not_downloaded_says_to_pull_it(tmp_path, project, images) -> None:
+def test_model_not_downloaded_and_hub_unreachable_starts_nothing(tmp_path, project, images) -> None:
+    """`up` fetches a model it has not got (issue 8); when the Hub cannot be reached it says so
+    and starts nothing (before: `up` only told the person to run `model pull`)."""
     name, client = project
-    cfg = write_config(tmp_path, name, images, model={"id": "acme/never-pulled"})
+    cfg = write_config(
+        tmp_path, name, images, model={"id": "acme/never-pulled"},
+        hub={"endpoint": "http://127.0.0.1:9"},
+    )  # fmt: skip
     result = agent("up", "--config", str(cfg))
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "sandbox-agent model pull acme/never-pulled" in result.stderr
+    assert "error: cannot reach http://127.0.0.1:9: ConnectError" in result.stderr
+    assert "finished files are kept, run the pull again" in result.stderr
     assert_nothing_started(client, name, tmp_path)
 
 

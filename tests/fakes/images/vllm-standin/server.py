@@ -5,7 +5,8 @@ OpenAI-compatible API with deterministic text. Tests steer it with the same knob
 
 - environment: STANDIN_LOAD_SECONDS, STANDIN_HEALTH=fail, STANDIN_CRASH_AFTER=<s>,
   STANDIN_HANG=1|engine
-- a file standin.json in the model directory: {"load_seconds", "health", "crash_after", "hang"}
+- a file standin.json in the model directory: {"load_seconds", "health", "crash_after", "hang",
+  "no_auth", "print_key"}
   (it wins over the environment, so a test can make one model "slow" or "broken")
 - at runtime: POST /_standin/mode {"health": "ok"|"fail", "hang": false|true|"engine",
   "crash": true|<exit code>}; GET /_standin/mode shows the state.
@@ -168,6 +169,9 @@ def load_knobs(model_dir: str | None) -> dict:
         "health": os.environ.get("STANDIN_HEALTH", "ok"),
         "crash_after": os.environ.get("STANDIN_CRASH_AFTER", ""),
         "hang": os.environ.get("STANDIN_HANG", ""),
+        # a vLLM whose auth was switched off (`--api-key=`), and one that logs its key
+        "no_auth": os.environ.get("STANDIN_NO_AUTH", ""),
+        "print_key": os.environ.get("STANDIN_PRINT_KEY", ""),
     }
     if model_dir:
         path = os.path.join(model_dir, "standin.json")
@@ -546,6 +550,13 @@ def main(argv: list[str]) -> None:
 
     model_dir = resolve_model_dir(args.model)
     knobs = load_knobs(model_dir)
+    if _hang_value(knobs["print_key"]) is True and args.api_key:
+        # in two writes, so the key reaches the log reader split across chunks
+        print(f"INFO [api_server.py] api key {args.api_key[:9]}", end="", flush=True)
+        time.sleep(0.3)
+        print(f"{args.api_key[9:]} loaded", flush=True)
+    if _hang_value(knobs["no_auth"]) is True:
+        args.api_key = None
 
     mode = Mode()
     mode.update({"health": knobs["health"], "hang": knobs["hang"]})
