@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from agent import __version__, log
+from agent.cli.change import COMMANDS as CHANGE_COMMANDS
 from agent.cli.doctor import doctor
 from agent.cli.model import model
 from agent.cli.stack import COMMANDS as STACK_COMMANDS
@@ -22,5 +23,5 @@ def main(verbose: bool) -> None:
         log.configure(verbose=True)
 
 
-for _command in (doctor, model, *STACK_COMMANDS):
+for _command in (doctor, model, *STACK_COMMANDS, *CHANGE_COMMANDS):
     main.add_command(_command)

@@ -40,6 +40,19 @@ def load_settings(config_path: Path | None, flags: dict[str, Any] | None = None)
     return settings.load(config_path, env=os.environ, flags=flags)
 
 
+def config_file(config_path: Path | None) -> Path:
+    """The settings file a change writes: --config, else $SANDBOX_AGENT_CONFIG, else the
+    default (it need not exist yet)."""
+    from agent.settings import DEFAULT_CONFIG
+
+    return config_path or Path(os.environ.get("SANDBOX_AGENT_CONFIG") or DEFAULT_CONFIG)
+
+
+def reloader(config_path: Path | None) -> Callable[[dict[str, Any] | None], Settings]:
+    """Settings loaded again (a change saved the file), with `flags` on top."""
+    return lambda flags: load_settings(config_path, flags)
+
+
 def host_root() -> Path:
     """`/` on a box. SANDBOX_AGENT_ROOT points the host checks at a laid-out tree (tests)."""
     return Path(os.environ.get("SANDBOX_AGENT_ROOT") or "/")

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Literal
 import click
 
 from agent.cli.options import (
+    config_file,
     config_option,
     hf_token,
     host_root,
     json_option,
     load_settings,
     progress_printer,
+    reloader,
 )
 from agent.cli.render import guarded, render
 from agent.errors import BadInput
@@ -37,11 +39,13 @@ if TYPE_CHECKING:
 @guarded
 def up(config_path: Path | None, as_json: bool, template: Path | None) -> None:
     """Render the stack, start what is missing or changed, and wait until it answers."""
-    from agent import deploy
+    from agent import switch
 
     settings = load_settings(config_path)
-    result = deploy.up(
+    result = switch.up(
         settings,
+        config_file(config_path),
+        reloader(config_path),
         root=host_root(),
         template=template,
         progress=progress_printer(as_json),

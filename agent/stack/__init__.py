@@ -9,6 +9,7 @@
 from agent.stack.apply import (
     ImageUnavailable,
     down,
+    ensure_image,
     ensure_images,
     gpu_request,
     reconcile,
@@ -65,6 +66,7 @@ __all__ = [
     "StackStatus",
     "check_keys",
     "down",
+    "ensure_image",
     "ensure_images",
     "env_file",
     "gpu_request",

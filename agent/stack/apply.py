@@ -41,32 +41,36 @@ def ensure_images(
     client: DockerClient, project: Project, progress: Progress = _quiet
 ) -> dict[str, str]:
     """image reference -> local image id, pulling what is missing. Changes no container."""
+    return {
+        image: ensure_image(client, image, progress)
+        for image in dict.fromkeys(s.image for s in project.services)
+    }
+
+
+def ensure_image(client: DockerClient, image: str, progress: Progress = _quiet) -> str:
+    """The local id of `image`, pulled first when it is not here. Changes no container."""
     from docker.errors import DockerException, ImageNotFound
     from docker.utils import parse_repository_tag
 
-    ids: dict[str, str] = {}
-    for image in dict.fromkeys(s.image for s in project.services):
-        with engine_errors(f"the Docker engine could not look up the image {image}"):
-            try:
-                ids[image] = str(client.images.get(image).id)
-                continue
-            except ImageNotFound:
-                pass
-        progress(f"pulling {image}")
-        repo, tag = parse_repository_tag(image)
-        last = ""
+    with engine_errors(f"the Docker engine could not look up the image {image}"):
         try:
-            for event in client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
-                if "error" in event:
-                    raise _pull_failed(image, str(event["error"]))
-                status = str(event.get("status", ""))
-                if status != last and not event.get("progressDetail"):
-                    progress(f"  {image}: {status} {event.get('id', '')}".rstrip())
-                    last = status
-            ids[image] = str(client.images.get(image).id)
-        except DockerException as exc:
-            raise _pull_failed(image, explain(exc)) from None
-    return ids
+            return str(client.images.get(image).id)
+        except ImageNotFound:
+            pass
+    progress(f"pulling {image}")
+    repo, tag = parse_repository_tag(image)
+    last = ""
+    try:
+        for event in client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+            if "error" in event:
+                raise _pull_failed(image, str(event["error"]))
+            status = str(event.get("status", ""))
+            if status != last and not event.get("progressDetail"):
+                progress(f"  {image}: {status} {event.get('id', '')}".rstrip())
+                last = status
+        return str(client.images.get(image).id)
+    except DockerException as exc:
+        raise _pull_failed(image, explain(exc)) from None
 
 
 def _pull_failed(image: str, reason: str) -> ImageUnavailable:

@@ -29,7 +29,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "maintenance",
     ),
     "peers": ("host", "probes", "gpu", "models", "stack"),
-    "work": ("health", "deploy", "doctor", "checks"),
+    "work": ("health", "deploy", "doctor", "checks", "switch"),
     "cli": ("cli",),
 }
 LEVEL = {name: i for i, name in enumerate(FLOORS)}

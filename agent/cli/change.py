@@ -1,0 +1,126 @@
+"""`switch-model` and `update`: change the running stack, gated, rolled back on failure."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from agent.cli.options import (
+    config_file,
+    config_option,
+    hf_token,
+    host_root,
+    json_option,
+    load_settings,
+    progress_printer,
+    reloader,
+)
+from agent.cli.render import guarded, render
+from agent.errors import BadInput
+
+if TYPE_CHECKING:
+    from agent.switch import ChangeResult
+
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise BadInput("--yes", "this changes the running stack", fix="pass --yes to confirm")
+    if not click.confirm(question, default=False):
+        raise BadInput("--yes", "not confirmed; nothing was changed")
+
+
+@click.command(name="switch-model")
+@click.argument("name", metavar="MODEL")
+@click.option("--served-name", default=None, help="The name clients ask for (default: MODEL).")
+@click.option("--max-model-len", type=click.IntRange(256, 10_000_000), default=None,
+              help="Context length (default: what fits).")  # fmt: skip
+@yes_option
+@config_option
+@json_option
+@guarded
+def switch_model(
+    name: str,
+    served_name: str | None,
+    max_model_len: int | None,
+    yes: bool,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Serve MODEL (org/name[@revision]) instead: fetched while the old one serves, swapped,
+    health-gated, rolled back when it does not come up. Chat history is untouched."""
+    from agent import switch
+    from agent.refs import ModelRef
+
+    settings = load_settings(config_path)
+    ref = ModelRef.parse(name)
+    if served_name is not None:
+        load_settings(config_path, {"model.served_name": served_name})  # validated first
+    _confirm(yes, f"Switch {settings.model.ref} to {ref}?")
+    result = switch.switch_model(
+        settings,
+        config_file(config_path),
+        ref,
+        reloader(config_path),
+        served_name=served_name,
+        max_model_len=max_model_len,
+        token=hf_token(settings),
+        root=host_root(),
+        progress=progress_printer(as_json),
+    )
+    render(result, as_json, change_text)
+
+
+@click.command()
+@click.option("--vllm-image", default=None, help="Default: the image this agent pins.")
+@click.option("--webui-image", default=None, help="Default: the image this agent pins.")
+@yes_option
+@config_option
+@json_option
+@guarded
+def update(
+    vllm_image: str | None,
+    webui_image: str | None,
+    yes: bool,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Move the stack to new images, one service at a time, each gated and rolled back."""
+    from agent import switch
+
+    settings = load_settings(config_path)
+    flags = {"images.vllm": vllm_image, "images.webui": webui_image}
+    load_settings(config_path, {k: v for k, v in flags.items() if v})  # validated first
+    _confirm(yes, "Update the stack's images?")
+    result = switch.update(
+        settings,
+        config_file(config_path),
+        reloader(config_path),
+        vllm_image=vllm_image,
+        webui_image=webui_image,
+        root=host_root(),
+        progress=progress_printer(as_json),
+        token=hf_token(settings),
+    )
+    render(result, as_json, change_text)
+
+
+def change_text(result: ChangeResult) -> Iterator[str]:
+    if not result.changed:
+        yield f"nothing to change: {', '.join(f'{k} {v}' for k, v in result.after.items())}"
+        return
+    for key, old in result.before.items():
+        if result.after.get(key) != old:
+            yield f"{key}: {old} -> {result.after[key]}"
+    done = ", ".join(f"{name} {action}" for name, action in result.actions.items())
+    yield f"done in {result.seconds:.0f}s ({done})"
+
+
+COMMANDS = (switch_model, update)

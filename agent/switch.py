@@ -1,0 +1,274 @@
+"""switch-model and update: one change-with-rollback path.
+
+A change is refused before anything moves (bad id, a model that does not exist, is gated
+without a token or does not fit; an image that cannot be pulled; a driver too old for the new
+vLLM), prepared while the old stack serves (fetch, pull), then made one service at a time
+through `deploy.up`, the gate included. When the new service does not come up, the previous
+settings file is put back and `deploy.up` brings the old service back before the error is
+raised. A journal under `paths.state` records each phase, so a change killed at any point is
+repaired by the next `up`, `switch-model` or `update`; the maintenance lock keeps the
+watchdog (and a second change) away meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import deploy, gpu, log, maintenance, models, stack
+from agent.errors import AgentError
+from agent.files import atomic_write
+from agent.refs import ModelRef
+from agent.results import Result
+from agent.settings import VLLM_IMAGE, WEBUI_IMAGE, Settings, save
+
+JOURNAL = "change.json"
+Reload = Callable[[dict[str, Any] | None], Settings]  # the CLI's loader, flags on top
+Progress = Callable[[str], None]
+CUDA13_SINCE = (0, 20)  # vllm/vllm-openai tags from v0.20 are CUDA 13 builds (driver >= 580)
+
+
+class ChangeFailed(AgentError):
+    """The new model or image did not come up; the old one was put back."""
+
+
+@dataclass(frozen=True)
+class ChangeResult(Result):
+    kind: str  # switch-model | update
+    changed: bool
+    before: dict[str, str]
+    after: dict[str, str]
+    actions: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# --- the journal --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Journal:
+    path: Path
+    config: Path
+
+    def write(self, kind: str, phase: str, before: str | None) -> None:
+        record = {"kind": kind, "phase": phase, "config": str(self.config), "before": before}
+        atomic_write(self.path, json.dumps(record), mode=0o600)
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _journal(settings: Settings, config: Path) -> Journal:
+    return Journal(settings.paths.state / JOURNAL, config)
+
+
+def _restore(config: Path, before: str | None) -> None:
+    if before is None:
+        config.unlink(missing_ok=True)
+    else:
+        atomic_write(config, before, mode=0o644)
+
+
+def recover(
+    settings: Settings, config: Path, reload: Reload, *, progress: Progress = _quiet, **up: Any
+) -> Settings:
+    """Repair a change that was killed: settings put back as they were before it, the stack
+    brought back to them. Returns the settings to go on with. Call with the lock held."""
+    journal = _journal(settings, config)
+    record = journal.read()
+    if record is None:
+        return settings
+    if record.get("phase") in ("saved", "starting"):
+        progress(f"an interrupted {record.get('kind')} is repaired first: previous settings back")
+        _restore(Path(record.get("config") or config), record.get("before"))
+        settings = reload(None)
+        deploy.up(settings, progress=progress, **up)
+    log.get("switch").warning("change.repaired", kind=record.get("kind"), phase=record.get("phase"))
+    journal.clear()
+    return settings
+
+
+def up(settings: Settings, config: Path, reload: Reload, **kw: Any) -> deploy.DeployResult:
+    """`sandbox-agent up`: an interrupted change repaired first, under the maintenance lock."""
+    with maintenance.hold(settings.paths.state, "up"):
+        up_kw = {k: v for k, v in kw.items() if k != "progress"}
+        current = recover(settings, config, reload, progress=kw.get("progress", _quiet), **up_kw)
+        return deploy.up(current, **kw)
+
+
+def _apply(
+    kind: str,
+    old: Settings,
+    new: Settings,
+    config: Path,
+    reload: Reload,
+    progress: Progress,
+    up: dict[str, Any],
+) -> dict[str, str]:
+    """Save `new`, bring the stack to it (only what changed is recreated), or put `old` back."""
+    journal = _journal(old, config)
+    before = config.read_text() if config.exists() else None
+    journal.write(kind, "saved", before)
+    save(new, config)
+    journal.write(kind, "starting", before)
+    try:
+        result = deploy.up(new, progress=progress, **up)
+    except AgentError as exc:
+        progress("the new configuration did not come up: putting the previous one back")
+        _restore(config, before)
+        try:
+            deploy.up(reload(None), progress=progress, **up)
+        except AgentError as again:
+            journal.clear()
+            raise ChangeFailed(
+                f"{exc.message}\nand the previous configuration did not come back either: "
+                f"{again.message}",
+                fix=again.fix,
+            ) from None
+        journal.clear()
+        raise ChangeFailed(
+            f"{exc.message}\nrolled back: the previous configuration serves again",
+            fix=exc.fix,
+        ) from None
+    journal.clear()
+    return result.actions
+
+
+def _gpu_memory(settings: Settings, root: Path) -> list[int]:
+    return gpu.read_inventory(root).healthy_memory if settings.gpus != "none" else []
+
+
+def switch_model(
+    settings: Settings,
+    config: Path,
+    ref: ModelRef,
+    reload: Reload,
+    *,
+    served_name: str | None = None,
+    max_model_len: int | None = None,
+    token: str | None = None,
+    root: Path = Path("/"),
+    progress: Progress = _quiet,
+    **up: Any,
+) -> ChangeResult:
+    """Serve `ref` instead of the current model, or keep the current one serving."""
+    started = time.monotonic()
+    up = {"root": root, "token": token, **up}
+    with maintenance.hold(settings.paths.state, f"switch-model {ref}"):
+        current = recover(settings, config, reload, progress=progress, **up)
+        new = reload(
+            {
+                "model.id": ref.repo_id,
+                "model.revision": ref.revision,
+                "model.served_name": served_name or "",
+                "model.max_model_len": max_model_len or "auto",
+                "model.tensor_parallel_size": "auto",
+            }
+        )
+        before = {"model": str(current.model.ref), "served_name": current.model.name}
+        after = {"model": str(new.model.ref), "served_name": new.model.name}
+        if new.model == current.model:
+            return ChangeResult("switch-model", False, before, after)
+        memory = _gpu_memory(new, root)
+        progress(f"checking {ref} on the Hub")
+        if memory:
+            plan = models.fit_model(new, ref, memory, token).plan
+            if not plan.fits:
+                raise models.NoFit(plan.reason, fix=models.NO_FIT_FIX)
+        else:
+            models.resolve(new, ref, token)  # exists, and we may fetch it
+        progress(f"fetching {ref} while {current.model.ref} keeps serving")
+        models.pull(new, ref, token=token, gpu_memory=memory or None)
+        actions = _apply("switch-model", current, new, config, reload, progress, up)
+    return ChangeResult(
+        "switch-model", True, before, after, actions, round(time.monotonic() - started, 1)
+    )
+
+
+def needs_cuda13(image: str) -> bool:
+    """vLLM's own images from v0.20 on are CUDA 13 builds unless tagged -cu12x."""
+    found = re.fullmatch(r"(?:docker\.io/)?vllm/vllm-openai:v(\d+)\.(\d+)[^@]*", image)
+    if not found or "-cu12" in image:
+        return False
+    return (int(found.group(1)), int(found.group(2))) >= CUDA13_SINCE
+
+
+def _check_driver(image: str, root: Path) -> None:
+    if not needs_cuda13(image):
+        return
+    inventory = gpu.read_inventory(root)
+    cuda = inventory.cuda_driver_version
+    if inventory.state != "ok" or cuda is None:
+        return  # no working driver to compare with: doctor's gpu checks say why
+    if tuple(int(p) for p in cuda.split(".")[:2]) < (13, 0):
+        raise AgentError(
+            f"{image} is a CUDA 13 build, but NVIDIA driver {inventory.driver_version} runs "
+            f"CUDA {cuda} at most; nothing was changed",
+            fix=f"use the -cu129 tag of the same release ({image}-cu129), or install driver "
+            "580 or newer and reboot",
+        )
+
+
+def update(
+    settings: Settings,
+    config: Path,
+    reload: Reload,
+    *,
+    vllm_image: str | None = None,
+    webui_image: str | None = None,
+    root: Path = Path("/"),
+    progress: Progress = _quiet,
+    **up: Any,
+) -> ChangeResult:
+    """Move the stack to new images (default: the ones this agent pins), one service at a
+    time, each gated and rolled back on failure."""
+    from agent import engine
+
+    started = time.monotonic()
+    up = {"root": root, **up}
+    with maintenance.hold(settings.paths.state, "update"):
+        current = recover(settings, config, reload, progress=progress, **up)
+        wanted = {"images.vllm": vllm_image or VLLM_IMAGE}
+        if current.ui.enabled:
+            wanted["images.webui"] = webui_image or WEBUI_IMAGE
+        target = reload(wanted)  # validates the references
+        before = {"vllm": current.images.vllm, "webui": current.images.webui}
+        after = {"vllm": target.images.vllm, "webui": target.images.webui}
+        steps = [
+            (key, ref)
+            for key, ref in (("images.vllm", after["vllm"]), ("images.webui", after["webui"]))
+            if key in wanted and ref != before[key.split(".")[1]]
+        ]
+        if not steps:
+            return ChangeResult("update", False, before, after)
+        if any(key == "images.vllm" for key, _ in steps):
+            _check_driver(after["vllm"], root)
+        client = engine.connect(current.docker.host)
+        for _, ref in steps:  # every new image is here before any container changes
+            stack.ensure_image(client, ref, progress)
+        actions: dict[str, str] = {}
+        done: dict[str, Any] = {}
+        for key, ref in steps:
+            progress(f"moving {key} to {ref}")
+            old = reload(done or None)
+            done[key] = ref
+            actions.update(_apply("update", old, reload(done), config, reload, progress, up))
+    return ChangeResult(
+        "update", True, before, after, actions, round(time.monotonic() - started, 1)
+    )

@@ -1,0 +1,269 @@
+"""`switch-model` and `update` on the real engine with the stand-ins and the local Hub server,
+as a person runs them: refused before anything changes, rolled back when the new one does not
+come up, repaired after kill -9, and chat history (paths.ui_data) untouched throughout.
+
+One stack for the module; the tests run in order against it, like a person's session."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent import maintenance
+from tests.conftest import AGENT, agent_env
+from tests.fakes import nvml
+from tests.fakes.hub_server import HubServer, running_hub
+from tests.integration.stack_support import (
+    agent,
+    docker_client,
+    fake_snapshot,
+    http,
+    project_name,
+    remove_project,
+    standin_images,
+    tree_digest,
+    write_config,
+)
+
+pytestmark = pytest.mark.docker
+CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "max_position_embeddings": 2048,
+}
+
+
+def repo(knobs: dict[str, Any] | None = None, config: dict[str, Any] | None = None) -> dict:
+    files = {
+        "config.json": json.dumps(config or CONFIG).encode(),
+        "model.safetensors": b"\x01" * 100_000,
+        "tokenizer.json": b"{}",
+    }
+    if knobs:
+        files["standin.json"] = json.dumps(knobs).encode()  # the stand-in's behaviour
+    return files
+
+
+class Box:
+    def __init__(self, folder: Path, hub: HubServer) -> None:
+        self.folder, self.hub, self.client = folder, hub, docker_client()
+        self.project = project_name("sw")
+        self.images = standin_images()
+        self.config = write_config(
+            folder, self.project, self.images, hub={"endpoint": hub.url}, timeouts={"ready": 20}
+        )
+        self.api = f"http://127.0.0.1:{yaml.safe_load(self.config.read_text())['api']['port']}"
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Any:
+        return agent(*args, "--config", str(self.config), env=env, timeout=timeout)
+
+    def ids(self) -> dict[str, str]:
+        found = self.client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={self.project}"}
+        )
+        return {c.labels["com.docker.compose.service"]: c.id for c in found}
+
+    def key(self) -> str:
+        return (self.folder / "secrets" / "api_key").read_text().strip()
+
+    def answers(self, model: str) -> bool:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        status, _ = http(f"{self.api}/v1/chat/completions", key=self.key(), body=body)
+        return status == 200
+
+    def state(self) -> tuple[str, dict[str, str]]:
+        """What must not change when a change is refused or rolled back."""
+        return self.config.read_text(), tree_digest(self.folder / "ui_data")
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    with running_hub() as hub:
+        hub.add_repo("acme/other", repo())
+        hub.add_repo("acme/never-ready", repo({"health": "fail"}))
+        hub.add_repo("acme/crasher", repo({"crash_after": 0}))
+        hub.add_repo("acme/slow", repo({"load_seconds": 60}))
+        hub.add_repo("acme/huge", repo(config={**CONFIG, "hidden_size": 16384,
+                                               "num_hidden_layers": 400}))  # fmt: skip
+        folder = tmp_path_factory.mktemp("switch")
+        b = Box(folder, hub)
+        fake_snapshot(folder / "models", "acme/tiny-chat")
+        ran = b.run("up")
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        (folder / "ui_data" / "webui.db").write_bytes(b"chat history that must survive")
+        try:
+            yield b
+        finally:
+            remove_project(b.client, b.project)
+
+
+def test_a_model_that_does_not_exist_or_is_not_an_id_is_refused_with_nothing_changed(
+    box: Box,
+) -> None:
+    before, ids = box.state(), box.ids()
+    ran = box.run("switch-model", "acme/nope", "--yes")
+    assert (
+        ran.returncode == 1 and "error: acme/nope was not found on http://127.0.0.1" in ran.stderr
+    )
+    ran = box.run("switch-model", "acme/../etc", "--yes")
+    assert (
+        ran.returncode == 2
+        and "error: MODEL: 'acme/../etc' is not a Hugging Face repo id" in ran.stderr
+    )
+    ran = box.run("switch-model", "acme/other")  # no terminal, no --yes
+    assert ran.returncode == 2 and "error: --yes: this changes the running stack" in ran.stderr
+    assert box.state() == before and box.ids() == ids and box.answers("tiny")
+
+
+def test_a_model_that_does_not_fit_is_refused_before_its_weights_are_fetched(
+    box: Box, fake_nvml_dir: Path, tmp_path: Path
+) -> None:
+    scenario = nvml.SCENARIOS["one_20gb"].write(tmp_path / "scenario")
+    env = nvml.fake_env(fake_nvml_dir, scenario, base=agent_env())
+    before, ids = box.state(), box.ids()
+    data = yaml.safe_load(box.config.read_text())
+    cfg = tmp_path / "gpu.yaml"
+    cfg.write_text(yaml.safe_dump({**data, "gpus": "auto"}))
+    ran = subprocess.run([AGENT, "switch-model", "acme/huge", "--yes", "--config", str(cfg)],
+                         capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert ran.returncode == 1 and "error: the model does not fit" in ran.stderr, ran.stderr
+    fetched = [p.name for p in (box.folder / "models/hub/models--acme--huge").rglob("*")]
+    assert "model.safetensors" not in fetched  # config.json only: it is what the fit reads
+    assert box.state() == before and box.ids() == ids
+
+
+def test_a_second_change_while_one_runs_is_refused_naming_it(box: Box) -> None:
+    before = box.state()
+    with maintenance.hold(box.folder / "state", "update"):
+        ran = box.run("switch-model", "acme/other", "--yes")
+    assert ran.returncode == 1
+    assert "error: another change is running: update (pid" in ran.stderr
+    assert box.state() == before
+
+
+@pytest.mark.parametrize(
+    "model, why",
+    [
+        pytest.param("acme/never-ready", "not ready after 20s", id="never-ready"),
+        pytest.param("acme/crasher", "container", id="crashes-at-load"),
+    ],
+)
+def test_a_new_model_that_does_not_come_up_is_rolled_back(box: Box, model: str, why: str) -> None:
+    before, ids = box.state(), box.ids()
+    ran = box.run("switch-model", model, "--yes")
+    assert ran.returncode == 1, ran.stdout
+    assert (
+        why in ran.stderr and "rolled back: the previous configuration serves again" in ran.stderr
+    )
+    assert "last log lines of vllm" in ran.stderr and box.key() not in ran.stderr
+    assert box.answers("tiny")  # the old model answers a completion again
+    assert box.state() == before  # settings back, chat history byte-identical
+    assert box.ids()["open-webui"] == ids["open-webui"]  # the UI was never replaced
+    assert not (box.folder / "state" / "change.json").exists()
+
+
+def test_a_good_switch_serves_the_new_model_with_the_same_key(box: Box) -> None:
+    key, ids, history = box.key(), box.ids(), tree_digest(box.folder / "ui_data")
+    ran = box.run("switch-model", "acme/other", "--yes", "--json")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    result = json.loads(ran.stdout)
+    assert result["changed"] and result["after"] == {
+        "model": "acme/other",
+        "served_name": "acme/other",
+    }
+    assert result["actions"] == {"vllm": "recreated", "open-webui": "kept"}
+    assert box.key() == key and box.answers("acme/other") and not box.answers("tiny")
+    assert box.ids()["open-webui"] == ids["open-webui"]
+    assert tree_digest(box.folder / "ui_data") == history
+    checks = {c["id"]: c for c in json.loads(box.run("doctor", "--json").stdout)["checks"]}
+    assert checks["stack.ui"]["status"] == "ok" and "'acme/other'" in checks["stack.ui"]["summary"]
+    listed = {
+        m["repo_id"]: m for m in json.loads(box.run("model", "list", "--json").stdout)["models"]
+    }
+    assert listed["acme/tiny-chat"]["complete"]  # the old model stays for a rollback
+    ran = box.run("model", "rm", "acme/other")
+    assert ran.returncode == 1 and "is the serving model" in ran.stderr
+
+
+def test_a_switch_killed_while_starting_is_repaired_by_the_next_up(box: Box) -> None:
+    before = box.state()
+    journal = box.folder / "state" / "change.json"
+    child = subprocess.Popen(
+        [AGENT, "switch-model", "acme/slow", "--yes", "--config", str(box.config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=agent_env(),
+    )  # fmt: skip
+    try:
+        for _ in range(600):
+            text = journal.read_text() if journal.exists() else ""
+            if '"phase": "starting"' in text:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the switch never reached its starting phase")
+        time.sleep(1.0)  # inside deploy.up: the old vLLM is being replaced
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert journal.exists()
+    ran = box.run("up")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "an interrupted switch-model is repaired first" in ran.stdout
+    assert box.state() == before and box.answers("acme/other")  # one model, settings agreeing
+    assert not journal.exists()
+
+
+def test_update_to_an_image_that_cannot_be_pulled_changes_nothing(box: Box) -> None:
+    before, ids = box.state(), box.ids()
+    ran = box.run("update", "--vllm-image", "registry.invalid/vllm:v1", "--yes")
+    assert ran.returncode == 1
+    assert (
+        "error: the image registry.invalid/vllm:v1 is not on this machine and cannot be pulled"
+        in ran.stderr
+    )
+    assert box.state() == before and box.ids() == ids
+
+
+def test_update_refuses_a_cuda13_image_on_an_old_driver(
+    box: Box, fake_nvml_dir: Path, tmp_path: Path
+) -> None:
+    scenario = nvml.SCENARIOS["old_driver"].write(tmp_path / "scenario")
+    env = nvml.fake_env(fake_nvml_dir, scenario, base=agent_env())
+    before = box.state()
+    ran = subprocess.run(
+        [AGENT, "update", "--vllm-image", "vllm/vllm-openai:v0.30.0", "--yes", "--config",
+         str(box.config)], capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 1
+    assert ("vllm/vllm-openai:v0.30.0 is a CUDA 13 build, but NVIDIA driver 535.183.01 runs "
+            "CUDA 12.2 at most; nothing was changed") in ran.stderr  # fmt: skip
+    assert "use the -cu129 tag" in ran.stderr and box.state() == before
+
+
+def test_update_whose_new_vllm_fails_its_gate_is_rolled_back(box: Box) -> None:
+    broken = f"sandbox-test/vllm-broken:{box.project}"
+    dockerfile = f"FROM {box.images[0]}\nENV STANDIN_HEALTH=fail\n"
+    box.client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=broken, rm=True)
+    try:
+        before, ids = box.state(), box.ids()
+        ran = box.run("update", "--vllm-image", broken, "--webui-image", box.images[1], "--yes")
+        assert ran.returncode == 1, ran.stdout
+        assert "rolled back: the previous configuration serves again" in ran.stderr
+        assert box.state() == before and box.answers("acme/other")
+        assert box.ids()["open-webui"] == ids["open-webui"]
+        [vllm] = [c for c in box.client.containers.list() if c.name == f"{box.project}-vllm-1"]
+        assert vllm.attrs["Config"]["Image"] == box.images[0]  # the old image serves
+    finally:
+        remove_project(box.client, "none")  # nothing of ours is labelled so; keeps the image
+        box.client.images.remove(broken, force=True)
