@@ -233,9 +233,9 @@ def test_project_orders_services_and_hashes_env_file_contents(make_settings) -> 
     assert [svc.name for svc in first.services] == ["vllm", "open-webui"]
     assert first.services[0].env["VLLM_API_KEY"] == KEY
     assert first.services[0].env["HF_HUB_OFFLINE"] == "1"
-    before = [svc.config_hash("img") for svc in first.services]
+    before = [svc.config_hash for svc in first.services]
     stack.env_file(s, "vllm").write_text("VLLM_API_KEY=rotated-key-987654\n")
-    after = [svc.config_hash("img") for svc in stack.load_project(out.path, out.text).services]
+    after = [svc.config_hash for svc in stack.load_project(out.path, out.text).services]
     assert after[0] != before[0] and after[1] == before[1]
     assert first.container_name("vllm") == "render-test-vllm-1"
 
