@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 from tests.fakes.compose_v2 import docker_compose
@@ -211,7 +212,7 @@ def real_hash(case: str, folder: Path) -> str:
         name, value = out.split()
         assert name == SERVICE, out
         return value
-    project = f"hash-{case}"
+    project = f"hash-{case}-{uuid.uuid4().hex[:8]}"  # the name is not part of the hash
     try:
         docker_compose(["-p", project, "create", "--pull", "never"], cwd=path.parent, check=True)
         ps = docker_compose(["-p", project, "ps", "-a", "-q"], cwd=path.parent, check=True)
