@@ -9,6 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from agent import settings as settings_mod
+from agent import stack
 from agent.stack import apply, compose_hash
 from agent.stack.project import L_HASH, L_IMAGE, load_project
 from agent.stack.render import _HEALTH, _SERVICE
@@ -113,6 +115,36 @@ def test_go_json_escapes_what_go_escapes() -> None:
     assert compose_hash.go_json({"a": "<&>\u2028\u2029é'\"\n\x01"}) == (
         '{"a":"\\u003c\\u0026\\u003e\\u2028\\u2029é\'\\"\\n\\u0001"}'
     )
+
+
+def test_the_rendered_template_hashes_as_the_real_compose_does(write_config) -> None:
+    """The whole template, GPUs and an IPv6 bind included, against `config --hash` (which
+    reads no env file: the env-file cases above cover that part)."""
+    from tests.fakes.compose_v2 import docker_compose
+
+    config = {
+        "project": "hash-template",
+        "gpus": 2,
+        "model": {
+            "id": "acme/tiny",
+            "served_name": "tiny",
+            "extra_args": ["--max-num-seqs", "1e3", "--seed", "08", "--dtype=bfloat16"],
+        },
+        "api": {"port": 18000, "bind": "::1"},
+        "ui": {"port": 13000, "bind": "127.0.0.1"},
+    }
+    s = settings_mod.load(write_config(config))
+    spec = stack.StackSpec(model_path="/root/.cache/huggingface/hub/x", gpu_count=2)
+    out = stack.render(s, spec)
+    path = stack.write(out)
+    project = stack.load_project(path, text=out.text, read_env=False)
+    result = docker_compose(["config", "--hash", "*"], cwd=path.parent)
+    assert result.returncode == 0, result.stderr
+    real = dict(line.split() for line in result.stdout.splitlines())
+    mine = {s.name: compose_hash.service_hash(s.config, None) for s in project.services}
+    assert mine == real
+    vllm = project.services[0].config
+    assert vllm["command"][-4:-2] == ["1e3", "--seed"]  # a string for Compose too, not 1000
 
 
 def _container(hash_: str, image: str) -> SimpleNamespace:

@@ -195,6 +195,17 @@ def test_an_env_value_an_env_file_cannot_carry_is_refused(make_settings, value) 
     assert "delete that file to have a new value generated" in err.value.fix
 
 
+def test_an_env_value_ending_in_a_backslash_is_refused(make_settings) -> None:
+    # Compose would read `\'` as a quote inside the value and run on into the next line.
+    s = make_settings()
+    with pytest.raises(AgentError) as err:
+        stack.render(s, spec(secret_env={"open-webui": {"WEBUI_ADMIN_PASSWORD": "pass\\"}}))
+    path = s.paths.secrets / "open-webui.env"
+    assert (
+        err.value.message == f"the value of WEBUI_ADMIN_PASSWORD for {path} ends with a backslash"
+    )
+
+
 def test_a_secret_that_would_land_in_the_file_is_refused(make_settings) -> None:
     s = make_settings(model={"served_name": "leaky-name-123"})
     with pytest.raises(AgentError, match="refusing to write a secret of vllm"):
