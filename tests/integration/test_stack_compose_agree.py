@@ -147,3 +147,17 @@ def test_a_changed_setting_recreates_only_vllm(stack: Stack) -> None:
     port = yaml.safe_load(stack.config.read_text())["api"]["port"]
     _, body = http(f"http://127.0.0.1:{port}/v1/models", key=key)
     assert [m["id"] for m in body["data"]] == ["tiny-agree"]
+
+
+def test_containers_compose_made_are_kept_by_agent_up(stack: Stack) -> None:
+    from tests.fakes.compose_v2 import docker_compose
+
+    docker_compose(["down"], cwd=stack.folder / "stack", check=True)
+    assert stack.ids() == {}
+    stack.compose_up()  # now Compose makes the containers and the network
+    made = stack.ids()
+    assert set(made) == {"vllm", "open-webui"}
+    result = stack.agent("up")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "vllm kept, open-webui kept" in result.stdout
+    assert stack.ids() == made
