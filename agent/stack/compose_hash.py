@@ -25,11 +25,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.errors import BadInput
+from agent.validate import shown
 
 _UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000}
 _UNITS_NS.update({"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9})
 _UNITS_NS.update({"d": 24 * 3600 * 10**9, "w": 7 * 24 * 3600 * 10**9})
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d|w)")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h|d|w)")
 _PORT = re.compile(
     r"(?:(\[[0-9A-Fa-f:.]+\]|[0-9.]+):)?([0-9]{1,5}):([0-9]{1,5})(?:/(tcp|udp|sctp))?"
 )
@@ -90,7 +91,7 @@ def duration_ns(text: Any) -> int:
     if str(text) == "0":
         return 0
     if not parts or "".join(n + u for n, u in parts) != str(text):
-        raise BadInput("healthcheck", f"{str(text)[:40]!r} is not a duration (e.g. 15s, 30m)")
+        raise BadInput("healthcheck", f"{shown(str(text))} is not a duration (e.g. 15s, 30m)")
     return round(sum(float(n) * _UNITS_NS[u] for n, u in parts))
 
 
@@ -123,9 +124,9 @@ def unit_bytes(value: Any) -> int:
     """docker/go-units RAMInBytes: `64m`, `1g`, `512kb`, a plain number of bytes."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    found = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)i?b?", str(value).strip().lower())
+    found = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?)i?b?", str(value).strip().lower())
     if not found:
-        raise BadInput("shm_size", f"{str(value)[:40]!r} is not a size (e.g. 64m, 1g)")
+        raise BadInput("shm_size", f"{shown(str(value))} is not a size (e.g. 64m, 1g)")
     power = "bkmgtp".index(found.group(2) or "b")
     return int(float(found.group(1)) * 1024**power)
 
@@ -215,7 +216,7 @@ def _device(device: Mapping[str, Any]) -> dict[str, Any]:
 def _port(spec: Any) -> dict[str, Any]:
     found = _PORT.fullmatch(str(spec))
     if not found:
-        raise BadInput("ports", f"{str(spec)[:40]!r} is not [HOST_IP:]HOST_PORT:CONTAINER_PORT")
+        raise BadInput("ports", f"{shown(str(spec))} is not [HOST_IP:]HOST_PORT:CONTAINER_PORT")
     ip, published, target, protocol = found.groups()
     out: dict[str, Any] = {"mode": "ingress"}
     if ip:
@@ -231,7 +232,7 @@ def _volume(spec: Any) -> dict[str, Any]:
     source, _, rest = str(spec).partition(":")
     target, _, options = rest.partition(":")
     if not source.startswith("/") or not target:
-        raise BadInput("volumes", f"{str(spec)[:40]!r}: use /host/path:/path")
+        raise BadInput("volumes", f"{shown(str(spec))}: use /host/path:/path")
     read_only, selinux, propagation = False, "", ""
     for option in options.split(",") if options else []:
         if option in ("ro", "rw"):
