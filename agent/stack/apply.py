@@ -9,7 +9,6 @@ GPU runtime by the caller); what a failed run created is removed again.
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from agent import log
 from agent.engine import engine_errors, explain
 from agent.errors import AgentError, BadInput
+from agent.stack.compose_hash import duration_ns
 from agent.stack.observe import by_service, labelled
-from agent.stack.project import L_HASH, L_PROJECT, L_SERVICE, Project, Service, parse_port
+from agent.stack.project import L_HASH, L_IMAGE, L_PROJECT, L_SERVICE, Project, Service, parse_port
 
 if TYPE_CHECKING:
     from agent.engine import Container, DockerClient, Network
@@ -90,9 +90,9 @@ def reconcile(
         found = labelled(client, project.name)
         network = _find_network(client, project)
     existing = by_service(project.name, found)
-    hashes = {s.name: s.config_hash(ids[s.image]) for s in project.services}
     plan = {
-        s.name: _action(existing.get(s.name), hashes[s.name], network) for s in project.services
+        s.name: _action(existing.get(s.name), s.config_hash, ids[s.image], network)
+        for s in project.services
     }
     chosen = {existing[name].id for name in plan if name in existing}
     orphans = [c for c in found if c.id not in chosen]
@@ -115,9 +115,7 @@ def reconcile(
                     progress(f"{svc.name}: its configuration or network changed, recreating")
                     _remove(existing[svc.name])
                 if plan[svc.name] in ("created", "recreated"):
-                    cid = _create(
-                        client, project, svc, ids[svc.image], hashes[svc.name], str(network.name)
-                    )
+                    cid = _create(client, project, svc, ids[svc.image], str(network.name))
                     created.append(cid)
                     existing[svc.name] = client.containers.get(cid)
             for svc in project.services:
@@ -135,13 +133,17 @@ def reconcile(
     return plan
 
 
-def _action(current: Container | None, config_hash: str, network: Network | None) -> str:
+def _action(
+    current: Container | None, config_hash: str, image_id: str, network: Network | None
+) -> str:
     if current is None:
         return "created"
     attached = (current.attrs.get("NetworkSettings") or {}).get("Networks") or {}
     network_id = (attached.get(network.name) or {}).get("NetworkID") if network else None
     if (
+        # What `docker compose up` compares too: the service's hash and the image id.
         current.labels.get(L_HASH) != config_hash
+        or current.labels.get(L_IMAGE) != image_id
         or current.status in ("dead", "removing")
         or network is None
         or network_id != network.id
@@ -216,7 +218,6 @@ def _create(
     project: Project,
     svc: Service,
     image_id: str,
-    config_hash: str,
     network: str,
 ) -> str:
     from docker.types import DeviceRequest
@@ -247,7 +248,7 @@ def _create(
         network_mode=network,
     )
     endpoint = api.create_endpoint_config(aliases=[svc.name, name])
-    labels = {**project.labels(svc.name), L_HASH: config_hash, "com.docker.compose.image": image_id}
+    labels = {**project.labels(svc.name), L_HASH: svc.config_hash, L_IMAGE: image_id}
     command = cfg.get("command")
     response = api.create_container(
         svc.image,
@@ -333,16 +334,6 @@ def port_free(ip: str, port: int) -> bool:
     except OSError:  # in use, or an address this machine does not have
         return False
     return True
-
-
-def duration_ns(text: Any) -> int:
-    if isinstance(text, (int, float)):
-        return int(text * 1e9)
-    units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", str(text))
-    if not parts or "".join(a + b for a, b in parts) != str(text):
-        raise BadInput("healthcheck", f"{text!r} is not a duration (e.g. 15s, 30m)")
-    return int(sum(float(n) * units[u] for n, u in parts) * 1e9)
 
 
 def engine_healthcheck(hc: dict[str, Any] | None) -> dict[str, Any] | None:

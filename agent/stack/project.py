@@ -4,8 +4,6 @@ read, Compose's names and labels.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +12,15 @@ from typing import Any
 import yaml
 
 from agent.errors import AgentError, BadInput
+from agent.stack.compose_hash import scalar, service_hash
 from agent.stack.render import check_keys, variable_names
 from agent.validate import ip_address, shown
 
 COMPOSE_VERSION = "2.40.3"  # the Compose release whose label conventions we follow
 L_PROJECT = "com.docker.compose.project"
 L_SERVICE = "com.docker.compose.service"
-L_HASH = "com.docker.compose.config-hash"
+L_HASH = "com.docker.compose.config-hash"  # Compose's hash of the service (compose_hash)
+L_IMAGE = "com.docker.compose.image"  # the image id: Compose recreates when it changes
 _PORT = re.compile(r"(?:(\[[0-9A-Fa-f:.]+\]|[0-9.]+):)?([0-9]{1,5}):([0-9]{1,5})(?:/tcp)?")
 
 
@@ -28,8 +28,8 @@ _PORT = re.compile(r"(?:(\[[0-9A-Fa-f:.]+\]|[0-9.]+):)?([0-9]{1,5}):([0-9]{1,5})
 class Service:
     name: str
     config: dict[str, Any]
-    env: dict[str, str]
-    env_digest: str
+    env: dict[str, str]  # what the container gets: the env files, then `environment`
+    file_env: dict[str, str]  # what the env files alone give
 
     @property
     def image(self) -> str:
@@ -39,9 +39,10 @@ class Service:
     def depends_on(self) -> list[str]:
         return list(self.config.get("depends_on") or [])  # a list, or a mapping's keys
 
-    def config_hash(self, image_id: str) -> str:
-        blob = json.dumps([self.config, self.env_digest, image_id], sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
+    @property
+    def config_hash(self) -> str:
+        """The hash `docker compose up` computes for this service (the env files read)."""
+        return service_hash(self.config, self.file_env)
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,7 @@ def load_project(path: Path, text: str | None = None, *, read_env: bool = True) 
     for name, config in raw.items():
         for spec in config.get("ports") or []:
             parse_port(spec, f"services.{name}.ports")
-        env: dict[str, str] = {}
-        digest = hashlib.sha256()
+        file_env: dict[str, str] = {}
         for file in config.get("env_file") or [] if read_env else []:
             try:
                 content = Path(file).read_text()
@@ -115,13 +115,13 @@ def load_project(path: Path, text: str | None = None, *, read_env: bool = True) 
                     f"env file {file} of {name} cannot be read: {exc.strerror}",
                     fix="run `sandbox-agent up` as root",
                 ) from None
-            digest.update(hashlib.sha256(content.encode()).digest())
-            env.update(_parse_env(content))
+            file_env.update(_parse_env(content))
         environment = config.get("environment") or {}
         if isinstance(environment, list):  # Compose's other spelling: ["KEY=value", ...]
             environment = dict(str(item).partition("=")[::2] for item in environment)
-        env.update({str(k): "" if v is None else str(v) for k, v in environment.items()})
-        services[name] = Service(name, config, env, digest.hexdigest())
+        given = {str(k): "" if v is None else scalar(v) for k, v in environment.items()}
+        env = {**file_env, **given}
+        services[name] = Service(name, config, env, file_env)
     return Project(str(data["name"]), path, tuple(_ordered(services)), data.get("networks") or {})
 
 

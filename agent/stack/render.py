@@ -57,6 +57,12 @@ _COMPOSE: dict[str, Any] = {
     "networks": {"*": {"driver": None}},
 }
 _VAR = re.compile(r"\$\$|\$\{([^}]*)\}")  # `$$` is Compose's escaped `$`, not a variable
+# Plain scalars Compose's YAML 1.2 parser reads as numbers, which PyYAML (YAML 1.1) writes
+# bare as strings: `1e3`, `08`, `0o17`. Rendered quoted, both read the same string.
+_YAML12_NUMBER = re.compile(
+    r"[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?|0o[0-7]+|0x[0-9a-fA-F]+"
+    r"|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"
+)
 _OMIT = object()
 
 
@@ -137,7 +143,7 @@ def render(settings: Settings, spec: StackSpec, template: str | None = None) -> 
                 "is missing: every service needs a pinned image",
                 fix="set images.vllm / images.webui, or add `image:` to the template",
             )
-    out = HEADER + yaml.safe_dump(filled, sort_keys=False, width=1000)
+    out = HEADER + yaml.dump(filled, Dumper=_Dumper, sort_keys=False, width=1000)
     env_files: dict[Path, str] = {}
     for service, env in (spec.secret_env or {}).items():
         if service not in filled.get("services", {}):
@@ -151,12 +157,31 @@ def render(settings: Settings, spec: StackSpec, template: str | None = None) -> 
     return Rendered(settings.project, out, settings.paths.stack / COMPOSE_FILE, env_files)
 
 
+class _Dumper(yaml.SafeDumper):
+    """safe_dump, with strings Compose would read as numbers quoted."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if _YAML12_NUMBER.fullmatch(value):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
+    return dumper.represent_str(value)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 def _env_line(key: str, value: str, path: Path) -> str:
     # Single quotes: Compose takes the value literally (no `$` interpolation, no ` #` comment,
-    # no trimming), as `load_project` does. Only a quote or a line break cannot be carried.
+    # no trimming), as `load_project` does. Only a quote or a line break cannot be carried,
+    # nor a backslash at the end (Compose reads `\'` as a quote inside the value).
+    problem = None
     if any(c in value for c in "'\n\r"):
+        problem = "contains a quote or a line break"
+    elif value.endswith("\\"):
+        problem = "ends with a backslash"
+    if problem:
         raise AgentError(
-            f"the value of {key} for {path} contains a quote or a line break",
+            f"the value of {key} for {path} {problem}",
             fix=f"remove it from the secret file under {path.parent} (or delete that file to "
             "have a new value generated), then run `sandbox-agent up`",
         )

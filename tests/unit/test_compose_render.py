@@ -195,6 +195,17 @@ def test_an_env_value_an_env_file_cannot_carry_is_refused(make_settings, value) 
     assert "delete that file to have a new value generated" in err.value.fix
 
 
+def test_an_env_value_ending_in_a_backslash_is_refused(make_settings) -> None:
+    # Compose would read `\'` as a quote inside the value and run on into the next line.
+    s = make_settings()
+    with pytest.raises(AgentError) as err:
+        stack.render(s, spec(secret_env={"open-webui": {"WEBUI_ADMIN_PASSWORD": "pass\\"}}))
+    path = s.paths.secrets / "open-webui.env"
+    assert (
+        err.value.message == f"the value of WEBUI_ADMIN_PASSWORD for {path} ends with a backslash"
+    )
+
+
 def test_a_secret_that_would_land_in_the_file_is_refused(make_settings) -> None:
     s = make_settings(model={"served_name": "leaky-name-123"})
     with pytest.raises(AgentError, match="refusing to write a secret of vllm"):
@@ -233,9 +244,9 @@ def test_project_orders_services_and_hashes_env_file_contents(make_settings) -> 
     assert [svc.name for svc in first.services] == ["vllm", "open-webui"]
     assert first.services[0].env["VLLM_API_KEY"] == KEY
     assert first.services[0].env["HF_HUB_OFFLINE"] == "1"
-    before = [svc.config_hash("img") for svc in first.services]
+    before = [svc.config_hash for svc in first.services]
     stack.env_file(s, "vllm").write_text("VLLM_API_KEY=rotated-key-987654\n")
-    after = [svc.config_hash("img") for svc in stack.load_project(out.path, out.text).services]
+    after = [svc.config_hash for svc in stack.load_project(out.path, out.text).services]
     assert after[0] != before[0] and after[1] == before[1]
     assert first.container_name("vllm") == "render-test-vllm-1"
 
