@@ -19,6 +19,13 @@ import yaml
 from tests.conftest import AGENT, agent_env
 
 PROJECT_LABEL = "com.docker.compose.project"
+TINY_CONFIG = {  # a model config.json the fit can size; the stand-in serves anything
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 64,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "max_position_embeddings": 2048,
+}
 
 
 def docker_client() -> Any:
@@ -56,15 +63,7 @@ def fake_snapshot(models: Path, repo_id: str, commit: str | None = None) -> Path
 
     commit = commit or hashlib.sha1(repo_id.encode()).hexdigest()
     repo = models / "hub" / ("models--" + repo_id.replace("/", "--"))
-    config = json.dumps(
-        {
-            "architectures": ["LlamaForCausalLM"],
-            "hidden_size": 64,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-            "max_position_embeddings": 2048,
-        }
-    ).encode()
+    config = json.dumps(TINY_CONFIG).encode()
     blob = repo / "blobs" / hashlib.sha256(config).hexdigest()
     blob.parent.mkdir(parents=True, exist_ok=True)
     blob.write_bytes(config)

@@ -24,6 +24,7 @@ from tests.conftest import AGENT, agent_env
 from tests.fakes import nvml
 from tests.fakes.hub_server import HubServer, running_hub
 from tests.integration.stack_support import (
+    TINY_CONFIG,
     agent,
     docker_client,
     fake_snapshot,
@@ -36,13 +37,7 @@ from tests.integration.stack_support import (
 )
 
 pytestmark = pytest.mark.docker
-CONFIG = {
-    "architectures": ["LlamaForCausalLM"],
-    "hidden_size": 64,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 2,
-    "max_position_embeddings": 2048,
-}
+CONFIG = TINY_CONFIG
 
 
 def repo(knobs: dict[str, Any] | None = None, config: dict[str, Any] | None = None) -> dict:
