@@ -103,3 +103,42 @@ def assess(
         if not last.ok:
             return ServiceHealth(service, False, stage, last, "")
     return ServiceHealth(service, True, None, last, "")
+
+
+@dataclass(frozen=True)
+class LoadSample:
+    at: float  # monotonic seconds
+    load: probes.EngineLoad
+
+
+STALL_SECONDS = 15.0  # requests running while no token is generated for this long: stuck
+
+
+def engine_progress(samples: list[LoadSample], stall: float = STALL_SECONDS) -> tuple[str, str]:
+    """("idle" | "busy" | "stuck" | "unknown", why) from /metrics samples, oldest first.
+
+    Requests running while vllm:generation_tokens_total stands still for `stall` seconds is a
+    stuck engine, even when /health answers (vllm #39863); slow answers while the counter
+    moves is a busy one, never a reason to restart. Doctor can take two samples too.
+    """
+    good = [s for s in samples if s.load.ok and s.load.generated is not None]
+    if not good:
+        return "unknown", samples[-1].load.detail if samples else "no /metrics sample yet"
+    last = good[-1]
+    if not ((last.load.running or 0) + (last.load.waiting or 0)):
+        return "idle", "no request running"
+    # the oldest sample of the current run of busy samples with the same token count
+    since = last
+    for s in reversed(good):
+        busy = (s.load.running or 0) + (s.load.waiting or 0) > 0
+        if not busy or s.load.generated != last.load.generated:
+            break
+        since = s
+    frozen = last.at - since.at
+    running = int((last.load.running or 0) + (last.load.waiting or 0))
+    if frozen >= stall:
+        return "stuck", (
+            f"{running} request(s) in the engine and no token generated for {frozen:.0f}s "
+            "(vllm:generation_tokens_total stands still)"
+        )
+    return "busy", f"{running} request(s) in the engine, tokens flowing"

@@ -225,3 +225,49 @@ def ui_models(ui: str, email: str, password: str, served_name: str, timeout: flo
             f"the UI lists {names or 'no model'}, not {served_name!r}",
         )
     return _timed("ui.models", start, True, status, f"the UI lists {served_name!r} from vLLM")
+
+
+@dataclass(frozen=True)
+class EngineLoad(Record):
+    """vLLM's own /metrics, the three series that tell a busy engine from a stuck one."""
+
+    ok: bool
+    detail: str
+    running: float | None = None  # vllm:num_requests_running
+    waiting: float | None = None  # vllm:num_requests_waiting
+    generated: float | None = None  # vllm:generation_tokens_total (a counter)
+
+
+LOAD_SERIES = {
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:generation_tokens_total": "generated",
+}
+
+
+def parse_load(text: str) -> dict[str, float]:
+    """The LOAD_SERIES summed over their label sets, from Prometheus' text format."""
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("vllm:"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        key = LOAD_SERIES.get(name)
+        if key is None:
+            continue
+        try:
+            value = float(line.rsplit("}", 1)[-1].split()[0])
+        except (ValueError, IndexError):
+            continue
+        found[key] = found.get(key, 0.0) + value
+    return found
+
+
+def vllm_load(api: str, timeout: float = 3.0) -> EngineLoad:
+    status, payload, error = request(f"{api}/metrics", timeout=timeout)
+    if status != 200 or not isinstance(payload, str):
+        return EngineLoad(False, error or "/metrics is not Prometheus text")
+    found = parse_load(payload)
+    if "running" not in found or "generated" not in found:
+        return EngineLoad(False, "/metrics has no vllm:num_requests_running or tokens counter")
+    return EngineLoad(True, "read /metrics", **found)

@@ -55,6 +55,15 @@ DEFAULTS: dict[str, Any] = {
         "secrets": "/etc/sandbox-agent/secrets",
     },
     "timeouts": {"ready": 1800},
+    # the watchdog (`sandbox-agent watch`): its metrics port is outside Prometheus' exporter
+    # range (9100-9999, all allocated) and apart from our 8000/3000/8080
+    "watch": {
+        "metrics_port": 8471,
+        "metrics_bind": "127.0.0.1",
+        "start_grace": "auto",  # seconds failures do not count after a start; auto: timeouts.ready
+        "restarts_per_hour": 5,
+        "motd": "/run/motd.d/50-sandbox-agent-watch",
+    },
 }
 
 # The StackScript's UDF names (upper case, as Linode hands them over) -> settings keys.
@@ -83,6 +92,10 @@ ENV_KEYS: dict[str, str] = {
     "MODELS_DIR": "paths.models",
     "UI_DATA_DIR": "paths.ui_data",
     "READY_TIMEOUT": "timeouts.ready",
+    "WATCH_METRICS_PORT": "watch.metrics_port",
+    "WATCH_METRICS_BIND": "watch.metrics_bind",
+    "WATCH_START_GRACE": "watch.start_grace",
+    "WATCH_RESTARTS_PER_HOUR": "watch.restarts_per_hour",
 }
 
 PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -158,6 +171,15 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class WatchSettings:
+    metrics_port: int  # 0: no metrics server
+    metrics_bind: str
+    start_grace: int | Literal["auto"]
+    restarts_per_hour: int
+    motd: Path
+
+
+@dataclass(frozen=True)
 class Settings:
     project: str
     model: ModelSettings
@@ -169,7 +191,14 @@ class Settings:
     docker: Docker
     paths: Paths
     timeouts: Timeouts
+    watch: WatchSettings
     source: Path | None = field(default=None, compare=False)
+
+    @property
+    def start_grace(self) -> int:
+        """Seconds the watchdog lets a (re)started service load before failures count."""
+        grace = self.watch.start_grace
+        return self.timeouts.ready if grace == "auto" else grace
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -183,6 +212,7 @@ class Settings:
             "docker": vars(self.docker).copy(),
             "paths": {k: str(v) for k, v in vars(self.paths).items()},
             "timeouts": vars(self.timeouts).copy(),
+            "watch": {**vars(self.watch), "motd": str(self.watch.motd)},
         }
 
 
@@ -243,6 +273,11 @@ SCHEMA: dict[str, v.Validator] = {
     "paths.state": v.path,
     "paths.secrets": v.path,
     "timeouts.ready": v.int_range(10, 86_400),
+    "watch.metrics_port": v.int_range(0, 65535),
+    "watch.metrics_bind": v.bind,
+    "watch.start_grace": v.int_range(0, 86_400, auto=True),
+    "watch.restarts_per_hour": v.int_range(1, 100),
+    "watch.motd": v.path,
 }
 
 
@@ -359,5 +394,6 @@ def _build(values: dict[str, Any], source: Path | None) -> Settings:
         docker=Docker(**group("docker")),
         paths=Paths(**group("paths")),
         timeouts=Timeouts(**group("timeouts")),
+        watch=WatchSettings(**group("watch")),
         source=source,
     )

@@ -12,6 +12,7 @@ from agent.cli.change import COMMANDS as CHANGE_COMMANDS
 from agent.cli.doctor import doctor
 from agent.cli.model import model
 from agent.cli.stack import COMMANDS as STACK_COMMANDS
+from agent.cli.watch import watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,5 +24,5 @@ def main(verbose: bool) -> None:
         log.configure(verbose=True)
 
 
-for _command in (doctor, model, *STACK_COMMANDS, *CHANGE_COMMANDS):
+for _command in (doctor, model, *STACK_COMMANDS, *CHANGE_COMMANDS, watch):
     main.add_command(_command)

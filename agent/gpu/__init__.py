@@ -4,6 +4,7 @@ from agent.gpu.health import MAX_TEMP_C, GpuProblem, ProblemKind, problems
 from agent.gpu.inventory import Gpu, GpuInventory, State
 from agent.gpu.nvml import NvmlSession, read_inventory
 from agent.gpu.pci import PciDevice, kernel_module_version, pci_devices
+from agent.gpu.xid import XidEvent, XidWatch
 
 __all__ = [
     "MAX_TEMP_C",
@@ -14,6 +15,8 @@ __all__ = [
     "PciDevice",
     "ProblemKind",
     "State",
+    "XidEvent",
+    "XidWatch",
     "kernel_module_version",
     "pci_devices",
     "problems",

@@ -31,6 +31,8 @@ class Gpu:
     ecc_corrected: int | None = None
     lost: bool = False
     error: str | None = None
+    utilization: int | None = None  # percent of the last sample period
+    power_w: float | None = None
 
     @property
     def memory_free(self) -> int | None:

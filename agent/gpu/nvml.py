@@ -118,6 +118,10 @@ def _read_gpu(nv: Any, index: int) -> Gpu:
                 getattr(nv, f"NVML_MEMORY_ERROR_TYPE_{kind}"),
                 nv.NVML_VOLATILE_ECC,
             )
+        util = dev.ask("nvmlDeviceGetUtilizationRates")
+        known["utilization"] = int(util.gpu) if util is not None else None
+        power = dev.ask("nvmlDeviceGetPowerUsage")  # milliwatts
+        known["power_w"] = round(int(power) / 1000, 1) if power is not None else None
     except _Lost:
         return Gpu(**known, lost=True, error="GPU is lost: it no longer answers the driver")
     return Gpu(**known, error="; ".join(dev.errors) or None)
@@ -178,6 +182,11 @@ class NvmlSession:
     @property
     def is_open(self) -> bool:
         return self._nv is not None
+
+    @property
+    def library(self) -> Any:
+        """The pynvml module while NVML is open (for agent.gpu.xid's event set), else None."""
+        return self._nv
 
     def read(self) -> GpuInventory:
         """The GPUs as the PCI bus and the driver see them now."""

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 STOP_TIMEOUT = 30  # seconds vLLM gets to free the GPUs before SIGKILL
+UP_FIX = "`sandbox-agent up` creates it"
 PORT_SETTING = {8000: "api.port", 8080: "ui.port"}
 
 
@@ -289,14 +290,14 @@ def _roll_back(client: DockerClient, created: list[str], network: Network | None
             network.remove()
 
 
-def stop(client: DockerClient, project: str, service: str) -> bool:
+def stop(client: DockerClient, project: str, service: str, timeout: int = STOP_TIMEOUT) -> bool:
     """Stop one service's container (kept, so its log stays readable); False: none found."""
     with engine_errors(f"the Docker engine could not list the stack {project}"):
         container = by_service(project, labelled(client, project)).get(service)
     if container is None:
         return False
     with engine_errors(f"could not stop {container.name}"):
-        container.stop(timeout=STOP_TIMEOUT)
+        container.stop(timeout=timeout)
     log.get("stack").warning("stack.stopped", project=project, service=service)
     return True
 
@@ -368,3 +369,17 @@ def gpu_request(setting: int | str, detected: int, has_nvidia_runtime: bool) -> 
             "Toolkit), or set `gpus: none` in config.yaml",
         )
     return int(setting) if setting != "all" else "all"
+
+
+def restart_service(client: DockerClient, project: str, service: str, timeout: int = 10) -> str:
+    """Restart one service's existing container (stop within `timeout` s, start): its name,
+    labels and config hash stay Compose's. Returns the container's id."""
+    with engine_errors(f"the Docker engine could not list the stack {project}"):
+        container = by_service(project, labelled(client, project)).get(service)
+    if container is None:
+        raise AgentError(f"the stack {project} has no {service} container", fix=UP_FIX)
+    with engine_errors(f"could not restart {container.name}"):
+        if container.status == "paused":
+            container.unpause()
+        container.restart(timeout=timeout)
+    return str(container.id)

@@ -58,7 +58,10 @@ class ServiceStatus(Record):
     ports: tuple[str, ...]
     image: str | None
     uptime_s: float | None
-    restart_count: int = 0
+    restart_count: int = 0  # restarts by Docker's restart policy
+    container_id: str | None = None
+    exit_code: int | None = None  # of the last run, while not running
+    oom_killed: bool = False  # the last run ended by the kernel's OOM killer
 
 
 def status(
@@ -85,6 +88,9 @@ def status(
                 image=str(container.attrs.get("Config", {}).get("Image")),
                 uptime_s=uptime(state.get("StartedAt", "")) if running else None,
                 restart_count=int(container.attrs.get("RestartCount") or 0),
+                container_id=str(getattr(container, "id", "") or "") or None,
+                exit_code=None if running else state.get("ExitCode"),
+                oom_killed=bool(state.get("OOMKilled")),
             )
         )
     return tuple(result)
@@ -173,3 +179,73 @@ def uptime(started_at: str, now: datetime | None = None) -> float | None:
         return None
     start = datetime.fromisoformat(started_at[:19]).replace(tzinfo=timezone.utc)
     return ((now or datetime.now(timezone.utc)) - start).total_seconds()
+
+
+# The engine's events the watchdog reads; `health_status` arrives as "health_status: healthy".
+WATCHED_EVENTS = ("health_status", "die", "oom", "start", "stop", "restart")
+
+
+@dataclass(frozen=True)
+class StackEvent:
+    """One container event of the project, from `Action` and `Actor` (Docker 29 dropped
+    the old `status`, `id` and `from` fields)."""
+
+    action: str  # "die", "oom", "start", "health_status: unhealthy", ...
+    service: str
+    container_id: str
+    attributes: dict[str, str]
+    time: float  # the engine's clock, seconds
+
+    @property
+    def kind(self) -> str:
+        return self.action.split(":", 1)[0].strip()
+
+    @property
+    def detail(self) -> str:
+        return self.action.split(":", 1)[1].strip() if ":" in self.action else ""
+
+
+class EventStream:
+    """The project's container events as they happen. docker-py's stream has no read
+    timeout and ends *silently* (StopIteration) when the connection drops or the daemon
+    restarts, and missed events are never re-sent: a reader reconnects and re-reads the
+    containers' state (`status`). `close()` from another thread ends the iteration."""
+
+    def __init__(self, client: DockerClient, project: str) -> None:
+        with engine_errors("the Docker engine refused its event stream"):
+            self._raw = client.events(
+                decode=True,
+                filters={
+                    "type": "container",
+                    "label": f"{L_PROJECT}={project}",
+                    "event": list(WATCHED_EVENTS),
+                },
+            )
+        self.project = project
+
+    def __iter__(self) -> Iterator[StackEvent]:
+        with engine_errors("the Docker engine's event stream broke"):
+            for raw in self._raw:
+                event = parse_event(raw)
+                if event is not None:
+                    yield event
+
+    def close(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(Exception):  # closing a broken stream may raise anything
+            self._raw.close()
+
+
+def parse_event(raw: Any) -> StackEvent | None:
+    if not isinstance(raw, dict) or raw.get("Type", "container") != "container":
+        return None
+    actor = raw.get("Actor") or {}
+    attrs = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
+    action = str(raw.get("Action") or "")
+    if not action or attrs.get(L_ONEOFF) == "True":
+        return None
+    nano = raw.get("timeNano")
+    when = float(nano) / 1e9 if nano else float(raw.get("time") or 0)
+    service = attrs.get(L_SERVICE) or attrs.get("name", "")
+    return StackEvent(action, service, str(actor.get("ID") or ""), attrs, when)

@@ -90,6 +90,8 @@ class FakeGpu:
     ecc_unc: int | None = 0
     ecc_cor: int | None = 0
     lost: bool | str = False  # True: lost after its handle; "handle": the handle fails too
+    util: int | None = None  # percent; None: NOT_SUPPORTED
+    power_mw: int | None = None
 
     def line(self) -> str:
         def na(value: object) -> str:
@@ -102,6 +104,7 @@ class FakeGpu:
             f" mem_total={na(self.mem_total)} mem_used={self.mem_used}"
             f" mem_reserved={self.mem_reserved} temp={na(self.temp)} cc={cc}"
             f" ecc_unc={na(self.ecc_unc)} ecc_cor={na(self.ecc_cor)} lost={lost}"
+            f" util={na(self.util)} power_mw={na(self.power_mw)}"
         )
 
 
@@ -153,6 +156,7 @@ def fake_env(
     scenario: Path | None,
     *,
     calls: Path | None = None,
+    xids: Path | None = None,
     base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """An environment for a subprocess that meets the fake (or, lib_dir None, no library)."""
@@ -160,7 +164,11 @@ def fake_env(
     env.pop("LD_LIBRARY_PATH", None)
     if lib_dir is not None:
         env["LD_LIBRARY_PATH"] = str(lib_dir)
-    for key, value in (("FAKE_NVML_SCENARIO", scenario), ("FAKE_NVML_CALLS", calls)):
+    for key, value in (
+        ("FAKE_NVML_SCENARIO", scenario),
+        ("FAKE_NVML_CALLS", calls),
+        ("FAKE_NVML_XIDS", xids),
+    ):
         env.pop(key, None)
         if value is not None:
             env[key] = str(value)

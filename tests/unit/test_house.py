@@ -28,8 +28,8 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "engine",
         "maintenance",
     ),
-    "peers": ("host", "probes", "gpu", "models", "stack"),
-    "work": ("health", "deploy", "doctor", "checks", "switch"),
+    "peers": ("host", "probes", "gpu", "models", "stack", "sd"),
+    "work": ("health", "deploy", "doctor", "checks", "switch", "watchdog"),
     "cli": ("cli",),
 }
 LEVEL = {name: i for i, name in enumerate(FLOORS)}

@@ -21,6 +21,12 @@
  * itself returns GPU_IS_LOST. An unknown word makes init fail with UNKNOWN and a message on
  * stderr, so a typo in a test never passes silently.
  *
+ * util=<percent> and power_mw=<milliwatts> (default na) answer nvmlDeviceGetUtilizationRates
+ * and nvmlDeviceGetPowerUsage. XID events: FAKE_NVML_XIDS names a file of "<gpu index> <xid>"
+ * lines; nvmlEventSetWait_v2 delivers each line once, in order, to a set that registered
+ * nvmlEventTypeXidCriticalError for that GPU (a test appends lines while the agent runs).
+ * An `error nvmlEventSetCreate 13` line makes a driver without event sets.
+ *
  * FAKE_NVML_CALLS, when set, names a file to which every call appends its function name.
  */
 #include <fcntl.h>
@@ -35,6 +41,7 @@
 #define ERROR_INVALID_ARGUMENT 2
 #define ERROR_NOT_SUPPORTED 3
 #define ERROR_INSUFFICIENT_SIZE 7
+#define ERROR_TIMEOUT 10
 #define ERROR_GPU_IS_LOST 15
 #define ERROR_ARGUMENT_VERSION_MISMATCH 25
 #define ERROR_UNKNOWN 999
@@ -48,7 +55,7 @@ typedef struct fake_gpu {
     char uuid[96];
     char bus[32];
     unsigned int pci_id;
-    long long mem_total, mem_used, mem_reserved, temp, ecc_unc, ecc_cor;
+    long long mem_total, mem_used, mem_reserved, temp, ecc_unc, ecc_cor, util, power_mw;
     int cc_major, cc_minor; /* cc_major < 0: not supported */
     int lost;               /* 0, 1 (after the handle), 2 (the handle itself) */
 } fake_gpu;
@@ -201,6 +208,8 @@ static int parse_gpu(char *rest, int line) {
     g->mem_total = 80LL << 30;
     g->temp = 35;
     g->cc_major = 9;
+    g->util = NA;
+    g->power_mw = NA;
     char *key, *value;
     int more;
     while ((more = next_pair(&rest, &key, &value)) == 1) {
@@ -225,6 +234,8 @@ static int parse_gpu(char *rest, int line) {
                               : strcmp(key, "temp") == 0         ? &g->temp
                               : strcmp(key, "ecc_unc") == 0      ? &g->ecc_unc
                               : strcmp(key, "ecc_cor") == 0      ? &g->ecc_cor
+                              : strcmp(key, "util") == 0         ? &g->util
+                              : strcmp(key, "power_mw") == 0     ? &g->power_mw
                               : strcmp(key, "pci_id") == 0       ? &n
                                                                  : NULL;
             if (!slot)
@@ -324,6 +335,7 @@ const char *nvmlErrorString(int result) {
     case 4: return "Insufficient Permissions";
     case 7: return "Insufficient Size";
     case 9: return "Driver Not Loaded";
+    case 10: return "Timeout";
     case 13: return "Function Not Found";
     case 15: return "GPU is lost";
     case 18: return "RM has detected an NVML/RM version mismatch.";
@@ -481,5 +493,128 @@ int nvmlDeviceGetTotalEccErrors(nvmlDevice_t d, unsigned int type, unsigned int 
     if (value == NA)
         return ERROR_NOT_SUPPORTED;
     *count = (unsigned long long)value;
+    return SUCCESS;
+}
+
+typedef struct {
+    unsigned int gpu, memory;
+} nvmlUtilization_t;
+
+int nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u) {
+    ENTER(1);
+    DEVICE(d);
+    if (!u)
+        return ERROR_INVALID_ARGUMENT;
+    if (d->util == NA)
+        return ERROR_NOT_SUPPORTED;
+    u->gpu = (unsigned int)d->util;
+    u->memory = (unsigned int)d->util;
+    return SUCCESS;
+}
+
+int nvmlDeviceGetPowerUsage(nvmlDevice_t d, unsigned int *mw) {
+    ENTER(1);
+    DEVICE(d);
+    if (!mw)
+        return ERROR_INVALID_ARGUMENT;
+    if (d->power_mw == NA)
+        return ERROR_NOT_SUPPORTED;
+    *mw = (unsigned int)d->power_mw;
+    return SUCCESS;
+}
+
+/* --- event sets: XIDs from the file FAKE_NVML_XIDS ------------------------------------- */
+
+#define XID_CRITICAL 0x8ULL
+typedef struct fake_set {
+    unsigned long long types[MAX_GPUS];
+    int used;
+} fake_set;
+typedef fake_set *nvmlEventSet_t;
+typedef struct {
+    nvmlDevice_t device;
+    unsigned long long eventType, eventData;
+    unsigned int gpuInstanceId, computeInstanceId;
+} nvmlEventData_t;
+static fake_set the_set;
+static int xids_delivered;
+
+int nvmlEventSetCreate(nvmlEventSet_t *set) {
+    ENTER(1);
+    if (!set)
+        return ERROR_INVALID_ARGUMENT;
+    memset(&the_set, 0, sizeof the_set);
+    the_set.used = 1;
+    *set = &the_set;
+    return SUCCESS;
+}
+
+int nvmlDeviceGetSupportedEventTypes(nvmlDevice_t d, unsigned long long *types) {
+    ENTER(1);
+    DEVICE(d);
+    if (!types)
+        return ERROR_INVALID_ARGUMENT;
+    *types = XID_CRITICAL;
+    return SUCCESS;
+}
+
+int nvmlDeviceRegisterEvents(nvmlDevice_t d, unsigned long long types, nvmlEventSet_t set) {
+    ENTER(1);
+    DEVICE(d);
+    if (set != &the_set || !the_set.used)
+        return ERROR_INVALID_ARGUMENT;
+    if (types & ~XID_CRITICAL)
+        return ERROR_NOT_SUPPORTED;
+    set->types[d - gpus] |= types;
+    return SUCCESS;
+}
+
+/* The next undelivered line of the XID file, or 0 when there is none. */
+static int next_xid(unsigned int *index, unsigned long long *xid) {
+    const char *path = getenv("FAKE_NVML_XIDS");
+    FILE *f = path && *path ? fopen(path, "r") : NULL;
+    if (!f)
+        return 0;
+    char line[128];
+    int n = 0, found = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (n++ < xids_delivered)
+            continue;
+        if (sscanf(line, "%u %llu", index, xid) == 2) {
+            found = 1;
+            xids_delivered = n;
+            break;
+        }
+        xids_delivered = n;
+    }
+    fclose(f);
+    return found;
+}
+
+int nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeoutms) {
+    ENTER(1);
+    if (set != &the_set || !the_set.used || !data)
+        return ERROR_INVALID_ARGUMENT;
+    unsigned int index;
+    unsigned long long xid;
+    while (next_xid(&index, &xid)) {
+        if (index < gpu_count && (set->types[index] & XID_CRITICAL)) {
+            memset(data, 0, sizeof *data);
+            data->device = &gpus[index];
+            data->eventType = XID_CRITICAL;
+            data->eventData = xid;
+            return SUCCESS;
+        }
+    }
+    if (timeoutms)
+        usleep(timeoutms > 100 ? 100000 : timeoutms * 1000);
+    return ERROR_TIMEOUT;
+}
+
+int nvmlEventSetFree(nvmlEventSet_t set) {
+    ENTER(1);
+    if (set != &the_set)
+        return ERROR_INVALID_ARGUMENT;
+    the_set.used = 0;
     return SUCCESS;
 }

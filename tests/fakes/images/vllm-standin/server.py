@@ -9,7 +9,12 @@ OpenAI-compatible API with deterministic text. Tests steer it with the same knob
   "no_auth", "print_key"}
   (it wins over the environment, so a test can make one model "slow" or "broken")
 - at runtime: POST /_standin/mode {"health": "ok"|"fail", "hang": false|true|"engine",
-  "crash": true|<exit code>}; GET /_standin/mode shows the state.
+  "crash": true|<exit code>, "token_seconds": <s>, "allocate_mb": <n>}; GET shows the state.
+
+token_seconds (also STANDIN_TOKEN_SECONDS / the file) makes every generated token take that
+long: slow completions while tokens flow, a busy engine. allocate_mb holds that much memory
+(a container with a small memory limit is OOM-killed). /metrics reports the requests in the
+engine (vllm:num_requests_running, hung ones included) and vllm:generation_tokens_total.
 
 hang=1 stops answering /health and /v1/*; hang=engine stops only /v1/* while /health stays 200
 (a hung engine behind a live API server, vLLM #39863). /version, /metrics and /_standin answer.
@@ -129,10 +134,21 @@ class Mode:
         self.health = "ok"
         self.hang: str | bool = False
         self.requests = 0
+        self.running = 0
+        self.tokens = 0
+        self.token_seconds = 0.0
+        self.ballast: list[bytearray] = []
 
     def snapshot(self) -> dict:
         with self.cond:
-            return {"health": self.health, "hang": self.hang, "requests": self.requests}
+            return {
+                "health": self.health,
+                "hang": self.hang,
+                "requests": self.requests,
+                "running": self.running,
+                "tokens": self.tokens,
+                "token_seconds": self.token_seconds,
+            }
 
     def update(self, body: dict) -> None:
         with self.cond:
@@ -142,6 +158,13 @@ class Mode:
                 )
             if "hang" in body:
                 self.hang = _hang_value(body["hang"])
+            if "token_seconds" in body:
+                self.token_seconds = float(body["token_seconds"] or 0)
+            if body.get("allocate_mb"):
+                block = bytearray(int(body["allocate_mb"]) * 1024 * 1024)
+                for i in range(0, len(block), 4096):  # touch every page: real memory
+                    block[i] = 1
+                self.ballast.append(block)
             self.cond.notify_all()
 
     def wait_while_hung(self, path: str) -> None:
@@ -172,6 +195,7 @@ def load_knobs(model_dir: str | None) -> dict:
         # a vLLM whose auth was switched off (`--api-key=`), and one that logs its key
         "no_auth": os.environ.get("STANDIN_NO_AUTH", ""),
         "print_key": os.environ.get("STANDIN_PRINT_KEY", ""),
+        "token_seconds": os.environ.get("STANDIN_TOKEN_SECONDS", "0"),
     }
     if model_dir:
         path = os.path.join(model_dir, "standin.json")
@@ -348,13 +372,19 @@ class Handler(BaseHTTPRequestHandler):
             body = self._read_json()
             if body is None:
                 return
-            self.mode.wait_while_hung(path)
-            if path == "/v1/chat/completions":
-                self._complete(body, chat=True)
-                return
-            if path == "/v1/completions":
-                self._complete(body, chat=False)
-                return
+            with self.mode.cond:
+                self.mode.running += 1
+            try:
+                self.mode.wait_while_hung(path)
+                if path == "/v1/chat/completions":
+                    self._complete(body, chat=True)
+                    return
+                if path == "/v1/completions":
+                    self._complete(body, chat=False)
+                    return
+            finally:
+                with self.mode.cond:
+                    self.mode.running -= 1
         self._send_json(404, {"detail": "Not Found"})
 
     # -- API bodies
@@ -380,11 +410,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _metrics(self) -> str:
         name = self.args.served[0]
-        served = self.mode.snapshot()["requests"]
+        snap = self.mode.snapshot()
+        served, running, tokens = snap["requests"], snap["running"], snap["tokens"]
         return (
             "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
             "# TYPE vllm:num_requests_running gauge\n"
-            f'vllm:num_requests_running{{model_name="{name}"}} 0.0\n'
+            f'vllm:num_requests_running{{model_name="{name}"}} {float(running)}\n'
             "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
             "# TYPE vllm:num_requests_waiting gauge\n"
             f'vllm:num_requests_waiting{{model_name="{name}"}} 0.0\n'
@@ -395,6 +426,9 @@ class Handler(BaseHTTPRequestHandler):
             "# TYPE vllm:request_success_total counter\n"
             f'vllm:request_success_total{{finished_reason="stop",model_name="{name}"}} '
             f"{float(served)}\n"
+            "# HELP vllm:generation_tokens_total Number of generation tokens processed.\n"
+            "# TYPE vllm:generation_tokens_total counter\n"
+            f'vllm:generation_tokens_total{{model_name="{name}"}} {float(tokens)}\n'
         )
 
     def _complete(self, body: dict, chat: bool) -> None:
@@ -419,6 +453,7 @@ class Handler(BaseHTTPRequestHandler):
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         if isinstance(max_tokens, int) and 0 < max_tokens < len(words):
             words, finish = words[:max_tokens], "length"
+        self._generate(len(words))
         usage = {
             "prompt_tokens": len(_words(prompt)),
             "completion_tokens": len(words),
@@ -461,6 +496,15 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": usage,
             },
         )
+
+    def _generate(self, count: int) -> None:
+        """Count the tokens as the engine makes them, token_seconds apart."""
+        for _ in range(count):
+            delay = self.mode.snapshot()["token_seconds"]
+            if delay:
+                time.sleep(delay)
+            with self.mode.cond:
+                self.mode.tokens += 1
 
     def _stream(self, ident, created, model, words, finish, usage, chat, body) -> None:
         self.send_response(200)
@@ -559,7 +603,9 @@ def main(argv: list[str]) -> None:
         args.api_key = None
 
     mode = Mode()
-    mode.update({"health": knobs["health"], "hang": knobs["hang"]})
+    mode.update(
+        {"health": knobs["health"], "hang": knobs["hang"], "token_seconds": knobs["token_seconds"]}
+    )
 
     crash_after = str(knobs["crash_after"]).strip()
     if crash_after:

@@ -1,0 +1,50 @@
+"""`sandbox-agent watch`: the watchdog (a systemd Type=notify service); `--install` installs
+and enables its unit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from agent.cli.options import config_option, host_root, json_option, load_settings
+from agent.cli.render import guarded, render
+
+if TYPE_CHECKING:
+    from agent.watchdog import InstallResult, WatchResult
+
+
+@click.command()
+@config_option
+@json_option
+@click.option(
+    "--install",
+    is_flag=True,
+    help="Install the systemd unit (ExecStart: this sandbox-agent), enable and start it.",
+)
+@guarded
+def watch(config_path: Path | None, as_json: bool, install: bool) -> None:
+    """Keep the stack healthy: restart what hangs or fails, stop crash loops, report."""
+    from agent import watchdog
+
+    if install:
+        settings = load_settings(config_path)  # refuse bad settings before installing
+        result = watchdog.install_unit(config=config_path.resolve() if config_path else None)
+        del settings
+        render(result, as_json, install_text)
+    render(
+        watchdog.watch(load_settings(config_path), os.environ, root=host_root()),
+        as_json,
+        watch_text,
+    )
+
+
+def install_text(result: InstallResult) -> Iterator[str]:
+    yield f"installed {result.unit} (ExecStart={result.exec_start}); enabled and started"
+
+
+def watch_text(result: WatchResult) -> Iterator[str]:
+    yield f"stopped watching {result.project} after {result.seconds:.0f}s: {result.status}"

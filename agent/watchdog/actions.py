@@ -1,0 +1,246 @@
+"""What the watchdog does about a decision: restart one service (its existing container, so
+Compose's labels stay), stop a failed one (Docker's restart policy would loop it), say so in
+the journal, STATUS, the MOTD and the metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from agent import stack
+from agent.errors import AgentError
+from agent.files import atomic_write
+from agent.sd import Notifier
+from agent.settings import Settings
+from agent.stack import ServiceStatus, StackEvent
+from agent.watchdog.machine import Decision, Machine
+from agent.watchdog.report import Reporter
+
+if TYPE_CHECKING:
+    from agent.engine import DockerClient
+    from agent.watchdog.loop import Watch
+    from agent.watchdog.metrics import Metrics
+
+STOP_TIMEOUT = 5  # seconds a restarted service gets to exit: a hung one never will
+FAILED_FIX = "see `sandbox-agent logs {service}`, fix the cause, then run `sandbox-agent up`"
+
+
+def reason_kind(reason: str) -> str:
+    """A bounded label for the metrics: why a restart happened."""
+    for needle, kind in (
+        ("Docker's healthcheck", "docker_unhealthy"),
+        ("the engine:", "engine_stuck"),
+        ("1-token completion", "completion_failed"),
+        ("timed out", "hang"),
+        ("/v1/models", "models"),
+        ("/health", "health"),
+        ("start grace", "start_grace"),
+    ):
+        if needle in reason:
+            return kind
+    return "other"
+
+
+class Actions:
+    def __init__(
+        self,
+        settings: Settings,
+        report: Reporter,
+        notifier: Notifier,
+        *,
+        metrics: Metrics | None = None,
+        watchdog_every: float | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings, self.report, self.notifier, self.metrics = (
+            settings,
+            report,
+            notifier,
+            metrics,
+        )
+        self.watchdog_every, self.wall = watchdog_every, wall
+        self.pid = os.getpid()
+        self.failed_container: dict[str, str] = {}
+        self.failed_reason: dict[str, str] = {}
+        self.gpu_notes: list[str] = []
+        self._own: dict[str, tuple[float, float]] = {}
+        self._died: dict[str, str] = {}
+        self._oom: set[str] = set()
+        self._pinged = float("-inf")
+        self.status_line = ""
+
+    # --- engine events --------------------------------------------------------------------
+
+    def own(self, event: StackEvent) -> bool:
+        """An event our own restart or stop caused."""
+        start, end = self._own.get(event.service, (0.0, -1.0))
+        return start <= event.time <= end
+
+    def oom(self, service: str) -> None:
+        self._oom.add(service)
+
+    def died(self, event: StackEvent) -> None:
+        code = event.attributes.get("exitCode")
+        oom = event.service in self._oom
+        reason = "was killed by the kernel's OOM killer" if oom else f"exited with code {code}"
+        self._died[event.service] = reason
+        self.report.event(
+            "service_crashed", "warning", f"{event.service} {reason}",
+            service=event.service, reason="oom" if oom else "exit", exit_code=code, oom=int(oom),
+        )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.crashed(event.service, "oom" if oom else "exit")
+
+    def crash_reason(self, svc: ServiceStatus) -> str:
+        self._oom.discard(svc.service)
+        return self._died.pop(svc.service, None) or (
+            "was killed by the kernel's OOM killer" if svc.oom_killed else "exited"
+        )
+
+    # --- decisions ------------------------------------------------------------------------
+
+    def decided(
+        self,
+        decision: Decision,
+        machine: Machine,
+        client: DockerClient | None,
+        clock: Callable[[], float],
+    ) -> None:
+        service, reason, action = decision.service, decision.reason, decision.action
+        if action == "restart":
+            self._restart(decision, machine, client, clock)
+        elif action == "failed":
+            self._failed(decision, client)
+        elif action == "unhealthy":
+            self.report.event(
+                "service_unhealthy", "warning", f"{service} is unhealthy: {reason}",
+                service=service, reason=reason,
+            )  # fmt: skip
+        elif action == "suspect":
+            self.report.once(
+                f"{service}.suspect", reason, "service_suspect", "warning",
+                f"{service} may be unhealthy: {reason}", service=service, reason=reason,
+            )  # fmt: skip
+        elif action in ("healthy", "recovered"):
+            self.report.forget(f"{service}.suspect")
+            if reason == "reset":
+                self.failed_container.pop(service, None)
+                self.failed_reason.pop(service, None)
+                self.write_motd()
+                self.report.event(
+                    "service_cleared", "notice", f"{service}: failure cleared, watching again",
+                    service=service,
+                )  # fmt: skip
+            else:
+                self.report.event(
+                    f"service_{action}", "info", f"{service} is healthy", service=service,
+                    was=reason,
+                )  # fmt: skip
+
+    def _restart(
+        self,
+        decision: Decision,
+        machine: Machine,
+        client: DockerClient | None,
+        clock: Callable[[], float],
+    ) -> None:
+        service, reason = decision.service, decision.reason
+        started, wall = clock(), self.wall()
+        try:
+            if client is None:
+                raise AgentError("the Docker engine is not reachable")
+            cid = stack.restart_service(
+                client, self.settings.project, service, timeout=STOP_TIMEOUT
+            )
+        except AgentError as exc:
+            machine.restarted(clock())
+            self.report.event(
+                "service_restart_failed", "error", f"could not restart {service}: {exc.message}",
+                service=service, reason=reason, attempt=decision.attempt,
+            )  # fmt: skip
+            return
+        self._own[service] = (wall - 1.0, self.wall() + 0.5)
+        machine.restarted(clock())
+        self.report.event(
+            "service_restarted", "warning",
+            f"restarted {service} (attempt {decision.attempt} in the last hour): {reason}",
+            service=service, reason=reason, attempt=decision.attempt,
+            seconds=round(clock() - started, 2), container=cid[:12],
+        )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.restarted(service, reason_kind(reason))
+
+    def _failed(self, decision: Decision, client: DockerClient | None) -> None:
+        service, reason = decision.service, decision.reason
+        fix = decision.fix or FAILED_FIX.format(service=service)
+        stopped = ""
+        # a GPU problem (decision.fix) is not healed by stopping or restarting a container
+        if not decision.fix and client is not None:
+            wall = self.wall()
+            with contextlib.suppress(AgentError):
+                if stack.stop(client, self.settings.project, service, timeout=STOP_TIMEOUT):
+                    stopped = "; its container was stopped so that Docker does not loop it"
+            self._own[service] = (wall - 1.0, self.wall() + 0.5)
+        self.failed_reason[service] = reason
+        self.report.event(
+            "service_failed", "crit", f"{service} failed: {reason}{stopped}. Fix: {fix}",
+            service=service, reason=reason, attempt=decision.attempt, fix=fix,
+        )  # fmt: skip
+        self.write_motd()
+
+    def write_motd(self) -> None:
+        path = self.settings.watch.motd
+        with contextlib.suppress(OSError):
+            if not self.failed_reason:
+                path.unlink(missing_ok=True)
+                return
+            lines = ["sandbox-agent watchdog:"]
+            for service, reason in sorted(self.failed_reason.items()):
+                lines.append(f"  {service} FAILED: {reason}")
+                lines.append(f"    fix: {FAILED_FIX.format(service=service)}")
+            atomic_write(path, "\n".join(lines) + "\n", mode=0o644)
+
+    # --- alive ----------------------------------------------------------------------------
+
+    def alive(self, watch: Watch) -> None:
+        """WATCHDOG=1 only from the loop (so a hung loop is killed), STATUS on a change."""
+        now, wall = watch.clock(), self.wall()
+        line = status_line(watch, wall)
+        lines = []
+        if line != self.status_line:
+            self.status_line = line
+            lines.append(f"STATUS={line}")
+        if self.watchdog_every is not None and now - self._pinged >= self.watchdog_every:
+            self._pinged = now
+            lines.append("WATCHDOG=1")
+        if lines:
+            self.notifier.notify(*lines)
+        if self.metrics is not None:
+            self.metrics.tick(watch.machines, wall)
+
+
+def status_line(watch: Watch, wall: float) -> str:
+    parts: list[str] = []
+    if watch.maintenance:
+        parts.append(f"maintenance: {watch.maintenance}")
+    now = watch.clock()
+    for service, machine in watch.machines.items():
+        svc = watch.containers.get(service)
+        if (
+            svc is not None
+            and svc.state not in ("running", "restarting")
+            and machine.state != "failed"
+        ):
+            parts.append(f"{service} {svc.state}")
+        elif machine.state == "failed":
+            parts.append(f"{service} FAILED ({machine.reason[:80]})")
+        else:
+            parts.append(f"{service} {machine.state}")
+    restarts = sum(m.restarts_in_window(now) for m in watch.machines.values())
+    parts.append(f"{restarts} restart{'s' if restarts != 1 else ''} in the last hour")
+    if not watch.connected:
+        parts.append("engine not connected")
+    return " · ".join(parts)

@@ -1,0 +1,377 @@
+"""The watch loop: news from the engine and the probes in, decisions out, one step at a time.
+
+`Watch.step()` waits for news at most one tick, hands it to the services' machines, runs the
+periodic checks that are due (each with its own period; a check never raises into the loop),
+acts on the decisions, and tells systemd it is alive. Clock, wall clock and the engine are
+injected, so tests drive it; `run` is the process around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent import health, maintenance, probes, stack
+from agent.errors import AgentError
+from agent.gpu.xid import fix as xid_fix
+from agent.gpu.xid import needs_person as xid_needs_person
+from agent.settings import Settings
+from agent.stack import ServiceStatus, StackEvent
+from agent.watchdog import state as saved
+from agent.watchdog.actions import Actions
+from agent.watchdog.gpus import GpuNews, GpuWatch, hopeless
+from agent.watchdog.judge import Signals
+from agent.watchdog.machine import Decision, Machine, Policy, Verdict
+from agent.watchdog.signals import Connected, Disconnected, EventFeed, News, ProbeDone, ProbePool
+
+if TYPE_CHECKING:
+    from agent.engine import DockerClient
+
+
+@dataclass(frozen=True)
+class Periods:
+    tick: float = 1.0  # the loop wakes at least this often
+    containers: float = 10.0  # container state re-read (besides every event)
+    health: float = 2.0
+    models: float = 30.0
+    load: float = 5.0  # vLLM's /metrics
+    canary: float = 20.0  # a tiny completion, only while the engine is idle
+    ui: float = 5.0
+    gpu: float = 15.0
+    heartbeat: float = 30.0  # the state file is rewritten at least this often
+    maintenance: float = 2.0
+
+
+DEFAULT_PERIODS = Periods()
+TIMEOUTS = {"health": 2.0, "models": 5.0, "canary": 20.0, "ui": 3.0}
+NEEDED = {stack.VLLM: ("health", "models"), stack.UI: ("health",)}
+
+
+class Watch:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        connect: Callable[[], DockerClient],
+        api_key: str | None,
+        actions: Actions,
+        policy: Policy,
+        periods: Periods = DEFAULT_PERIODS,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        gpus: GpuWatch | None = None,
+    ) -> None:
+        self.gpus = gpus
+        self.settings, self.connect, self.actions = settings, connect, actions
+        self.policy, self.periods, self.clock, self.wall = policy, periods, clock, wall
+        self.services = stack.wanted_services(settings)
+        self.stages = {s: health.stages(settings, s, api_key) for s in self.services}
+        self.news: queue.Queue[News] = queue.Queue()
+        self.pool = ProbePool(self.news, clock)
+        self.feed = EventFeed(connect, settings.project, self.news, clock=clock)
+        self.machines: dict[str, Machine] = {}
+        self.signals = {s: Signals() for s in self.services}
+        self.containers: dict[str, ServiceStatus] = {}
+        self.due: dict[str, float] = {}
+        self.client: DockerClient | None = None
+        self.maintenance: str | None = None
+        self.connected = False
+        self.last_saved, self.cleared = 0.0, 0.0
+        self.dirty = True
+
+    # --- life -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Read the saved state and the stack's containers; then the event feed runs."""
+        now, wall = self.clock(), self.wall()
+        found = saved.load(self.settings.paths.state)
+        same = found is not None and found.fingerprint == saved.fingerprint(self.settings)
+        for service in self.services:
+            rec = found.services.get(service) if found and same else None
+            self.machines[service] = saved.restore(rec, service, self.policy, now, wall)
+        self.cleared = found.cleared if found else 0.0
+        if found is not None and not same:
+            self.actions.report.event(
+                "settings_changed", "notice", "the settings changed: failures and budgets reset"
+            )
+        self._check_maintenance(now)
+        self._read_containers(now, first=True)
+        self.feed.start()
+
+    def close(self) -> None:
+        self.feed.stop()
+        self.pool.close()
+        self.save(force=True)
+
+    def step(self) -> None:
+        now = self.clock()
+        try:
+            news: News | None = self.news.get(timeout=max(0.0, self._next_due(now) - now))
+        except queue.Empty:
+            news = None
+        while news is not None:
+            self._safely(self._handle, news)
+            try:
+                news = self.news.get_nowait()
+            except queue.Empty:
+                news = None
+        self._safely(self._periodic)
+        self.save()
+
+    # --- news -----------------------------------------------------------------------------
+
+    def _handle(self, news: News) -> None:
+        now = self.clock()
+        if isinstance(news, Connected):
+            if not self.connected:
+                self.actions.report.event("engine_connected", "info", "reading Docker's events")
+            self.connected = True
+            self._read_containers(now)  # events missed meanwhile are never re-sent
+        elif isinstance(news, Disconnected):
+            self.connected = False
+            self.client = None
+            self.actions.report.once(
+                "engine", news.reason, "engine_disconnected", "warning", news.reason
+            )
+        elif isinstance(news, ProbeDone):
+            self._probe_done(news, now)
+        elif isinstance(news, StackEvent):
+            self._event(news, now)
+
+    def _event(self, event: StackEvent, now: float) -> None:
+        machine = self.machines.get(event.service)
+        if machine is None or self.maintenance or self.actions.own(event):
+            return
+        kind = event.kind
+        if kind == "oom":
+            self.actions.oom(event.service)
+        elif kind == "die":
+            self.actions.died(event)
+            self.due["containers"] = now + 0.5  # Docker's policy restarts it in 100 ms
+        elif kind == "health_status" and event.detail == "unhealthy":
+            self._decide(machine.observe(now, Verdict(False, UNHEALTHY, sustained=True)))
+        elif kind in ("start", "stop", "restart"):
+            self.due["containers"] = now + 0.2
+
+    def _probe_done(self, done: ProbeDone, now: float) -> None:
+        if isinstance(done.result, GpuNews):
+            self._gpu_news(done.result, now)
+            return
+        machine = self.machines.get(done.service)
+        if machine is None or done.epoch != machine.epoch or self.maintenance:
+            return  # started before a restart: says nothing about the new run
+        sig = self.signals[done.service]
+        sig.renew(machine.epoch)
+        sig.take(done.name, done.result, now, health.STALL_SECONDS)
+        svc = self.containers.get(done.service)
+        if svc is None or svc.state != "running":
+            return
+        verdict = sig.verdict(NEEDED[done.service])
+        if verdict is not None:
+            self._decide(machine.observe(now, verdict))
+
+    def _gpu_news(self, news: GpuNews, now: float) -> None:
+        report, metrics = self.actions.report, self.actions.metrics
+        if metrics is not None:
+            metrics.gpus(news.inventory)
+            for x in news.xids:
+                metrics.xid_seen(x.index, x.uuid, x.xid)
+        for x in news.xids:
+            person = xid_needs_person(x.xid)
+            report.event(
+                "gpu_xid", "crit" if person else "warning", f"GPU {x.index} reported XID {x.xid}",
+                gpu=x.index, uuid=x.uuid, xid=x.xid, fix=xid_fix(x.xid, x.index) or None,
+            )  # fmt: skip
+        for p in news.problems:
+            report.once(
+                f"gpu{p.index}.{p.kind}", p.message, "gpu_problem",
+                "crit" if p.severity == "fail" else "warning", p.message,
+                gpu=p.index, uuid=p.uuid, kind=p.kind,
+            )  # fmt: skip
+        report.once("gpu.events", news.events, "gpu_events", "info", f"XID events: {news.events}")
+        self.actions.gpu_notes = [p.message for p in news.problems]
+        bad = hopeless(news)
+        machine = self.machines.get(stack.VLLM)
+        if bad is not None and machine is not None and not self.maintenance:
+            self._decide(machine.observe(now, Verdict(False, bad[0], hopeless=True, fix=bad[1])))
+
+    # --- periodic checks ------------------------------------------------------------------
+
+    def _periodic(self) -> None:
+        now = self.clock()
+        if self._due("maintenance", now, self.periods.maintenance):
+            self._check_maintenance(now)
+        if self._due("containers", now, self.periods.containers):
+            self._read_containers(now)
+        if self.maintenance:
+            return
+        for service, machine in self.machines.items():
+            self._decide(machine.tick(now))
+            svc = self.containers.get(service)
+            if svc is not None and svc.state == "running" and machine.state != "restarting":
+                self._schedule_probes(service, machine, now)
+        if any(m.state == "failed" for m in self.machines.values()):
+            self._check_cleared(now)
+        if self.gpus is not None and self._due("gpu", now, self.periods.gpu):
+            self.pool.submit("gpu", "nvml", 0, self.gpus.read)
+        self.actions.alive(self)
+
+    def _schedule_probes(self, service: str, machine: Machine, now: float) -> None:
+        p, sig = self.periods, self.signals[service]
+        sig.renew(machine.epoch)
+        stages = self.stages[service]
+        if machine.state == "failed":
+            return
+        if service == stack.UI:
+            if self._due(f"{service}.health", now, p.ui):
+                self._probe(service, "health", machine, lambda: stages[0].run(TIMEOUTS["ui"]))
+            return
+        if self._due(f"{service}.health", now, p.health):
+            self._probe(service, "health", machine, lambda: stages[0].run(TIMEOUTS["health"]))
+        if self._due(f"{service}.models", now, p.models):
+            self._probe(service, "models", machine, lambda: stages[1].run(TIMEOUTS["models"]))
+        if machine.state == "starting":
+            return
+        api = health.api_url(self.settings)
+        if self._due(f"{service}.load", now, p.load):
+            self._probe(service, "load", machine, lambda: probes.vllm_load(api))
+        if sig.idle and self._due(f"{service}.canary", now, p.canary):
+            self._probe(service, "canary", machine, lambda: stages[2].run(TIMEOUTS["canary"]))
+
+    def _probe(self, service: str, name: str, machine: Machine, fn: Callable[[], Any]) -> None:
+        self.pool.submit(service, name, machine.epoch, fn)
+
+    def _read_containers(self, now: float, first: bool = False) -> None:
+        self.due["containers"] = now + self.periods.containers
+        try:
+            if self.client is None:
+                self.client = self.connect()
+            found = stack.status(self.client, self.settings.project, self.services)
+        except AgentError as exc:
+            self.client = None
+            self.actions.report.once(
+                "engine", exc.message, "engine_unreachable", "warning", exc.message
+            )
+            return
+        for svc in found:
+            machine = self.machines.get(svc.service)
+            if machine is not None:
+                self._container_seen(machine, self.containers.get(svc.service), svc, now, first)
+            self.containers[svc.service] = svc
+
+    def _container_seen(
+        self,
+        machine: Machine,
+        old: ServiceStatus | None,
+        new: ServiceStatus,
+        now: float,
+        first: bool,
+    ) -> None:
+        report = self.actions.report
+        if new.state in ("missing", "exited", "dead", "created"):
+            if machine.state != "failed":
+                report.once(
+                    new.service, new.state, "service_stopped", "notice",
+                    f"{new.service} is {new.state}: the watchdog leaves it to `sandbox-agent up`",
+                    service=new.service,
+                )  # fmt: skip
+            return
+        report.forget(new.service)
+        if machine.state == "failed":
+            # running again although we stopped it: `up` (or a person) started it
+            if (
+                new.state == "running"
+                and new.container_id
+                and (old is None or old.state != "running")
+                and not first
+            ):
+                self._decide(machine.reset(now))
+            return
+        if old is None or self.maintenance:
+            return
+        if old.container_id != new.container_id:
+            self._decide(machine.reset(now))  # recreated by `up`: a new container, a new start
+        elif new.restart_count > old.restart_count:
+            reason = self.actions.crash_reason(new)
+            self._decide(machine.crashed(now, reason, new.restart_count - old.restart_count))
+
+    def _check_maintenance(self, now: float) -> None:
+        found = maintenance.current(self.settings.paths.state)
+        what = found.what if found is not None else None
+        if what == self.maintenance:
+            return
+        if what is not None:
+            self.actions.report.event(
+                "maintenance_started", "notice", f"standing back: {what}", what=what
+            )
+        else:
+            self.actions.report.event("maintenance_ended", "notice", "watching again")
+            for machine in self.machines.values():
+                machine.reset(now)
+        self.maintenance, self.dirty = what, True
+
+    def _check_cleared(self, now: float) -> None:
+        if not self._due("cleared", now, 2.0):
+            return
+        found = saved.load(self.settings.paths.state)
+        if found is not None and found.cleared > self.cleared:
+            self.cleared = found.cleared
+            for machine in self.machines.values():
+                if machine.state == "failed":
+                    self._decide(machine.reset(now))
+
+    # --- decisions ------------------------------------------------------------------------
+
+    def _decide(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            self.dirty = True
+            client = self.client or self._client()
+            self.actions.decided(decision, self.machines[decision.service], client, self.clock)
+
+    def _client(self) -> DockerClient | None:
+        with contextlib.suppress(AgentError):
+            self.client = self.connect()
+        return self.client
+
+    def save(self, force: bool = False) -> None:
+        now, wall = self.clock(), self.wall()
+        if not (force or self.dirty or now - self.last_saved >= self.periods.heartbeat):
+            return
+        records = {
+            name: saved.record(m, now, wall, self.actions.failed_container.get(name))
+            for name, m in self.machines.items()
+        }
+        state = saved.WatchState(
+            saved.fingerprint(self.settings), wall, self.actions.pid, records,
+            self.maintenance, tuple(self.actions.gpu_notes), self.cleared,
+        )  # fmt: skip
+        with contextlib.suppress(OSError):
+            saved.save(self.settings.paths.state, state)
+        self.last_saved, self.dirty = now, False
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _due(self, key: str, now: float, period: float) -> bool:
+        if now < self.due.get(key, 0.0):
+            return False
+        self.due[key] = now + period
+        return True
+
+    def _next_due(self, now: float) -> float:
+        return min([now + self.periods.tick, *(t for t in self.due.values() if t > now)])
+
+    def _safely(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - a check never raises into the loop
+            self.actions.report.once(
+                "loop", f"{type(exc).__name__}: {exc}", "watch_error", "error",
+                f"a check failed: {type(exc).__name__}: {exc}",
+            )  # fmt: skip
+
+
+UNHEALTHY = "Docker's healthcheck reports unhealthy"
