@@ -142,6 +142,10 @@ def up(
     project = stack.load_project(rendered.path, text=rendered.text)
     progress(f"stack {settings.project}: {planned.snapshot.name[:12]} of {settings.model.id}")
     actions = stack.reconcile(client, project, progress)
+    from agent.watchdog import state as watch_state
+
+    if watch_state.clear_failed(settings.paths.state):  # `up` is how a person clears it
+        progress("the watchdog's failed mark is cleared: it watches the stack again")
     stack.write(rendered)  # the file describes the stack that was started
     progress(", ".join(f"{name} {action}" for name, action in actions.items()))
     wait_ready(settings, client, api_key, progress=progress, sleep=sleep, clock=clock)
@@ -299,7 +303,10 @@ def down(settings: Settings, *, progress: Progress = _quiet) -> DownResult:
 
 
 def status(settings: Settings) -> stack.StackStatus:
-    return stack.stack_status(engine.connect(settings.docker.host), settings)
+    from agent.watchdog import state as watch_state
+
+    found = stack.stack_status(engine.connect(settings.docker.host), settings)
+    return dataclasses.replace(found, watchdog=watch_state.summary(settings.paths.state))
 
 
 def logs(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -102,6 +102,7 @@ def status_text(result: StackStatus) -> Iterator[str]:
             f"{s.service:<12} {s.state:<11} {s.health:<10} {_age(s.uptime_s):>8}  "
             f"{', '.join(s.ports) or '-'}  {s.image or ''}"
         )
+    yield from watchdog_text(result.watchdog)
     yield f"API key: {result.key_file}"
     if result.admin_login_file:
         yield f"Open WebUI admin sign-in: {result.admin_login_file}"
@@ -128,6 +129,28 @@ def logs(config_path: Path | None, service: str, follow: bool, tail: str) -> Non
     for chunk in deploy.logs(load_settings(config_path), service, follow=follow, tail=count):
         out.write(chunk)
         out.flush()
+
+
+def watchdog_text(found: dict[str, Any] | None) -> Iterator[str]:
+    if found is None:
+        yield "watchdog: never ran (`sandbox-agent watch --install` installs it)"
+        return
+    head = f"watchdog: pid {found['pid']}, last seen {_age(found['updated_s_ago'])} ago"
+    if found.get("maintenance"):
+        head += f"; maintenance: {found['maintenance']}"
+    yield head
+    for name, svc in found["services"].items():
+        line = f"  {name}: {svc['state'].upper() if svc['state'] == 'failed' else svc['state']}"
+        line += f", {svc['restarts_last_hour']} restart(s) in the last hour"
+        if svc["reason"] and svc["state"] != "healthy":
+            line += f" ({svc['reason']})"
+        yield line
+        if svc["state"] == "failed":
+            yield f"    fix: see `sandbox-agent logs {name}`, fix the cause, then run " + (
+                "`sandbox-agent up`"
+            )
+    for note in found.get("gpu") or []:
+        yield f"  GPU: {note}"
 
 
 def _age(seconds: float | None) -> str:

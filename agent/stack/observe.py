@@ -110,6 +110,7 @@ class StackStatus(Result):
     services: tuple[ServiceStatus, ...]
     key_file: Path
     admin_login_file: Path | None
+    watchdog: dict[str, Any] | None = None  # the watchdog's view (agent.watchdog.summary)
 
     @property
     def exit_code(self) -> int:

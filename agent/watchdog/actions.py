@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from agent.watchdog.loop import Watch
     from agent.watchdog.metrics import Metrics
 
-STOP_TIMEOUT = 5  # seconds a restarted service gets to exit: a hung one never will
+STOP_TIMEOUT = 5  # seconds a restarted service gets to exit
+HUNG_STOP_TIMEOUT = 2  # one that answers nothing at all will not exit on SIGTERM either
 FAILED_FIX = "see `sandbox-agent logs {service}`, fix the cause, then run `sandbox-agent up`"
 
 
@@ -68,6 +69,7 @@ class Actions:
         self.gpu_notes: list[str] = []
         self._own: dict[str, tuple[float, float]] = {}
         self._died: dict[str, str] = {}
+        self._reported: set[str] = set()  # a die event said so already
         self._oom: set[str] = set()
         self._pinged = float("-inf")
         self.status_line = ""
@@ -87,6 +89,7 @@ class Actions:
         oom = event.service in self._oom
         reason = "was killed by the kernel's OOM killer" if oom else f"exited with code {code}"
         self._died[event.service] = reason
+        self._reported.add(event.service)
         self.report.event(
             "service_crashed", "warning", f"{event.service} {reason}",
             service=event.service, reason="oom" if oom else "exit", exit_code=code, oom=int(oom),
@@ -114,6 +117,13 @@ class Actions:
             self._restart(decision, machine, client, clock)
         elif action == "failed":
             self._failed(decision, client)
+        elif action == "crashed":
+            if service not in self._reported:  # its die event was missed (engine away)
+                self.report.event(
+                    "service_crashed", "warning", f"{service} {reason} (seen in its restart count)",
+                    service=service, reason="exit",
+                )  # fmt: skip
+            self._reported.discard(service)
         elif action == "unhealthy":
             self.report.event(
                 "service_unhealthy", "warning", f"{service} is unhealthy: {reason}",
@@ -152,8 +162,12 @@ class Actions:
         try:
             if client is None:
                 raise AgentError("the Docker engine is not reachable")
+            hung = "timed out" in reason
             cid = stack.restart_service(
-                client, self.settings.project, service, timeout=STOP_TIMEOUT
+                client,
+                self.settings.project,
+                service,
+                timeout=HUNG_STOP_TIMEOUT if hung else STOP_TIMEOUT,
             )
         except AgentError as exc:
             machine.restarted(clock())

@@ -222,7 +222,10 @@ class Watch:
 
     def _schedule_probes(self, service: str, machine: Machine, now: float) -> None:
         p, sig = self.periods, self.signals[service]
-        sig.renew(machine.epoch)
+        if sig.epoch != machine.epoch:  # (re)started: every probe is due at once
+            sig.renew(machine.epoch)
+            for key in [k for k in self.due if k.startswith(service + ".")]:
+                del self.due[key]
         stages = self.stages[service]
         if machine.state == "failed":
             return
@@ -232,7 +235,9 @@ class Watch:
             return
         if self._due(f"{service}.health", now, p.health):
             self._probe(service, "health", machine, lambda: stages[0].run(TIMEOUTS["health"]))
-        if self._due(f"{service}.models", now, p.models):
+        # the served name is re-checked slowly once it answered; quickly until then
+        models_ok = sig.latest.get("models", (False, ""))[0] and machine.state == "healthy"
+        if self._due(f"{service}.models", now, p.models if models_ok else p.health):
             self._probe(service, "models", machine, lambda: stages[1].run(TIMEOUTS["models"]))
         if machine.state == "starting":
             return
@@ -243,7 +248,9 @@ class Watch:
             self._probe(service, "canary", machine, lambda: stages[2].run(TIMEOUTS["canary"]))
 
     def _probe(self, service: str, name: str, machine: Machine, fn: Callable[[], Any]) -> None:
-        self.pool.submit(service, name, machine.epoch, fn)
+        if not self.pool.submit(service, name, machine.epoch, fn):
+            # the last one still runs (it may hang: what we look for); try again soon
+            self.due[f"{service}.{name}"] = self.clock() + 0.5
 
     def _read_containers(self, now: float, first: bool = False) -> None:
         self.due["containers"] = now + self.periods.containers

@@ -24,7 +24,7 @@ Action = Literal["healthy", "suspect", "unhealthy", "restart", "failed", "crashe
 @dataclass(frozen=True)
 class Policy:
     start_grace: float = 1800.0  # failures while loading do not count (a 70B model: 20+ min)
-    fail_after: float = 4.0  # a failure sustained this long, seen twice, is unhealthy
+    fail_after: float = 3.0  # a failure sustained this long, seen twice, is unhealthy
     backoff_first: float = 10.0  # wait before the 2nd restart in the window; doubles
     backoff_cap: float = 300.0
     budget: int = 5  # restarts (ours and Docker's) per window, then failed

@@ -371,6 +371,7 @@ def test_vllm_mode_flips_at_runtime_health_hang_crash(run_container, vllm_image,
     # a hung engine behind a live API server: health 200, completions never answer
     http("POST", mode, {"hang": "engine"})
     assert http("GET", vllm.url + "/health").status == 200
+    assert http("GET", vllm.url + "/v1/models").status == 200
     with pytest.raises((socket.timeout, TimeoutError, urllib.error.URLError)):
         http("POST", vllm.url + "/v1/chat/completions", chat("hi"), timeout=1)
 

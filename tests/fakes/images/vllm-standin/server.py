@@ -16,8 +16,8 @@ long: slow completions while tokens flow, a busy engine. allocate_mb holds that 
 (a container with a small memory limit is OOM-killed). /metrics reports the requests in the
 engine (vllm:num_requests_running, hung ones included) and vllm:generation_tokens_total.
 
-hang=1 stops answering /health and /v1/*; hang=engine stops only /v1/* while /health stays 200
-(a hung engine behind a live API server, vLLM #39863). /version, /metrics and /_standin answer.
+hang=1 stops answering /health and /v1/*; hang=engine stops only the completions while /health
+and /v1/models stay 200 (a hung engine behind a live API server, vLLM #39863). /version, /metrics and /_standin answer.
 """
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ class Mode:
                 self.cond.wait(1.0)
 
     def _hung(self, path: str) -> bool:
-        if self.hang == "engine":
-            return path.startswith("/v1/")
+        if self.hang == "engine":  # the API server answers /v1/models without the engine
+            return path.startswith("/v1/") and path != "/v1/models"
         return bool(self.hang)
 
 

@@ -1,0 +1,225 @@
+"""`sandbox-agent watch` on the real engine with stand-ins that hang, get stuck, stay busy,
+crash in a loop, get OOM-killed, and lose the engine for a while."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.stack_support import http
+from tests.integration.watch_support import (
+    EngineLink,
+    Stack,
+    Watcher,
+    fast_healthcheck_template,
+    stamp,
+)
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def stacks(tmp_path: Path) -> Iterator[Any]:
+    made: list[Stack] = []
+
+    def make(**kw: Any) -> Stack:
+        made.append(Stack(tmp_path / f"stack{len(made)}", **kw))
+        return made[-1]
+
+    yield make
+    for st in made:
+        st.remove()
+
+
+@pytest.fixture
+def watchers() -> Iterator[Any]:
+    made: list[Watcher] = []
+
+    def start(config: Path, env: dict[str, str] | None = None) -> Watcher:
+        made.append(Watcher(config, env))
+        return made[-1]
+
+    yield start
+    for w in made:
+        w.stop()
+
+
+def healthy_after(w: Watcher, when: float, timeout: float = 30, service: str = "vllm") -> Any:
+    return w.wait_for("service_healthy", timeout, service=service, where=lambda e: stamp(e) > when)
+
+
+def test_a_vllm_hung_with_its_port_open_is_restarted_within_15s(stacks: Any, watchers: Any) -> None:
+    st = stacks()
+    w = watchers(st.config)
+    healthy_after(w, 0)
+    hung = time.time()
+    st.container().kill(signal="SIGSTOP")  # the port stays open; nothing answers
+    ev = w.wait_for("service_restarted", 20, service="vllm")
+    assert stamp(ev) - hung < 15, w.dump()
+    assert ev["attempt"] == 1 and "/health" in ev["reason"] and "timed out" in ev["reason"]
+    healthy_after(w, stamp(ev), 20)
+    time.sleep(3)
+    assert len(w.named("service_restarted")) == 1
+    assert (
+        st.container().labels["com.docker.compose.service"] == "vllm"
+    )  # restarted, not re-created
+    assert http(f"{st.api}/health")[0] == 200
+
+
+def test_an_engine_stuck_while_health_answers_is_restarted_within_60s(
+    stacks: Any, watchers: Any
+) -> None:
+    st = stacks()
+    w = watchers(st.config)
+    healthy_after(w, 0)
+    st.mode(hang="engine")
+    hung = time.time()
+    assert http(f"{st.api}/health")[0] == 200  # vllm #39863: /health cannot see it
+    ev = w.wait_for("service_restarted", 60, service="vllm")
+    assert stamp(ev) - hung < 60, w.dump()
+    assert "no token generated" in ev["reason"] or "1-token completion" in ev["reason"]
+    healthy_after(w, stamp(ev), 20)
+    assert st.mode()[1]["hang"] is False  # a new engine
+
+
+def test_a_busy_engine_with_16_slow_requests_for_a_minute_is_never_restarted(
+    stacks: Any, watchers: Any
+) -> None:
+    st = stacks()
+    w = watchers(st.config)
+    healthy_after(w, 0)
+    st.mode(token_seconds=0.4)
+    results: list[tuple[int, float]] = []
+    until = time.monotonic() + 60
+
+    def client() -> None:
+        while time.monotonic() < until:
+            results.append(st.chat(words=10))
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) >= 32 and all(code == 200 for code, _ in results)
+    assert min(seconds for _, seconds in results) > 4  # slow: every answer took its time
+    for name in ("service_restarted", "service_unhealthy", "service_suspect"):
+        assert w.named(name) == [], w.dump()
+    assert st.mode()[1]["tokens"] > 16 * 60 / 0.4 * 0.8  # and the tokens flowed
+
+
+def test_dockers_unhealthy_event_restarts_vllm_within_a_second(
+    tmp_path: Path, stacks: Any, watchers: Any
+) -> None:
+    st = stacks(template=fast_healthcheck_template(tmp_path))
+    w = watchers(st.config)
+    healthy_after(w, 0)
+    since = time.time()
+    st.container().exec_run(["touch", "/tmp/unhealthy"])  # our probes still see it healthy
+    ev = w.wait_for("service_restarted", 20, service="vllm")
+    assert ev["reason"] == "Docker's healthcheck reports unhealthy"
+    unhealthy, started = _engine_events(st, since)
+    assert started - unhealthy < 1.0, (unhealthy, started)
+
+
+def _engine_events(st: Stack, since: float) -> tuple[float, float]:
+    """When Docker said `unhealthy`, and when the container started again after it."""
+    raw = st.client.events(
+        since=int(since) - 1,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"container": st.container().id, "event": ["health_status", "start"]},
+    )
+    unhealthy = started = None
+    for e in raw:
+        t = e["timeNano"] / 1e9
+        if e["Action"] == "health_status: unhealthy" and unhealthy is None and t >= since:
+            unhealthy = t
+        elif e["Action"] == "start" and unhealthy is not None and started is None:
+            started = t
+    assert unhealthy is not None and started is not None
+    return unhealthy, started
+
+
+def test_a_crash_loop_stops_at_the_budget_is_failed_in_status_and_up_clears_it(
+    stacks: Any, watchers: Any
+) -> None:
+    st = stacks(watch={"restarts_per_hour": 3})
+    w = watchers(st.config)
+    healthy_after(w, 0)
+    knobs = st.snapshot / "standin.json"
+    knobs.write_text(json.dumps({"crash_after": 0.5}))  # every start crashes
+    st.mode(crash=True)
+    ev = w.wait_for("service_failed", 60, service="vllm")
+    assert ev["level"] == "critical"
+    assert "3 restarts in an hour" in ev["reason"]
+    assert ev["fix"] == "see `sandbox-agent logs vllm`, fix the cause, then run `sandbox-agent up`"
+    container = st.container()
+    count = container.attrs["RestartCount"]
+    time.sleep(4)
+    container.reload()
+    assert container.status == "exited" and container.attrs["RestartCount"] == count
+    assert len(w.named("service_failed")) == 1 and len(w.named("service_crashed")) >= 3
+    shown = st.run("status", "--json")
+    assert json.loads(shown.stdout)["watchdog"]["services"]["vllm"]["state"] == "failed"
+    text = st.run("status").stdout
+    assert "vllm: FAILED" in text and "then run `sandbox-agent up`" in text
+    assert "vllm FAILED" in (st.folder / "motd").read_text()
+
+    knobs.unlink()
+    cleared = time.time()
+    st.up()
+    w.wait_for("service_cleared", 20, service="vllm")
+    healthy_after(w, cleared, 30)
+    shown = json.loads(st.run("status", "--json").stdout)
+    assert shown["watchdog"]["services"]["vllm"]["state"] != "failed"
+    assert not (st.folder / "motd").exists()
+
+
+def test_an_oom_killed_vllm_is_reported_and_comes_back(stacks: Any, watchers: Any) -> None:
+    st = stacks()
+    w = watchers(st.config)
+    healthy_after(w, 0)
+    st.container().update(mem_limit="64m", memswap_limit="64m")
+    with contextlib.suppress(OSError):  # the kernel kills it mid-answer
+        st.mode(allocate_mb=256)
+    ev = w.wait_for("service_crashed", 30, service="vllm")
+    assert ev["reason"] == "oom" and ev["oom"] == 1, ev
+    healthy_after(w, stamp(ev), 30)
+    assert w.named("service_failed") == []
+
+
+def test_events_missed_while_the_engine_was_away_are_caught_on_reconnect(
+    tmp_path: Path, stacks: Any, watchers: Any
+) -> None:
+    st = stacks()
+    link = EngineLink(tmp_path / "docker.sock")
+    try:
+        w = watchers(st.config, {"DOCKER_HOST": link.url})
+        healthy_after(w, 0)
+        link.cut()
+        w.wait_for("engine_disconnected", 10)
+        st.mode(crash=True)  # Docker restarts it; its die event reaches nobody
+        container = st.container()
+        deadline = time.monotonic() + 15
+        while container.attrs["RestartCount"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            container.reload()
+        assert w.named("service_crashed") == []
+        link.restore()
+        ev = w.wait_for("service_crashed", 30, service="vllm")
+        assert "seen in its restart count" in ev["message"]
+        # the stream reads again: the next exit arrives as an event, with its exit code
+        healthy_after(w, stamp(ev), 30)
+        st.mode(crash=3)
+        again = w.wait_for("service_crashed", 20, where=lambda e: e.get("exit_code") == "3")
+        assert again["reason"] == "exit"
+    finally:
+        link.close()
