@@ -42,6 +42,12 @@ SUITE = "bookworm"
 # The real vllm/vllm-openai and open-webui images carry curl and python3, so healthchecks
 # written for them (curl -fsS ... or python3 -c ...) work against the stand-ins unchanged.
 BASE_PACKAGES = ("python3", "ca-certificates", "curl")
+# Bases by name: an image folder holding a file BASE with one of these names is built on it.
+# "systemd" is a box with systemd as PID 1 (TESTING.md: systemd in a container).
+BASES: dict[str, tuple[str, ...]] = {
+    "base": BASE_PACKAGES,
+    "systemd": (*BASE_PACKAGES, "systemd", "systemd-sysv", "dbus", "python3-venv"),
+}
 # Paths removed from the root filesystem before import: docs and package lists only make the
 # image bigger.
 BASE_PRUNE = (
@@ -69,27 +75,34 @@ class ImageBuildError(RuntimeError):
     """A stand-in image could not be built; the message says what to do next."""
 
 
-def debootstrap_command(target: str | os.PathLike[str]) -> list[str]:
+def debootstrap_command(target: str | os.PathLike[str], variant: str = "base") -> list[str]:
     return [
         DEBOOTSTRAP,
         "--variant=minbase",
-        "--include=" + ",".join(BASE_PACKAGES),
+        "--include=" + ",".join(BASES[variant]),
         SUITE,
         str(target),
         MIRROR,
     ]
 
 
-def base_tag() -> str:
+def base_tag(variant: str = "base") -> str:
     """The tag the base image has for the current recipe (built or not)."""
     recipe = {
         "recipe": BASE_RECIPE,
-        "command": debootstrap_command("{target}"),
-        "packages": list(BASE_PACKAGES),
+        "command": debootstrap_command("{target}", variant),
+        "packages": list(BASES[variant]),
         "prune": list(BASE_PRUNE),
     }
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
-    return f"{REPO}/base:{digest[:16]}"
+    name = "base" if variant == "base" else f"{variant}-base"
+    return f"{REPO}/{name}:{digest[:16]}"
+
+
+def base_of(name: str) -> str:
+    """The base an image folder asks for (its BASE file), "base" by default."""
+    marker = IMAGES_DIR / name / "BASE"
+    return marker.read_text().strip() if marker.is_file() else "base"
 
 
 def available_images() -> list[str]:
@@ -101,7 +114,7 @@ def image_tag(name: str, base: str | None = None) -> str:
     """The tag ``ensure_image(name)`` builds, from the base tag and the folder's files."""
     folder = _image_dir(name)
     digest = hashlib.sha256()
-    digest.update((base or base_tag()).encode() + b"\0")
+    digest.update((base or base_tag(base_of(name))).encode() + b"\0")
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not _ignored(p)):
         rel = path.relative_to(folder).as_posix()
         digest.update(rel.encode() + b"\0")
@@ -110,21 +123,21 @@ def image_tag(name: str, base: str | None = None) -> str:
     return f"{REPO}/{name}:{digest.hexdigest()[:16]}"
 
 
-def ensure_base() -> str:
+def ensure_base(variant: str = "base") -> str:
     """Return the base image's tag, building it first when the engine lacks it (~1 min)."""
-    tag = base_tag()
+    tag = base_tag(variant)
     if _image_exists(tag):
         return tag
     with file_lock(LOCK_PATH, _log):
         if _image_exists(tag):  # another process built it while we waited
             return tag
-        _build_base(tag)
+        _build_base(tag, variant)
     return tag
 
 
 def ensure_image(name: str) -> str:
     """Return the tag of stand-in ``name`` (a folder under tests/fakes/images/), built if needed."""
-    base = ensure_base()
+    base = ensure_base(base_of(name))
     tag = image_tag(name, base)
     if not _image_exists(tag):
         with file_lock(LOCK_PATH, _log):
@@ -136,11 +149,10 @@ def ensure_image(name: str) -> str:
 
 def prune() -> list[str]:
     """Remove test-image tags that the current recipe and files no longer produce."""
-    base = base_tag()
     names = available_images()
     # Only the repositories this module builds: other recipes (webui-real) share REPO and LABEL.
-    managed = {f"{REPO}/base"} | {f"{REPO}/{name}" for name in names}
-    keep = {base} | {image_tag(name, base) for name in names}
+    managed = {base_tag(v).rpartition(":")[0] for v in BASES} | {f"{REPO}/{n}" for n in names}
+    keep = {base_tag(v) for v in BASES} | {image_tag(name) for name in names}
     keep |= {f"{REPO}/{name}:current" for name in names}
     listed = _docker("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"label={LABEL}")
     removed = []
@@ -155,7 +167,7 @@ def prune() -> list[str]:
 # --- building -------------------------------------------------------------------------------
 
 
-def _build_base(tag: str) -> None:
+def _build_base(tag: str, variant: str = "base") -> None:
     if shutil.which(DEBOOTSTRAP) is None:
         raise ImageBuildError(
             "debootstrap is not installed; run `apt-get install -y debootstrap` and try again"
@@ -164,7 +176,7 @@ def _build_base(tag: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="sandbox-test-rootfs-", dir=WORK_ROOT))
     try:
         rootfs = workdir / "rootfs"
-        cmd = debootstrap_command(rootfs)
+        cmd = debootstrap_command(rootfs, variant)
         _log(f"building {tag}: {' '.join(cmd)}")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -345,10 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "list":
-            base = base_tag()
-            print(f"{base}\t{'built' if _image_exists(base) else 'missing'}")
+            for variant in BASES:
+                base = base_tag(variant)
+                print(f"{base}\t{'built' if _image_exists(base) else 'missing'}")
             for name in available_images():
-                tag = image_tag(name, base)
+                tag = image_tag(name)
                 print(f"{tag}\t{'built' if _image_exists(tag) else 'missing'}")
             return 0
         if args.command == "prune":
