@@ -28,19 +28,14 @@ if TYPE_CHECKING:
 @guarded
 def watch(config_path: Path | None, as_json: bool, install: bool) -> None:
     """Keep the stack healthy: restart what hangs or fails, stop crash loops, report."""
-    from agent import engine, watchdog
+    from agent import watchdog
 
     if install:
-        settings = load_settings(config_path)  # refuse bad settings before installing
+        load_settings(config_path)  # bad settings are refused before anything is installed
         result = watchdog.install_unit(config=config_path.resolve() if config_path else None)
-        del settings
         render(result, as_json, install_text)
-    settings = load_settings(config_path)
-    # DOCKER_HOST, docker's own variable, names another engine socket (unix:// only)
-    url = os.environ.get("DOCKER_HOST") or engine.SOCKET
-    render(
-        watchdog.watch(settings, os.environ, root=host_root(), docker_url=url), as_json, watch_text
-    )
+    settings = load_settings(config_path)  # DOCKER_HOST arrives as docker.host
+    render(watchdog.watch(settings, os.environ, root=host_root()), as_json, watch_text)
 
 
 def install_text(result: InstallResult) -> Iterator[str]:

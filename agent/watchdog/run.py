@@ -41,7 +41,6 @@ def watch(
     root: Path = Path("/"),
     stop: threading.Event | None = None,
     periods: Periods = DEFAULT_PERIODS,
-    docker_url: str = engine.SOCKET,
 ) -> WatchResult:
     """Watch the stack until SIGTERM/SIGINT (or `stop` is set)."""
     started = time.monotonic()
@@ -69,7 +68,7 @@ def watch(
     gpus = GpuWatch(root) if settings.gpus != "none" else None
     loop = Watch(
         settings,
-        connect=lambda: engine.connect(docker_url, timeout=10),
+        connect=lambda: engine.connect(settings.docker.host, timeout=10),
         api_key=SecretStore(settings.paths.secrets).read(API_KEY),
         actions=actions,
         policy=policy_of(settings),

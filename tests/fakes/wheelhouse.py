@@ -9,8 +9,9 @@ import hashlib
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path("/var/tmp/sandbox-test-wheelhouse")
