@@ -50,7 +50,8 @@ class Signals:
 
     @property
     def idle(self) -> bool:
-        return self.progress == "idle"
+        """No request in the engine, or /metrics unreadable: time for a tiny completion."""
+        return self.progress in ("idle", "unknown")
 
 
 LABELS = {

@@ -226,26 +226,34 @@ class Watch:
             sig.renew(machine.epoch)
             for key in [k for k in self.due if k.startswith(service + ".")]:
                 del self.due[key]
-        stages = self.stages[service]
+        stages = {_role(stage.label): stage for stage in self.stages[service]}
         if machine.state == "failed":
             return
         if service == stack.UI:
             if self._due(f"{service}.health", now, p.ui):
-                self._probe(service, "health", machine, lambda: stages[0].run(TIMEOUTS["ui"]))
+                self._probe(
+                    service, "health", machine, lambda: stages["health"].run(TIMEOUTS["ui"])
+                )
             return
         if self._due(f"{service}.health", now, p.health):
-            self._probe(service, "health", machine, lambda: stages[0].run(TIMEOUTS["health"]))
+            self._probe(
+                service, "health", machine, lambda: stages["health"].run(TIMEOUTS["health"])
+            )
         # the served name is re-checked slowly once it answered; quickly until then
         models_ok = sig.latest.get("models", (False, ""))[0] and machine.state == "healthy"
         if self._due(f"{service}.models", now, p.models if models_ok else p.health):
-            self._probe(service, "models", machine, lambda: stages[1].run(TIMEOUTS["models"]))
+            self._probe(
+                service, "models", machine, lambda: stages["models"].run(TIMEOUTS["models"])
+            )
         if machine.state == "starting":
             return
         api = health.api_url(self.settings)
         if self._due(f"{service}.load", now, p.load):
             self._probe(service, "load", machine, lambda: probes.vllm_load(api))
         if sig.idle and self._due(f"{service}.canary", now, p.canary):
-            self._probe(service, "canary", machine, lambda: stages[2].run(TIMEOUTS["canary"]))
+            self._probe(
+                service, "canary", machine, lambda: stages["canary"].run(TIMEOUTS["canary"])
+            )
 
     def _probe(self, service: str, name: str, machine: Machine, fn: Callable[[], Any]) -> None:
         if not self.pool.submit(service, name, machine.epoch, fn):
@@ -382,3 +390,11 @@ class Watch:
 
 
 UNHEALTHY = "Docker's healthcheck reports unhealthy"
+
+
+def _role(label: str) -> str:
+    """Which of agent.health's stages a label is: health, models, canary (or itself)."""
+    for word, role in (("/health", "health"), ("/v1/models", "models"), ("completion", "canary")):
+        if label.endswith(word):
+            return role
+    return label

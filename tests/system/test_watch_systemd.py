@@ -1,0 +1,169 @@
+"""`sandbox-agent watch` under a real systemd (PID 1 in a container, TESTING.md), installed
+from a wheel of this checkout with `watch --install`, driving the host's engine: READY
+arrives (the unit is active), STATUS says what it watches, a restart is found with
+`journalctl SANDBOX_EVENT=service_restarted` and its fields, journald takes our multi-line
+and oversize entries, and a hung agent is killed by WatchdogSec and started again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fakes.images import ensure_image
+from tests.fakes.wheelhouse import wheelhouse
+from tests.integration.stack_support import free_port
+from tests.integration.watch_support import Stack
+
+pytestmark = [pytest.mark.systemd, pytest.mark.docker]
+VENV = "/opt/sandbox-agent"
+AGENT = f"{VENV}/bin/sandbox-agent"
+
+
+class Box:
+    def __init__(self, container: Any) -> None:
+        self.container = container
+
+    def sh(self, command: str, check: bool = True) -> str:
+        code, out = self.container.exec_run(["sh", "-c", command])
+        text = out.decode(errors="replace")
+        assert not check or code == 0, f"{command!r} exited {code}:\n{text}"
+        return text
+
+    def until(self, command: str, ok: Any, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.sh(command, check=False)
+            if ok(out):
+                return out
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{command!r} never satisfied; last:\n{out}\n" + self.log())
+            time.sleep(0.3)
+
+    def log(self) -> str:
+        return self.sh("journalctl -u sandbox-agent --no-pager -n 40 -o cat", check=False)
+
+    def journal(self, *matches: str) -> list[dict[str, Any]]:
+        out = self.sh(f"journalctl --no-pager -o json --all {' '.join(matches)}", check=False)
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    st = Stack(tmp_path_factory.mktemp("sd-stack"))
+    yield st
+    st.remove()
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[Box]:
+    image = ensure_image("systemd-box")
+    work = tmp_path_factory.mktemp("sd-box")
+    wheels = wheelhouse(work / "wheels")
+    etc = work / "etc"
+    (etc / "secrets").mkdir(parents=True)
+    shutil.copy2(stack.folder / "secrets" / "api_key", etc / "secrets" / "api_key")
+    data = yaml.safe_load(stack.config.read_text())
+    # the box's own places for what it owns; the stack's for what the stack is
+    data["paths"].update(state="/var/lib/sandbox-agent", secrets="/etc/sandbox-agent/secrets")
+    data["watch"] = {"metrics_port": free_port(), "motd": "/run/motd.d/50-sandbox-agent-watch"}
+    (etc / "config.yaml").write_text(yaml.safe_dump(data))
+    container = stack.client.containers.run(
+        image,
+        detach=True,
+        network_mode="host",  # the stand-ins publish on the host's loopback
+        tmpfs={"/run": "", "/run/lock": ""},
+        volumes={
+            "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"},
+            "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+            str(wheels): {"bind": "/wheels", "mode": "ro"},
+            str(etc): {"bind": "/etc/sandbox-agent", "mode": "rw"},
+        },
+        labels={"org.sandbox-agent.test": "systemd-box"},
+    )
+    b = Box(container)
+    try:
+        b.until("systemctl is-system-running", lambda o: o.strip() in ("running", "degraded"))
+        b.sh(f"python3 -m venv {VENV} && {VENV}/bin/pip install -q --no-index "
+             "--find-links /wheels sandbox-agent")  # fmt: skip
+        yield b
+    finally:
+        container.remove(force=True)
+
+
+def test_watch_install_leaves_the_unit_active_with_its_status(box: Box) -> None:
+    out = box.sh(f"{AGENT} watch --install")
+    assert f"ExecStart={AGENT} watch); enabled and started" in out
+    unit = box.sh("cat /etc/systemd/system/sandbox-agent.service")
+    assert f"ExecStart={AGENT} watch\n" in unit
+    verify = box.sh("systemd-analyze verify /etc/systemd/system/sandbox-agent.service 2>&1")
+    assert verify.strip() == ""
+    # Type=notify: active only once READY=1 came, after the stack's state was read
+    assert box.sh("systemctl is-enabled sandbox-agent").strip() == "enabled"
+    box.until("systemctl is-active sandbox-agent", lambda o: o.strip() == "active")
+    status = box.until(
+        "systemctl show -p StatusText --value sandbox-agent",
+        lambda o: "vllm healthy · open-webui healthy" in o,
+    )
+    assert "0 restarts in the last hour" in status
+    [started] = box.journal("SANDBOX_EVENT=watch_started")
+    assert started["_SYSTEMD_UNIT"] == "sandbox-agent.service" and started["PRIORITY"] == "6"
+
+
+def test_journalctl_finds_the_restart_with_its_fields(box: Box, stack: Stack) -> None:
+    stack.container().kill(signal="SIGSTOP")
+    box.until(
+        "journalctl -u sandbox-agent SANDBOX_EVENT=service_restarted -o cat",
+        lambda o: "restarted vllm" in o,
+        timeout=30,
+    )
+    [entry] = box.journal("-u", "sandbox-agent", "SANDBOX_EVENT=service_restarted")
+    assert entry["SANDBOX_SERVICE"] == "vllm" and entry["SANDBOX_ATTEMPT"] == "1"
+    assert "timed out" in entry["SANDBOX_REASON"] and entry["PRIORITY"] == "4"
+    assert entry["MESSAGE"].startswith("restarted vllm (attempt 1 in the last hour)")
+    box.until(
+        "systemctl show -p StatusText --value sandbox-agent",
+        lambda o: "vllm healthy" in o and "1 restart in the last hour" in o,
+    )
+
+
+def test_journald_takes_multiline_and_oversize_entries(box: Box) -> None:
+    script = (
+        "from agent import sd\n"
+        "j = sd.Journal()\n"
+        "assert j.send('two\\nlines', 'notice', SANDBOX_TEST='nl', SANDBOX_WHY='a\\nb')\n"
+        "assert j.send('big', 'info', SANDBOX_TEST='big', SANDBOX_BIG='x' * 400000)\n"
+    )
+    box.sh(f'{VENV}/bin/python -c "{script}"')
+    [nl] = box.journal("SANDBOX_TEST=nl")
+    assert (nl["MESSAGE"], nl["SANDBOX_WHY"], nl["PRIORITY"]) == ("two\nlines", "a\nb", "5")
+    [big] = box.journal("SANDBOX_TEST=big")
+    assert len(big["SANDBOX_BIG"]) == 400000  # past a datagram's size: sent as a memfd
+
+
+def test_a_hung_agent_is_killed_by_the_watchdog_and_started_again(box: Box) -> None:
+    # WatchdogSec=30 on a box; 3 s here so the test does not wait half a minute
+    box.sh(
+        "mkdir -p /etc/systemd/system/sandbox-agent.service.d && printf "
+        "'[Service]\\nWatchdogSec=3\\nTimeoutStopSec=3\\n' "
+        "> /etc/systemd/system/sandbox-agent.service.d/test.conf && "
+        "systemctl daemon-reload && systemctl restart sandbox-agent"
+    )
+    box.until("systemctl is-active sandbox-agent", lambda o: o.strip() == "active")
+    pid = box.sh("systemctl show -p MainPID --value sandbox-agent").strip()
+    hung = time.monotonic()
+    box.sh(f"kill -STOP {pid}")
+    box.until(
+        "systemctl show -p MainPID --value sandbox-agent",
+        lambda o: o.strip() not in ("", "0", pid),
+        timeout=30,
+    )
+    box.until("systemctl is-active sandbox-agent", lambda o: o.strip() == "active")
+    assert time.monotonic() - hung < 20
+    assert "Watchdog timeout" in box.sh("journalctl -u sandbox-agent --no-pager -o cat")
