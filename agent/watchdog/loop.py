@@ -34,13 +34,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Periods:
-    tick: float = 1.0  # the loop wakes at least this often
-    containers: float = 10.0  # container state re-read (besides every event)
-    health: float = 2.0
-    models: float = 30.0
+    tick: float = 5.0  # the loop wakes at least this often (and whenever news comes)
+    containers: float = 30.0  # container state re-read (events tell every change at once)
+    health: float = 3.0
+    models: float = 60.0
     load: float = 5.0  # vLLM's /metrics
     canary: float = 20.0  # a tiny completion, only while the engine is idle
-    ui: float = 5.0
+    ui: float = 10.0
     gpu: float = 15.0
     heartbeat: float = 30.0  # the state file is rewritten at least this often
     maintenance: float = 2.0

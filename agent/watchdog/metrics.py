@@ -59,6 +59,7 @@ class Metrics:
             ["gpu", "uuid", "xid"], registry=r,
         )  # fmt: skip
         self._server: Any = None
+        self._shown: dict[str, str] = {}
 
     def serve(self, port: int, bind: str) -> None:
         from prometheus_client import start_http_server
@@ -74,8 +75,10 @@ class Metrics:
 
     def tick(self, machines: Mapping[str, Machine], wall: float) -> None:
         for service, machine in machines.items():
-            for state in STATES:
-                self.state.labels(service, state).set(1 if machine.state == state else 0)
+            if self._shown.get(service) != machine.state:
+                self._shown[service] = machine.state
+                for state in STATES:
+                    self.state.labels(service, state).set(1 if machine.state == state else 0)
         self.last_tick.set(wall)
 
     def restarted(self, service: str, reason: str) -> None:
