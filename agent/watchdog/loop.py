@@ -325,8 +325,8 @@ class Watch:
             )
         else:
             self.actions.report.event("maintenance_ended", "notice", "watching again")
-            for machine in self.machines.values():
-                machine.reset(now)
+            for machine in self.machines.values():  # the change restarted what it changed
+                self._decide(machine.reset(now))
         self.maintenance, self.dirty = what, True
 
     def _check_cleared(self, now: float) -> None:

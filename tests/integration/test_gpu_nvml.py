@@ -69,6 +69,8 @@ def gpu(index: int, **fields: Any) -> dict[str, Any]:
         "ecc_corrected": 0,
         "lost": False,
         "error": None,
+        "utilization": None,  # the fake answers NOT_SUPPORTED unless a scenario sets them
+        "power_w": None,
     }
     base.update(fields)
     base["memory_free"] = (
@@ -93,6 +95,8 @@ def lost(index: int, uuid: str | None) -> dict[str, Any]:
         "ecc_corrected": None,
         "lost": True,
         "error": LOST_MESSAGE,
+        "utilization": None,
+        "power_w": None,
         "memory_free": None,
     }
 

@@ -122,7 +122,7 @@ def test_dockers_unhealthy_event_restarts_vllm_within_a_second(
     w = watchers(st.config)
     healthy_after(w, 0)
     since = time.time()
-    st.container().exec_run(["touch", "/tmp/unhealthy"])  # our probes still see it healthy
+    st.mark_unhealthy()  # our probes still see it healthy
     ev = w.wait_for("service_restarted", 20, service="vllm")
     assert ev["reason"] == "Docker's healthcheck reports unhealthy"
     unhealthy, started = _engine_events(st, since)

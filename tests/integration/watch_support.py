@@ -31,10 +31,11 @@ from tests.integration.stack_support import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-# Docker's own healthcheck of vLLM made fast and blind to our probes: it fails when the file
-# /tmp/unhealthy exists in the container, so only Docker's `unhealthy` event can trigger.
+# Docker's own healthcheck of vLLM made fast and blind to our probes: it fails while
+# /tmp/unhealthy holds this run's id (`mark_unhealthy`), so only Docker's `unhealthy` event can
+# trigger, and a restarted container (a new id) is healthy again.
 FAST_HEALTHCHECK = """    healthcheck:
-      test: ["CMD", "python3", "-c", "import os, sys; sys.exit(os.path.exists('/tmp/unhealthy'))"]
+      test: ["CMD-SHELL", "! cmp -s /tmp/unhealthy /tmp/standin-boot"]
       interval: 1s
       timeout: 1s
       retries: 1
@@ -98,6 +99,10 @@ class Stack:
                 return resp.status, time.monotonic() - start
         except OSError:
             return 0, time.monotonic() - start
+
+    def mark_unhealthy(self) -> None:
+        code, out = self.container().exec_run(["cp", "/tmp/standin-boot", "/tmp/unhealthy"])
+        assert code == 0, out
 
     def remove(self) -> None:
         remove_project(self.client, self.project)

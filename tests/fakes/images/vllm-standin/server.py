@@ -579,6 +579,10 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, stop)
 
     args, unknown = parse_args(argv)
+    # a new id on every start: a test marks *this* run unhealthy by copying it (a restart
+    # keeps the container's files, so a plain marker would outlive the restart)
+    with open("/tmp/standin-boot", "w") as handle:
+        handle.write(uuid.uuid4().hex)
     log("INFO", "api_server.py", f"vLLM API server version {VERSION}")
     log(
         "INFO",
