@@ -64,7 +64,6 @@ class Actions:
         )
         self.watchdog_every, self.wall = watchdog_every, wall
         self.pid = os.getpid()
-        self.failed_container: dict[str, str] = {}
         self.failed_reason: dict[str, str] = {}
         self.gpu_notes: list[str] = []
         self._own: dict[str, tuple[float, float]] = {}
@@ -137,7 +136,6 @@ class Actions:
         elif action in ("healthy", "recovered"):
             self.report.forget(f"{service}.suspect")
             if reason == "reset":
-                self.failed_container.pop(service, None)
                 self.failed_reason.pop(service, None)
                 self.write_motd()
                 self.report.event(

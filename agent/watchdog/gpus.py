@@ -7,9 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent import gpu
 from agent.gpu import xid as xids
+from agent.watchdog.report import Reporter
+
+if TYPE_CHECKING:
+    from agent.watchdog.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -58,3 +63,26 @@ def hopeless(news: GpuNews) -> tuple[str, str] | None:
                 xids.fix(event.xid, event.index),
             )
     return None
+
+
+def report_gpus(news: GpuNews, report: Reporter, metrics: Metrics | None) -> list[str]:
+    """XIDs and problems to the journal (a problem once, until it changes) and the metrics;
+    returns the problems, one line each, for the state file."""
+    if metrics is not None:
+        metrics.gpus(news.inventory)
+        for x in news.xids:
+            metrics.xid_seen(x.index, x.uuid, x.xid)
+    for x in news.xids:
+        report.event(
+            "gpu_xid", "crit" if xids.needs_person(x.xid) else "warning",
+            f"GPU {x.index} reported XID {x.xid}",
+            gpu=x.index, uuid=x.uuid, xid=x.xid, fix=xids.fix(x.xid, x.index) or None,
+        )  # fmt: skip
+    for p in news.problems:
+        report.once(
+            f"gpu{p.index}.{p.kind}", p.message, "gpu_problem",
+            "crit" if p.severity == "fail" else "warning", p.message,
+            gpu=p.index, uuid=p.uuid, kind=p.kind,
+        )  # fmt: skip
+    report.once("gpu.events", news.events, "gpu_events", "info", f"XID events: {news.events}")
+    return [p.message for p in news.problems]

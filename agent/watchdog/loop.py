@@ -17,13 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from agent import health, maintenance, probes, stack
 from agent.errors import AgentError
-from agent.gpu.xid import fix as xid_fix
-from agent.gpu.xid import needs_person as xid_needs_person
 from agent.settings import Settings
 from agent.stack import ServiceStatus, StackEvent
 from agent.watchdog import state as saved
 from agent.watchdog.actions import Actions
-from agent.watchdog.gpus import GpuNews, GpuWatch, hopeless
+from agent.watchdog.gpus import GpuNews, GpuWatch, hopeless, report_gpus
 from agent.watchdog.judge import Signals
 from agent.watchdog.machine import Decision, Machine, Policy, Verdict
 from agent.watchdog.signals import Connected, Disconnected, EventFeed, News, ProbeDone, ProbePool
@@ -175,25 +173,7 @@ class Watch:
             self._decide(machine.observe(now, verdict))
 
     def _gpu_news(self, news: GpuNews, now: float) -> None:
-        report, metrics = self.actions.report, self.actions.metrics
-        if metrics is not None:
-            metrics.gpus(news.inventory)
-            for x in news.xids:
-                metrics.xid_seen(x.index, x.uuid, x.xid)
-        for x in news.xids:
-            person = xid_needs_person(x.xid)
-            report.event(
-                "gpu_xid", "crit" if person else "warning", f"GPU {x.index} reported XID {x.xid}",
-                gpu=x.index, uuid=x.uuid, xid=x.xid, fix=xid_fix(x.xid, x.index) or None,
-            )  # fmt: skip
-        for p in news.problems:
-            report.once(
-                f"gpu{p.index}.{p.kind}", p.message, "gpu_problem",
-                "crit" if p.severity == "fail" else "warning", p.message,
-                gpu=p.index, uuid=p.uuid, kind=p.kind,
-            )  # fmt: skip
-        report.once("gpu.events", news.events, "gpu_events", "info", f"XID events: {news.events}")
-        self.actions.gpu_notes = [p.message for p in news.problems]
+        self.actions.gpu_notes = report_gpus(news, self.actions.report, self.actions.metrics)
         bad = hopeless(news)
         machine = self.machines.get(stack.VLLM)
         if bad is not None and machine is not None and not self.maintenance:
@@ -357,7 +337,7 @@ class Watch:
         if not (force or self.dirty or now - self.last_saved >= self.periods.heartbeat):
             return
         records = {
-            name: saved.record(m, now, wall, self.actions.failed_container.get(name))
+            name: saved.record(m, now, wall, self._failed_id(name, m))
             for name, m in self.machines.items()
         }
         state = saved.WatchState(
@@ -369,6 +349,10 @@ class Watch:
         self.last_saved, self.dirty = now, False
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _failed_id(self, service: str, machine: Machine) -> str | None:
+        svc = self.containers.get(service)
+        return svc.container_id if svc is not None and machine.state == "failed" else None
 
     def _due(self, key: str, now: float, period: float) -> bool:
         if now < self.due.get(key, 0.0):

@@ -7,6 +7,7 @@ import contextlib
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,3 +224,39 @@ def test_events_missed_while_the_engine_was_away_are_caught_on_reconnect(
         assert again["reason"] == "exit"
     finally:
         link.close()
+
+
+def test_a_gpu_fallen_off_the_bus_fails_vllm_with_its_fix_and_is_not_looped(
+    tmp_path: Path, stacks: Any, watchers: Any, fake_nvml_dir: Path
+) -> None:
+    from tests.fakes import nvml
+
+    st = stacks()
+    root = tmp_path / "root"
+    nvml.add_pci_device(root)
+    xids = tmp_path / "xids"
+    xids.write_text("")
+    scenario = nvml.Scenario((nvml.FakeGpu(util=50, power_mw=300_000),)).write(tmp_path / "sc")
+    env = nvml.fake_env(fake_nvml_dir, scenario, xids=xids)
+    w = watchers(st.config, {**env, "GPUS": "auto", "SANDBOX_AGENT_ROOT": str(root)})
+    healthy_after(w, 0)
+    assert w.wait_for("gpu_events", 30)["message"] == "XID events: watching"
+    xids.write_text("0 79\n")
+    xid = w.wait_for("gpu_xid", 30)
+    assert (xid["level"], xid["xid"], xid["gpu"]) == ("critical", 79, 0)
+    failed = w.wait_for("service_failed", 10, service="vllm")
+    assert failed["reason"] == "GPU 0 reported XID 79 (reboot)"
+    assert failed["fix"] == "the GPU fell off the bus: reboot the box (`sudo reboot`)"
+    time.sleep(2)
+    assert st.container().status == "running" and w.named("service_restarted") == []
+    with urllib.request.urlopen(st.metrics, timeout=5) as resp:
+        metrics = resp.read().decode()
+    assert (
+        'sandbox_agent_gpu_xid_events_total{gpu="0",uuid="GPU-00000000-0000-0000-0000-000000000000",xid="79"} 1.0'
+        in metrics
+    )
+    assert 'sandbox_agent_service_state{service="vllm",state="failed"} 1.0' in metrics
+    assert (
+        'sandbox_agent_gpu_power_watts{gpu="0",uuid="GPU-00000000-0000-0000-0000-000000000000"} 300.0'
+        in metrics
+    )

@@ -23,6 +23,8 @@ def test_a_wheel_from_the_checkout_renders_the_stack(tmp_path: Path) -> None:
     [wheel] = out.glob("sandbox_agent-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "agent/compose/docker-compose.yml" in names
+    assert "agent/systemd/sandbox-agent.service" in names  # the unit the bootstrap installs
+    assert {"agent/watchdog/loop.py", "agent/sd.py"} <= set(names)
     assert {"agent/cli/__init__.py", "agent/models/pull.py", "agent/stack/apply.py"} <= set(names)
     assert not [n for n in names if n.startswith("tests/")]
 
@@ -45,8 +47,9 @@ def test_a_wheel_from_the_checkout_renders_the_stack(tmp_path: Path) -> None:
         "from agent import settings, stack\n"
         "s = settings.load(Path('none.yaml'), env={})\n"
         "r = stack.render(s, stack.StackSpec('/root/.cache/huggingface/hub/x'))\n"
+        "from agent.watchdog import unit_source\n"
         "print(json.dumps({'agent': agent.__file__, 'template': str(stack.TEMPLATE),"
-        " 'text': r.text}))\n"
+        " 'text': r.text, 'unit': str(unit_source()), 'unit_text': unit_source().read_text()}))\n"
     )
     ran = subprocess.run(
         [str(python), "-c", script], check=True, capture_output=True, text=True, cwd=tmp_path,
@@ -55,4 +58,8 @@ def test_a_wheel_from_the_checkout_renders_the_stack(tmp_path: Path) -> None:
     found = json.loads(ran.stdout)
     assert found["agent"].startswith(site) and found["template"].startswith(site)
     assert found["template"].endswith("agent/compose/docker-compose.yml")
+    assert found["unit"].startswith(site) and found["unit"].endswith(
+        "agent/systemd/sandbox-agent.service"
+    )
+    assert "Type=notify" in found["unit_text"]
     assert "vllm/vllm-openai:v0.30.0" in found["text"] and "open-webui:" in found["text"]
