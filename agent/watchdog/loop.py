@@ -46,6 +46,7 @@ class Periods:
 
 DEFAULT_PERIODS = Periods()
 TIMEOUTS = {"health": 2.0, "models": 5.0, "canary": 20.0, "ui": 3.0}
+PROBED = ("running", "paused")  # a paused container is hung with its port open
 NEEDED = {stack.VLLM: ("health", "models"), stack.UI: ("health",)}
 
 
@@ -148,7 +149,8 @@ class Watch:
         if kind == "oom":
             self.actions.oom(event.service)
         elif kind == "die":
-            self.actions.died(event)
+            if event.attributes.get("exitCode") != "0":  # 0: stopped on purpose (`down`)
+                self.actions.died(event)
             self.due["containers"] = now + 0.5  # Docker's policy restarts it in 100 ms
         elif kind == "health_status" and event.detail == "unhealthy":
             self._decide(machine.observe(now, Verdict(False, UNHEALTHY, sustained=True)))
@@ -166,7 +168,7 @@ class Watch:
         sig.renew(machine.epoch)
         sig.take(done.name, done.result, now, health.STALL_SECONDS)
         svc = self.containers.get(done.service)
-        if svc is None or svc.state != "running":
+        if svc is None or svc.state not in PROBED:
             return
         verdict = sig.verdict(NEEDED[done.service])
         if verdict is not None:
@@ -192,7 +194,7 @@ class Watch:
         for service, machine in self.machines.items():
             self._decide(machine.tick(now))
             svc = self.containers.get(service)
-            if svc is not None and svc.state == "running" and machine.state != "restarting":
+            if svc is not None and svc.state in PROBED and machine.state != "restarting":
                 self._schedule_probes(service, machine, now)
         if any(m.state == "failed" for m in self.machines.values()):
             self._check_cleared(now)
