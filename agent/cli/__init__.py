@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from agent import __version__, log
+from agent.cli.bootstrap import bootstrap
 from agent.cli.change import COMMANDS as CHANGE_COMMANDS
 from agent.cli.doctor import doctor
 from agent.cli.model import model
@@ -24,5 +25,5 @@ def main(verbose: bool) -> None:
         log.configure(verbose=True)
 
 
-for _command in (doctor, model, *STACK_COMMANDS, *CHANGE_COMMANDS, watch):
+for _command in (bootstrap, doctor, model, *STACK_COMMANDS, *CHANGE_COMMANDS, watch):
     main.add_command(_command)

@@ -68,3 +68,25 @@ def hf_token(settings: Settings) -> str | None:
 def progress_printer(as_json: bool) -> Callable[[str], None]:
     """Progress lines go to stdout for a person, to stderr when stdout carries the JSON."""
     return lambda line: click.echo(line, err=as_json)
+
+
+def config_target(config_path: Path | None) -> Path:
+    """Where bootstrap keeps the settings: --config, $SANDBOX_AGENT_CONFIG, or the default."""
+    from agent.settings import DEFAULT_CONFIG
+
+    return config_path or Path(os.environ.get("SANDBOX_AGENT_CONFIG") or DEFAULT_CONFIG)
+
+
+def bootstrap_env() -> dict[str, tuple[str | None, str]]:
+    """The StackScript's non-setting inputs, each with the name it came from."""
+    from agent.state import local_instance_id
+
+    token_name = "HF_TOKEN_PASSWORD" if os.environ.get("HF_TOKEN_PASSWORD") else "HF_TOKEN"
+    linode = os.environ.get("LINODE_ID")
+    return {
+        "token": (os.environ.get(token_name) or None, token_name),
+        "instance": (linode, "LINODE_ID")
+        if linode
+        else (local_instance_id(host_root()), "machine id"),
+        "bundle": (os.environ.get("SANDBOX_AGENT_BUNDLE") or None, "SANDBOX_AGENT_BUNDLE"),
+    }

@@ -27,9 +27,10 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "secrets",
         "engine",
         "maintenance",
+        "state",
     ),
-    "peers": ("host", "probes", "gpu", "models", "stack", "sd"),
-    "work": ("health", "deploy", "doctor", "checks", "switch", "watchdog"),
+    "peers": ("host", "probes", "gpu", "models", "stack", "sd", "linode", "motd"),
+    "work": ("health", "deploy", "doctor", "checks", "switch", "watchdog", "steps", "bootstrap"),
     "cli": ("cli",),
 }
 LEVEL = {name: i for i, name in enumerate(FLOORS)}

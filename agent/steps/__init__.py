@@ -1,0 +1,53 @@
+"""The bootstrap's steps, one module each: `META`, `check(ctx)`, `apply(ctx)`."""
+
+from agent.steps import (
+    container_toolkit,
+    directories,
+    docker,
+    fit,
+    gpu_verify,
+    images,
+    model_fetch,
+    motd,
+    nvidia_driver,
+    preflight,
+    stack,
+    watchdog_unit,
+)
+from agent.steps.base import (
+    Done,
+    Outcome,
+    RebootNeeded,
+    Step,
+    StepContext,
+    StepFailed,
+    StepMeta,
+    Todo,
+)
+
+ALL: tuple[Step, ...] = (
+    preflight,
+    directories,
+    nvidia_driver,
+    docker,
+    container_toolkit,
+    model_fetch,
+    images,
+    gpu_verify,
+    fit,
+    stack,
+    watchdog_unit,
+    motd,
+)
+
+__all__ = [
+    "ALL",
+    "Done",
+    "Outcome",
+    "RebootNeeded",
+    "Step",
+    "StepContext",
+    "StepFailed",
+    "StepMeta",
+    "Todo",
+]

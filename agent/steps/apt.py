@@ -1,0 +1,135 @@
+"""apt on a first boot, and one transaction for every step that needs packages.
+
+cloud-init may still hold the dpkg lock at first boot, and a plain apt-get fails at once on a
+held lock: we wait for cloud-init, then let apt wait for the lock itself
+(`DPkg::Lock::Timeout`). Noninteractive, and existing configuration files are kept.
+
+Steps that install packages (driver, docker, toolkit) say what they want up front; the first of
+them to apply installs the union in one `apt-get install`, the others find theirs in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from agent import log, proc
+from agent.files import atomic_write
+
+if TYPE_CHECKING:
+    from agent.steps.base import StepContext
+
+LOCK_WAIT = 900  # seconds apt waits for another apt (unattended-upgrades at first boot)
+APT_GET = (
+    "apt-get",
+    "-y",
+    "-q",
+    "-o",
+    f"DPkg::Lock::Timeout={LOCK_WAIT}",
+    "-o",
+    "Dpkg::Options::=--force-confdef",
+    "-o",
+    "Dpkg::Options::=--force-confold",
+)
+ENV = {
+    "DEBIAN_FRONTEND": "noninteractive",
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL": "C",
+}
+CODENAMES = {
+    ("ubuntu", "22.04"): "jammy",
+    ("ubuntu", "24.04"): "noble",
+    ("debian", "12"): "bookworm",
+}
+
+
+@dataclass(frozen=True)
+class AptRepo:
+    name: str  # the list file's name, /etc/apt/sources.list.d/<name>.list
+    key_url: str  # an ASCII-armoured key, kept as /etc/apt/keyrings/<name>.asc
+    line: str  # the source line with {keyring} where signed-by goes
+
+    @property
+    def keyring(self) -> str:
+        return f"/etc/apt/keyrings/{self.name}.asc"
+
+
+@dataclass(frozen=True)
+class AptWant:
+    packages: tuple[str, ...]
+    repos: tuple[AptRepo, ...] = ()
+
+
+def installed(packages: tuple[str, ...] | list[str]) -> bool:
+    """True when dpkg has every package installed."""
+    if not packages:
+        return True
+    done = proc.run(
+        ["dpkg-query", "-W", "-f=${Status}\n", *packages], check=False, env=ENV, timeout=30
+    )
+    lines = done.stdout.splitlines()
+    return (
+        done.returncode == 0
+        and len(lines) == len(packages)
+        and all(line.endswith(" installed") for line in lines)
+    )
+
+
+def wait_for_cloud_init() -> None:
+    """`cloud-init status --wait` where cloud-init exists: it may still be installing."""
+    with contextlib.suppress(proc.CommandNotFound):
+        proc.run(["cloud-init", "status", "--wait"], check=False, env=ENV, timeout=1800)
+
+
+@dataclass
+class AptBatch:
+    wants: dict[str, AptWant] = field(default_factory=dict)
+    transactions: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _done: set[str] = field(default_factory=set)
+
+    def want(self, step_id: str, want: AptWant) -> None:
+        with self._lock:
+            self.wants[step_id] = want
+
+    def install(self, ctx: StepContext, step_id: str, want: AptWant) -> None:
+        """Install what `step_id` wants, with everything else wanted so far, in one go."""
+        with self._lock:
+            self.wants.setdefault(step_id, want)
+            if step_id in self._done and installed(want.packages):
+                return
+            batch = {k: w for k, w in self.wants.items() if k not in self._done}
+            repos = {r.name: r for w in batch.values() for r in w.repos}
+            packages = list(dict.fromkeys(p for w in batch.values() for p in w.packages))
+            wait_for_cloud_init()
+            for repo in repos.values():
+                add_repo(ctx, repo)
+            proc.run([*APT_GET, "update"], env=ENV, timeout=1800, fix=_FIX)
+            log.get("bootstrap").info("apt.install", packages=packages, steps=sorted(batch))
+            proc.run([*APT_GET, "install", *packages], env=ENV, timeout=3600, fix=_FIX)
+            self.transactions += 1
+            self._done |= set(batch)
+
+
+_FIX = "see /var/log/apt/term.log; run `sandbox-agent bootstrap` again once apt works"
+
+
+def add_repo(ctx: StepContext, repo: AptRepo) -> None:
+    """The repository's key (fetched once) and its source list, signed-by that key only."""
+    keyring = ctx.path(repo.keyring)
+    if not keyring.exists():
+        keyring.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        proc.run(
+            ["curl", "-fsSL", "--retry", "3", "-o", str(keyring), repo.key_url],
+            timeout=120,
+            fix="check that this box reaches " + repo.key_url.split("/")[2],
+        )
+    line = repo.line.format(keyring=repo.keyring) + "\n"
+    atomic_write(ctx.path(f"/etc/apt/sources.list.d/{repo.name}.list"), line)
+
+
+def codename(ctx: StepContext) -> str:
+    release = ctx.os_release()
+    return CODENAMES.get((release.id, release.version_id), release.version_id)

@@ -1,0 +1,137 @@
+"""What a bootstrap step is: `META` (id, needs, when it runs again), `check(ctx)` and `apply(ctx)`.
+
+`check` only reads: it returns `Done(detail)` (skipped ones say why) or `Todo(reason)`, and
+`bootstrap --plan` is nothing but every check. `apply` changes the box and is idempotent;
+the runner checks again after it, so a step is done only when the box says so.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from agent import engine, gpu, host
+from agent.errors import AgentError
+from agent.settings import Settings
+from agent.state import BootState
+
+if TYPE_CHECKING:
+    from agent.engine import DockerClient
+    from agent.steps.apt import AptBatch
+
+T = TypeVar("T")
+# always: checked on every run; per-boot: its marker holds for one boot only (a GPU
+# verified before a reboot is verified again after it).
+Again = Literal["always", "per-boot"]
+Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class StepMeta:
+    id: str
+    needs: tuple[str, ...] = ()
+    again: Again = "always"
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Done:
+    detail: str
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class Todo:
+    reason: str
+
+
+Outcome = Done | Todo
+
+
+class Step(Protocol):
+    META: StepMeta
+
+    def check(self, ctx: StepContext) -> Outcome: ...
+
+    def apply(self, ctx: StepContext) -> str | None: ...
+
+
+class StepFailed(AgentError):
+    """A step could not do its work; the message says why and the fix what to do."""
+
+
+class RebootNeeded(AgentError):
+    """The box must reboot before this step can finish; the runner resumes after it."""
+
+
+def _quiet(_step: str, _line: str) -> None:
+    pass
+
+
+@dataclass
+class StepContext:
+    """What steps share: settings, where the box's files are, this instance's state, and
+    facts read once."""
+
+    settings: Settings
+    state: BootState
+    root: Path = Path("/")
+    token: str | None = None
+    bundle: Path | None = None
+    progress: Progress = _quiet
+    tty: bool = False
+    is_root: bool = field(default_factory=lambda: os.geteuid() == 0)
+    connect: Callable[[], DockerClient] = engine.connect
+    boot_id: str = ""
+    apt: AptBatch | None = None
+    _cache: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.apt is None:
+            from agent.steps.apt import AptBatch
+
+            self.apt = AptBatch()
+        if not self.boot_id:
+            try:
+                self.boot_id = (self.root / "proc/sys/kernel/random/boot_id").read_text().strip()
+            except OSError:
+                self.boot_id = "unknown"
+
+    def once(self, name: str, compute: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._cache:
+                self._cache[name] = compute()
+            found: T = self._cache[name]
+            return found
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._cache.pop(name, None)
+
+    def os_release(self) -> host.OsRelease:
+        return self.once("os", lambda: host.os_release(self.root))
+
+    def pci(self) -> list[gpu.PciDevice]:
+        return self.once("pci", lambda: gpu.pci_devices(self.root))
+
+    def inventory(self, *, fresh: bool = False) -> gpu.GpuInventory:
+        if fresh:
+            self.forget("inventory")
+        return self.once("inventory", lambda: gpu.read_inventory(self.root))
+
+    def path(self, box_path: str | Path) -> Path:
+        """A path of the box, under `root`."""
+        return host.under(self.root, Path(box_path))
+
+    def wants_gpu(self) -> str | None:
+        """None when the stack uses GPUs here; else why it does not (a skip reason)."""
+        if self.settings.gpus == "none":
+            return "gpus is 'none' in the settings"
+        if not self.pci():
+            return "no NVIDIA GPU on the PCI bus"
+        return None

@@ -1,0 +1,46 @@
+"""motd: the UI and API addresses with this box's public IP, where the credentials are, the
+model, and `sandbox-agent doctor`. (On failure the runner writes the failed step instead.)"""
+
+from __future__ import annotations
+
+from agent import linode, motd
+from agent.secrets import API_KEY, WEBUI_ADMIN, SecretStore
+from agent.steps.base import Done, Outcome, StepContext, StepMeta, Todo
+
+META = StepMeta("motd", needs=("stack", "watchdog-unit"), title="login message")
+
+
+def facts(ctx: StepContext) -> motd.Ready:
+    s = ctx.settings
+    ip = ctx.once("public_ip", linode.public_ipv4) or "THIS-BOX-IP"
+
+    def where(bind: str) -> str:
+        if bind in ("0.0.0.0", "::"):
+            return ip
+        return f"[{bind}]" if ":" in bind else bind
+
+    store = SecretStore(s.paths.secrets)
+    return motd.Ready(
+        model=s.model.name,
+        api_url=f"http://{where(s.api.bind)}:{s.api.port}/v1",
+        ui_url=f"http://{where(s.ui.bind)}:{s.ui.port}" if s.ui.enabled else None,
+        key_file=store.path(API_KEY),
+        admin_file=store.path(WEBUI_ADMIN) if s.ui.enabled else None,
+        api_local_only=s.api.bind.startswith("127.") or s.api.bind == "::1",
+    )
+
+
+def check(ctx: StepContext) -> Outcome:
+    path = ctx.path("/" + motd.MOTD)
+    try:
+        current = path.read_text()
+    except OSError:
+        return Todo(f"write {'/' + motd.MOTD}")
+    if current == motd.text(facts(ctx)):
+        return Done(f"{'/' + motd.MOTD} is up to date")
+    return Todo(f"rewrite {'/' + motd.MOTD}")
+
+
+def apply(ctx: StepContext) -> str | None:
+    motd.write(ctx.root, facts(ctx))
+    return None

@@ -1,0 +1,35 @@
+"""stack: the one path that `up` takes (agent.deploy.up): render, reconcile, health-gate,
+one real chat completion."""
+
+from __future__ import annotations
+
+from agent import deploy, engine, stack
+from agent.errors import AgentError
+from agent.steps.base import Done, Outcome, StepContext, StepMeta, Todo
+
+META = StepMeta(
+    "stack",
+    needs=("images", "fit", "model-fetch", "container-toolkit", "gpu-verify", "directories"),
+    title="vLLM + Open WebUI up and answering",
+)
+
+
+def check(ctx: StepContext) -> Outcome:
+    try:
+        status = stack.stack_status(ctx.connect(), ctx.settings)
+    except (engine.EngineUnavailable, AgentError):
+        return Todo("start the stack once Docker answers")
+    wanted = stack.wanted_services(ctx.settings)
+    up = [s for s in status.services if s.service in wanted]
+    healthy = status.running and all(s.health in ("healthy", "none") for s in up)
+    if healthy and ctx.state.marker(META.id):  # gated once by this instance: it answered
+        return Done(", ".join(f"{s.service} {s.health}" for s in up))
+    return Todo(f"start {', '.join(wanted)} and wait until the model answers")
+
+
+def apply(ctx: StepContext) -> str | None:
+    result = deploy.up(
+        ctx.settings, root=ctx.root, progress=lambda line: ctx.progress(META.id, line)
+    )
+    ctx.state.mark_done(META.id, f"ready in {result.seconds:.0f}s")
+    return f"{result.model} answers at {result.api_url}"

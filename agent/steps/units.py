@@ -1,0 +1,51 @@
+"""The agent's systemd units, copied from the package into /etc/systemd/system."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from agent import proc
+from agent.files import atomic_write
+from agent.settings import Settings
+from agent.steps.base import StepFailed
+
+WATCH = "sandbox-agent.service"
+RESUME = "sandbox-agent-bootstrap.service"
+UNIT_DIR = "etc/systemd/system"
+
+
+def unit_text(name: str) -> str:
+    try:
+        return resources.files("agent.systemd").joinpath(name).read_text()
+    except (ModuleNotFoundError, FileNotFoundError, OSError):
+        raise StepFailed(
+            f"the unit {name} is not in this installation of sandbox-agent",
+            fix="reinstall sandbox-agent from its wheel",
+        ) from None
+
+
+def copy_unit(name: str, root: Path) -> Path:
+    path = root / UNIT_DIR / name
+    atomic_write(path, unit_text(name))
+    proc.run(["systemctl", "daemon-reload"], timeout=60)
+    return path
+
+
+def install_unit(settings: Settings, root: Path = Path("/")) -> None:
+    """systemd/sandbox-agent.service installed, enabled and started."""
+    copy_unit(WATCH, root)
+    proc.run(["systemctl", "enable", "--now", WATCH], timeout=120)
+
+
+def enable_resume(root: Path) -> None:
+    copy_unit(RESUME, root)
+    proc.run(["systemctl", "enable", RESUME], timeout=60)
+
+
+def disable_resume(root: Path) -> None:
+    path = root / UNIT_DIR / RESUME
+    if path.exists():
+        proc.run(["systemctl", "disable", RESUME], check=False, timeout=60)
+        path.unlink()
+        proc.run(["systemctl", "daemon-reload"], check=False, timeout=60)

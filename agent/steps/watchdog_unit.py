@@ -1,0 +1,26 @@
+"""watchdog-unit: `sandbox-agent.service` (the watchdog) installed, enabled and running."""
+
+from __future__ import annotations
+
+from agent import proc
+from agent.steps import units
+from agent.steps.base import Done, Outcome, StepContext, StepMeta, Todo
+
+META = StepMeta("watchdog-unit", needs=("stack",), title="watchdog service")
+UNIT = "sandbox-agent.service"
+
+
+def check(ctx: StepContext) -> Outcome:
+    try:
+        enabled = proc.run(["systemctl", "is-enabled", UNIT], check=False, timeout=30)
+        active = proc.run(["systemctl", "is-active", UNIT], check=False, timeout=30)
+    except proc.CommandNotFound:
+        return Todo("systemd is not here")
+    if enabled.returncode == 0 and active.returncode == 0:
+        return Done(f"{UNIT} is enabled and active")
+    return Todo(f"install and start {UNIT}")
+
+
+def apply(ctx: StepContext) -> str | None:
+    units.install_unit(ctx.settings, ctx.root)
+    return None
