@@ -85,13 +85,16 @@ class StepContext:
     progress: Progress = _quiet
     tty: bool = False
     is_root: bool = field(default_factory=lambda: os.geteuid() == 0)
-    connect: Callable[[], DockerClient] = engine.connect
+    connect: Callable[[], DockerClient] = None  # type: ignore[assignment]  # set below
     boot_id: str = ""
     apt: AptBatch | None = None
     _cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        if self.connect is None:
+            host = self.settings.docker.host
+            self.connect = lambda: engine.connect(host)
         if self.apt is None:
             from agent.steps.apt import AptBatch
 

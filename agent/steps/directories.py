@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from agent.secrets import SecretStore
 from agent.steps.base import Done, Outcome, StepContext, StepMeta, Todo
 
 META = StepMeta("directories", needs=("preflight",), title="folders for models, data, secrets")
@@ -40,7 +41,12 @@ def check(ctx: StepContext) -> Outcome:
 
 
 def apply(ctx: StepContext) -> str | None:
+    # the secrets folder by the one that writes secrets: created 0700, never loosened or
+    # chmod-ed behind the owner's back
+    SecretStore(ctx.settings.paths.secrets).prepare_folder()
     for path, mode in _wanted(ctx).items():
+        if path == str(ctx.settings.paths.secrets):
+            continue
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True, mode=mode)
         if mode == PRIVATE:

@@ -101,7 +101,7 @@ def _pull(ctx: StepContext, ref: str) -> None:
                 raise StepFailed(
                     f"{ref} cannot be pulled: {event['error']}",
                     fix="check that this box reaches the registry, or deploy with an offline "
-                    "bundle (packaging/README.md)",
+                    "bundle (packaging/build.py bundle)",
                 )
             detail = event.get("progressDetail") or {}
             if detail.get("total"):
