@@ -183,7 +183,7 @@ def _run_all(
         status = {r.id: r.status for r in records}
         for step_id in list(waiting):
             needs = by_id[step_id].META.needs
-            bad = [n for n in needs if status.get(n) in ("failed", "blocked", "reboot")]
+            bad = [n for n in needs if status.get(n) in ("failed", "blocked")]
             if bad:
                 waiting.remove(step_id)
                 state.update(step_id, "blocked", detail=f"waits for {', '.join(bad)}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from agent import proc
@@ -15,10 +14,20 @@ RESUME = "sandbox-agent-bootstrap.service"
 UNIT_DIR = "etc/systemd/system"
 
 
+def unit_file(name: str) -> Path:
+    """systemd/<name>: inside the installed package (the wheel maps the top-level systemd/
+    to agent/systemd/), else beside agent/ in a checkout (as compose/ is found)."""
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package / "systemd", package.parent / "systemd"):
+        if (folder / name).is_file():
+            return folder / name
+    return package / "systemd" / name
+
+
 def unit_text(name: str) -> str:
     try:
-        return resources.files("agent.systemd").joinpath(name).read_text()
-    except (ModuleNotFoundError, FileNotFoundError, OSError):
+        return unit_file(name).read_text()
+    except OSError:
         raise StepFailed(
             f"the unit {name} is not in this installation of sandbox-agent",
             fix="reinstall sandbox-agent from its wheel",
