@@ -186,6 +186,7 @@ def _run_all(
             bad = [n for n in needs if status.get(n) in ("failed", "blocked")]
             if bad:
                 waiting.remove(step_id)
+                status[step_id] = "blocked"  # steps listed after it that need it see it now
                 state.update(step_id, "blocked", detail=f"waits for {', '.join(bad)}")
             elif not stopping and all(status.get(n, "done") in FINISHED for n in needs):
                 waiting.remove(step_id)

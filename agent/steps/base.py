@@ -88,6 +88,8 @@ class StepContext:
     connect: Callable[[], DockerClient] = None  # type: ignore[assignment]  # set below
     boot_id: str = ""
     apt: AptBatch | None = None
+    # how the GPUs are read (NVML); a seam for tests of boxes whose driver cannot exist here
+    read_gpus: Callable[[Path], gpu.GpuInventory] = gpu.read_inventory
     _cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -125,7 +127,7 @@ class StepContext:
     def inventory(self, *, fresh: bool = False) -> gpu.GpuInventory:
         if fresh:
             self.forget("inventory")
-        return self.once("inventory", lambda: gpu.read_inventory(self.root))
+        return self.once("inventory", lambda: self.read_gpus(self.root))
 
     def path(self, box_path: str | Path) -> Path:
         """A path of the box, under `root`."""

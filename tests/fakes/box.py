@@ -1,0 +1,206 @@
+"""A fake first-boot box behind the one command runner, for what cannot run here: apt on
+Ubuntu (and Debian's apt installing NVIDIA's packages), systemctl on a box without systemd as
+PID 1, modprobe of a driver there is no GPU for, the Linode metadata service, a reboot.
+
+Its state (installed packages, enabled units, whether the nvidia module loads) lives in a JSON
+file, so it survives the agent being killed with SIGKILL and is shared with a subprocess
+(tests/integration/bootstrap_driver.py). Every call is appended to `calls.jsonl`. A command
+it has no answer for raises UnexpectedCommand, as the autouse guard does.
+
+Per OS, `OS_TABLES` holds what the agent must install there: the one table per OS.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent import proc
+
+OS_RELEASE = {
+    "ubuntu-22.04": 'ID=ubuntu\nVERSION_ID="22.04"\nPRETTY_NAME="Ubuntu 22.04.5 LTS"\n',
+    "ubuntu-24.04": 'ID=ubuntu\nVERSION_ID="24.04"\nPRETTY_NAME="Ubuntu 24.04.1 LTS"\n',
+    "debian-12": 'ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n',
+}
+# What one apt transaction installs on each OS when driver, Docker and the toolkit are all
+# missing on a Turing-or-newer GPU (headers for the running kernel end the driver's list).
+OS_TABLES: dict[str, dict[str, Any]] = {
+    "ubuntu-22.04": {
+        "driver": ["nvidia-driver-580-server-open"],
+        "repos": {"docker": "https://download.docker.com/linux/ubuntu jammy stable"},
+    },
+    "ubuntu-24.04": {
+        "driver": ["nvidia-driver-580-server-open"],
+        "repos": {"docker": "https://download.docker.com/linux/ubuntu noble stable"},
+    },
+    "debian-12": {
+        "driver": ["nvidia-driver-pinning-580", "nvidia-open"],
+        "repos": {
+            "docker": "https://download.docker.com/linux/debian bookworm stable",
+            "cuda-debian12": "https://developer.download.nvidia.com/compute/cuda/repos/debian12/",
+        },
+    },
+}
+DOCKER_PACKAGES = [
+    "docker-ce",
+    "docker-ce-cli",
+    "containerd.io",
+    "docker-buildx-plugin",
+    "docker-compose-plugin",
+]
+
+
+class UnexpectedCommand(BaseException):
+    pass
+
+
+@dataclass
+class FakeBox:
+    folder: Path  # holds state.json and calls.jsonl
+
+    def __post_init__(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not self.state_file.exists():
+            self.save(
+                {
+                    "installed": [],
+                    "enabled": [],
+                    "active": [],
+                    "modprobe_nvidia_rc": 0,
+                    "public_ip": None,  # None: no metadata service in this region
+                    "hostname_ip": "203.0.113.7",
+                    "on_modprobe": None,  # a scenario file to copy over FAKE_NVML_SCENARIO
+                }
+            )
+
+    @property
+    def state_file(self) -> Path:
+        return self.folder / "state.json"
+
+    def load(self) -> dict[str, Any]:
+        return json.loads(self.state_file.read_text())
+
+    def save(self, data: dict[str, Any]) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.state_file)
+
+    def set(self, **changes: Any) -> None:
+        data = self.load()
+        data.update(changes)
+        self.save(data)
+
+    def calls(self) -> list[str]:
+        path = self.folder / "calls.jsonl"
+        if not path.exists():
+            return []
+        return [" ".join(json.loads(line)) for line in path.read_text().splitlines() if line]
+
+    def installs(self) -> list[str]:
+        return [c for c in self.calls() if re.search(r"^apt-get .* install ", c)]
+
+    def __call__(self, argv: Any, **kw: Any) -> proc.Completed:
+        argv = tuple(argv)
+        with open(self.folder / "calls.jsonl", "a") as log:
+            fcntl.flock(log, fcntl.LOCK_EX)
+            log.write(json.dumps(list(argv)) + "\n")
+        return self._answer(argv, kw.get("input"))
+
+    def _answer(self, argv: tuple[str, ...], given: str | None) -> proc.Completed:
+        st = self.load()
+
+        def ok(out: str = "", rc: int = 0, err: str = "") -> proc.Completed:
+            return proc.Completed(argv, rc, out, err)
+
+        line = " ".join(argv)
+        cmd = argv[0]
+        if cmd == "apt-get":
+            if "DPkg::Lock::Timeout=900" not in line:
+                return ok(rc=100, err="E: Could not get lock /var/lib/dpkg/lock-frontend")
+            if argv[-1] == "update":
+                return ok("Reading package lists...")
+            if "install" in argv:
+                names = list(argv[argv.index("install") + 1 :])
+                st["installed"] = sorted(set(st["installed"]) | set(names))
+                self.save(st)
+                return ok("Setting up ...")
+        if cmd == "dpkg-query":
+            names = argv[3:]
+            lines = [
+                f"install ok installed" if n in st["installed"] else "unknown ok not-installed"
+                for n in names
+            ]
+            rc = 0 if all(n in st["installed"] for n in names) else 1
+            return ok("\n".join(lines) + "\n", rc)
+        if cmd == "cloud-init":
+            return ok("status: done")
+        if cmd == "curl" and "169.254.169.254" in line:
+            if st["public_ip"] is None:
+                return ok(rc=28, err="curl: (28) Connection timed out")
+            if "/v1/token" in line:
+                return ok("fake-metadata-token-123456")
+            assert given == "Metadata-Token: fake-metadata-token-123456\n", given
+            return ok(json.dumps({"ipv4": {"public": [st["public_ip"] + "/32"]}}))
+        if cmd == "curl" and "-o" in argv:  # an apt key
+            Path(argv[argv.index("-o") + 1]).write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
+            return ok()
+        if cmd == "hostname":
+            return ok(f"{st['hostname_ip']} 10.0.0.2 \n")
+        if cmd == "systemctl":
+            return self._systemctl(argv, st, ok)
+        if cmd == "modprobe":
+            if argv[1:] == ("nvidia",):
+                rc = st["modprobe_nvidia_rc"]
+                if rc == 0:
+                    st["loaded"] = True
+                    self.save(st)
+                if rc == 0 and st.get("on_modprobe"):
+                    src, dst = st["on_modprobe"]
+                    Path(dst).write_text(Path(src).read_text())
+                return ok(
+                    rc=rc,
+                    err=""
+                    if rc == 0
+                    else "modprobe: ERROR: could not insert 'nvidia': Device or resource busy",
+                )
+            return ok()
+        if cmd in ("update-initramfs", "nvidia-modprobe", "nvidia-ctk"):
+            if cmd == "nvidia-ctk":
+                st["runtime_configured"] = True
+                self.save(st)
+            return ok()
+        raise UnexpectedCommand(f"the fake box has no answer for {line!r}")
+
+    def _systemctl(self, argv: tuple[str, ...], st: dict[str, Any], ok: Any) -> proc.Completed:
+        verb, units = argv[1], [a for a in argv[2:] if not a.startswith("--")]
+        if verb in ("daemon-reload", "reboot"):
+            return ok()
+        if verb in ("enable", "disable", "start", "restart"):
+            for unit in units:
+                if verb == "enable":
+                    st["enabled"] = sorted(set(st["enabled"]) | {unit})
+                if verb == "disable":
+                    st["enabled"] = sorted(set(st["enabled"]) - {unit})
+                if verb in ("start", "restart") or "--now" in argv:
+                    st["active"] = sorted(set(st["active"]) | {unit})
+            self.save(st)
+            return ok()
+        if verb == "is-enabled":
+            return ok(rc=0 if units[0] in st["enabled"] else 1)
+        if verb == "is-active":
+            return ok(rc=0 if units[0] in st["active"] else 3)
+        raise UnexpectedCommand(f"the fake box has no answer for systemctl {verb}")
+
+
+def lay_out_host(root: Path, os_name: str) -> Path:
+    """A host tree: os-release, a machine id, a boot id, meminfo."""
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/os-release").write_text(OS_RELEASE[os_name])
+    (root / "proc/sys/kernel/random").mkdir(parents=True, exist_ok=True)
+    (root / "proc/sys/kernel/random/boot_id").write_text("boot-1\n")
+    (root / "proc/meminfo").write_text("MemTotal:       65536000 kB\nMemAvailable:   60000000 kB\n")
+    return root
