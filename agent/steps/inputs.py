@@ -21,7 +21,7 @@ from agent.secrets import HF_TOKEN, SecretStore
 from agent.settings import Settings
 from agent.state import BootState, check_instance_id
 
-TOKEN = re.compile(r"^[\x21-\x7e]{8,512}$")  # printable ASCII, no spaces or newlines
+TOKEN = re.compile(r"^[A-Za-z0-9_.=-]{8,512}$")  # hf_... and older api_... tokens
 BUNDLE = re.compile(r"^/[A-Za-z0-9_./@+-]{0,255}$")
 
 
@@ -43,7 +43,7 @@ def check_token(value: str | None, where: str) -> str | None:
         raise BadInput(
             where,
             f"is not a Hugging Face token ({len(value)} characters; a token is 8 to 512 "
-            "printable ASCII characters without spaces)",
+            "letters, digits and _ . = - such as hf_...)",
             fix="paste the token from https://huggingface.co/settings/tokens, or leave it empty",
         )
     return value
