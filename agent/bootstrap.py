@@ -131,7 +131,7 @@ def _run_step(ctx: StepContext, step: Step, run: _Run) -> None:
         status = "skipped" if outcome.skipped else "done"
         run.update(meta.id, status, detail=outcome.detail, seconds=took(), progress="")
     except RebootNeeded as exc:
-        run.update(meta.id, "reboot", detail=exc.message, fix=exc.fix, seconds=took())
+        run.update(meta.id, "reboot", detail=exc.message, fix=exc.fix, seconds=took(), progress="")
     except AgentError as exc:
         run.update(
             meta.id, "failed", detail=log.redact_text(exc.message), fix=exc.fix, seconds=took()
@@ -144,6 +144,7 @@ def _run_step(ctx: StepContext, step: Step, run: _Run) -> None:
             detail=f"internal error: {type(exc).__name__}: {exc}",
             fix="run with -v and report this",
             seconds=took(),
+            progress="",
         )
 
 

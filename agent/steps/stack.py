@@ -21,8 +21,9 @@ def check(ctx: StepContext) -> Outcome:
         return Todo("start the stack once Docker answers")
     wanted = stack.wanted_services(ctx.settings)
     up = [s for s in status.services if s.service in wanted]
-    healthy = status.running and all(s.health in ("healthy", "none") for s in up)
-    if healthy and ctx.state.marker(META.id):  # gated once by this instance: it answered
+    # Docker's own healthcheck may still say "starting" right after the gate passed
+    healthy = status.running and not any(s.health == "unhealthy" for s in up)
+    if healthy and ctx.state.marker(META.id):  # gated by this instance: the model answered
         return Done(", ".join(f"{s.service} {s.health}" for s in up))
     return Todo(f"start {', '.join(wanted)} and wait until the model answers")
 

@@ -131,7 +131,7 @@ class FakeBox:
         if cmd == "dpkg-query":
             names = argv[3:]
             lines = [
-                f"install ok installed" if n in st["installed"] else "unknown ok not-installed"
+                "install ok installed" if n in st["installed"] else "unknown ok not-installed"
                 for n in names
             ]
             rc = 0 if all(n in st["installed"] for n in names) else 1

@@ -239,5 +239,7 @@ def test_preflight_refuses_an_unsupported_os_naming_the_supported_ones(
 def test_preflight_refuses_without_root(tmp_path, write_config, box) -> None:
     ctx = context(tmp_path, write_config, box, "debian-12")
     ctx.is_root = False
-    with pytest.raises(preflight.StepFailed, match=r"^bootstrap must run as root \(run it with sudo\)$"):
+    with pytest.raises(
+        preflight.StepFailed, match=r"^bootstrap must run as root \(run it with sudo\)$"
+    ):
         preflight.check(ctx)
