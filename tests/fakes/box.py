@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ class FakeBox:
                     "modprobe_nvidia_rc": 0,
                     "public_ip": None,  # None: no metadata service in this region
                     "hostname_ip": "203.0.113.7",
-                    "on_modprobe": None,  # a scenario file to copy over FAKE_NVML_SCENARIO
+                    "on_modprobe": [],  # [src, dst] files copied when nvidia loads (the fake library)
                 }
             )
 
@@ -158,9 +159,9 @@ class FakeBox:
                 if rc == 0:
                     st["loaded"] = True
                     self.save(st)
-                if rc == 0 and st.get("on_modprobe"):
-                    src, dst = st["on_modprobe"]
-                    Path(dst).write_text(Path(src).read_text())
+                for src, dst in st.get("on_modprobe") or []:  # the driver's files appear
+                    if rc == 0:
+                        shutil.copy(src, dst)
                 return ok(
                     rc=rc,
                     err=""
