@@ -28,8 +28,8 @@ from agent.steps.base import (
 ALL: tuple[Step, ...] = (
     preflight,
     directories,
+    docker,  # before the driver: when both are ready, Docker's chain (the pulls) is longer
     nvidia_driver,
-    docker,
     container_toolkit,
     model_fetch,
     images,

@@ -4,8 +4,10 @@ cloud-init may still hold the dpkg lock at first boot, and a plain apt-get fails
 held lock: we wait for cloud-init, then let apt wait for the lock itself
 (`DPkg::Lock::Timeout`). Noninteractive, and existing configuration files are kept.
 
-Steps that install packages (driver, docker, toolkit) say what they want up front; the first of
-them to apply installs the union in one `apt-get install`, the others find theirs in place.
+Steps that install packages say what they want up front. Docker's packages go first in a
+transaction of their own, because the engine unlocks the image pulls; the driver's and the
+toolkit's then go together in one `apt-get install`, whichever of the two asks first, and the
+other finds its packages in place.
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ class AptRepo:
 class AptWant:
     packages: tuple[str, ...]
     repos: tuple[AptRepo, ...] = ()
+    group: str = "gpu"
+
+
+# Transactions in this order: Docker's alone first (its engine unlocks the image pulls, the
+# longest chain after the model), then the driver's and the toolkit's together.
+GROUPS = ("engine", "gpu")
 
 
 def installed(packages: tuple[str, ...] | list[str]) -> bool:
@@ -89,28 +97,39 @@ class AptBatch:
     transactions: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _done: set[str] = field(default_factory=set)
+    _waited: bool = False
 
     def want(self, step_id: str, want: AptWant) -> None:
         with self._lock:
             self.wants[step_id] = want
 
     def install(self, ctx: StepContext, step_id: str, want: AptWant) -> None:
-        """Install what `step_id` wants, with everything else wanted so far, in one go."""
+        """Install what `step_id` wants, together with what the other steps of its group
+        want; an earlier group's packages go first, whoever asks."""
         with self._lock:
             self.wants.setdefault(step_id, want)
-            if step_id in self._done and installed(want.packages):
+            if step_id in self._done:
                 return
-            batch = {k: w for k, w in self.wants.items() if k not in self._done}
-            repos = {r.name: r for w in batch.values() for r in w.repos}
-            packages = list(dict.fromkeys(p for w in batch.values() for p in w.packages))
+            for group in GROUPS[: GROUPS.index(want.group) + 1]:
+                batch = {
+                    k: w for k, w in self.wants.items() if k not in self._done and w.group == group
+                }
+                if batch:
+                    self._transaction(ctx, batch)
+
+    def _transaction(self, ctx: StepContext, batch: dict[str, AptWant]) -> None:
+        repos = {r.name: r for w in batch.values() for r in w.repos}
+        packages = list(dict.fromkeys(p for w in batch.values() for p in w.packages))
+        if not self._waited:
             wait_for_cloud_init()
-            for repo in repos.values():
-                add_repo(ctx, repo)
-            proc.run([*APT_GET, "update"], env=ENV, timeout=1800, fix=_FIX)
-            log.get("bootstrap").info("apt.install", packages=packages, steps=sorted(batch))
-            proc.run([*APT_GET, "install", *packages], env=ENV, timeout=3600, fix=_FIX)
-            self.transactions += 1
-            self._done |= set(batch)
+            self._waited = True
+        for repo in repos.values():
+            add_repo(ctx, repo)
+        proc.run([*APT_GET, "update"], env=ENV, timeout=1800, fix=_FIX)
+        log.get("bootstrap").info("apt.install", packages=packages, steps=sorted(batch))
+        proc.run([*APT_GET, "install", *packages], env=ENV, timeout=3600, fix=_FIX)
+        self.transactions += 1
+        self._done |= set(batch)
 
 
 _FIX = "see /var/log/apt/term.log; run `sandbox-agent bootstrap` again once apt works"

@@ -27,7 +27,7 @@ def repo(ctx: StepContext) -> apt.AptRepo:
 
 
 def want(ctx: StepContext) -> apt.AptWant:
-    return apt.AptWant(PACKAGES, (repo(ctx),))
+    return apt.AptWant(PACKAGES, (repo(ctx),), group="engine")
 
 
 def _engine(ctx: StepContext) -> engine.EngineInfo:
