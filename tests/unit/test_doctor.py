@@ -65,6 +65,7 @@ def test_every_check_id_is_unique_and_stable() -> None:
         "gpu.driver",
         "gpu.devices",
         "gpu.uvm",
+        "gpu.driver_vs_image",
         "docker.engine",
         "docker.gpu_runtime",
         "model.cache",
