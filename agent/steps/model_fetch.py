@@ -13,6 +13,10 @@ META = StepMeta("model-fetch", needs=("directories",), title="model download")
 GB = 1e9
 
 
+def size(n: float) -> str:
+    return f"{n / GB:.2f} GB" if n >= GB / 10 else f"{n / 1e6:.1f} MB"
+
+
 def check(ctx: StepContext) -> Outcome:
     s = ctx.settings
     commit = models.cached_commit(s, s.model.ref)
@@ -29,7 +33,7 @@ def apply(ctx: StepContext) -> str | None:
     def meter() -> None:  # the checklist's progress: bytes on disk so far
         while not stop.wait(1.0):
             got = sum(p.stat().st_size for p in folder.glob("blobs/*") if p.is_file())
-            ctx.progress(META.id, f"{got / GB:.2f} GB")
+            ctx.progress(META.id, f"{size(got)} on disk")
 
     watcher = threading.Thread(target=meter, daemon=True)
     watcher.start()
@@ -37,4 +41,4 @@ def apply(ctx: StepContext) -> str | None:
         result = models.pull(s, token=ctx.token, progress="none" if ctx.tty else "log")
     finally:
         stop.set()
-    return f"{s.model.ref} ({result.commit[:12]}): {result.bytes_total / GB:.2f} GB"
+    return f"{s.model.ref} ({result.commit[:12]}): {size(result.bytes_total)}"

@@ -230,3 +230,20 @@ def test_markers_are_per_instance(ctx, tmp_path: Path) -> None:
     ctx.state.mark_done("model", "fetched")
     other = BootState(ctx.settings.paths.state, "99999")
     assert ctx.state.marker("model")["detail"] == "fetched" and other.marker("model") is None
+
+
+def test_on_a_terminal_the_checklist_is_redrawn_in_place(ctx, capsys) -> None:
+    from agent.cli.bootstrap import _Board
+
+    box = Box()
+    board = _Board()
+    bootstrap.run(
+        ctx, [step(box, "preflight"), step(box, "model", ("preflight",))], listener=board.draw
+    )
+    out = capsys.readouterr().out
+    frames = out.split("\x1b[2F\x1b[J")  # up two lines, clear: the same two lines again
+    assert len(frames) > 3
+    assert frames[-1].splitlines() == [
+        "[x] preflight  done     preflight ok",
+        "[x] model      done     model ok",
+    ]
