@@ -13,6 +13,7 @@ from agent.cli.options import (
     bootstrap_env,
     config_option,
     config_target,
+    hf_token,
     host_root,
     json_option,
     load_settings,
@@ -92,6 +93,8 @@ def bootstrap(
         render(runner.plan(ctx), as_json, plan_text)
     inputs.check_ports(settings, state)
     inputs.save(got)
+    # after a reboot the form's token is gone from the environment: the saved one serves
+    ctx.token = got.token or hf_token(settings)
     board = _Board() if tty else None
     result = runner.run(ctx, listener=board.draw if board else _quiet, reboot=not no_reboot)
     if board:

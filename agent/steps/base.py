@@ -85,7 +85,9 @@ class StepContext:
     progress: Progress = _quiet
     tty: bool = False
     is_root: bool = field(default_factory=lambda: os.geteuid() == 0)
-    connect: Callable[[], DockerClient] = None  # type: ignore[assignment]  # set below
+    # how the engine is reached: the settings' DOCKER_HOST; tests of a box whose engine is
+    # still to be installed pass their own
+    connect: Callable[[], DockerClient] | None = None
     boot_id: str = ""
     apt: AptBatch | None = None
     # how the GPUs are read (NVML); a seam for tests of boxes whose driver cannot exist here
@@ -94,9 +96,6 @@ class StepContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        if self.connect is None:
-            host = self.settings.docker.host
-            self.connect = lambda: engine.connect(host)
         if self.apt is None:
             from agent.steps.apt import AptBatch
 
@@ -106,6 +105,12 @@ class StepContext:
                 self.boot_id = (self.root / "proc/sys/kernel/random/boot_id").read_text().strip()
             except OSError:
                 self.boot_id = "unknown"
+
+    def client(self) -> DockerClient:
+        """A client of the engine that answers, or EngineUnavailable."""
+        if self.connect is not None:
+            return self.connect()
+        return engine.connect(self.settings.docker.host)
 
     def once(self, name: str, compute: Callable[[], T]) -> T:
         with self._lock:

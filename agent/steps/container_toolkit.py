@@ -27,7 +27,7 @@ def check(ctx: StepContext) -> Outcome:
     if why := ctx.wants_gpu():
         return Done(f"skipped: {why}", skipped=True)
     try:
-        info = engine.info(ctx.connect())
+        info = engine.info(ctx.client())
     except engine.EngineUnavailable:
         return Todo("install it once Docker answers")
     if info.has_nvidia_runtime:
@@ -42,7 +42,7 @@ def apply(ctx: StepContext) -> str | None:
     proc.run(["nvidia-ctk", "runtime", "configure", "--runtime=docker"], timeout=60)
     proc.run(["systemctl", "restart", "docker.service"], timeout=180)
     wait_for_engine(ctx)
-    if not engine.info(ctx.connect()).has_nvidia_runtime:
+    if not engine.info(ctx.client()).has_nvidia_runtime:
         raise StepFailed(
             "the toolkit is installed but the engine lists no nvidia runtime",
             fix="see /etc/docker/daemon.json and `journalctl -u docker`",

@@ -31,7 +31,7 @@ def want(ctx: StepContext) -> apt.AptWant:
 
 
 def _engine(ctx: StepContext) -> engine.EngineInfo:
-    return ctx.once("engine.info", lambda: engine.info(ctx.connect()))
+    return ctx.once("engine.info", lambda: engine.info(ctx.client()))
 
 
 def check(ctx: StepContext) -> Outcome:

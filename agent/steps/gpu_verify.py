@@ -33,7 +33,7 @@ def apply(ctx: StepContext) -> str | None:
         raise StepFailed(f"the GPUs are not healthy: {why}", fix="see `sandbox-agent doctor`")
     from docker.types import DeviceRequest
 
-    client = ctx.connect()
+    client = ctx.client()
     with engine.engine_errors("a GPU container could not run"):
         out = client.containers.run(
             ctx.settings.images.vllm,

@@ -48,7 +48,7 @@ def bundled(bundle: Path | None) -> dict[str, Path]:
 def _missing(ctx: StepContext) -> list[str]:
     from docker.errors import ImageNotFound
 
-    client = ctx.connect()
+    client = ctx.client()
     missing = []
     for ref in wanted(ctx):
         with engine.engine_errors(f"the engine could not look up {ref}"):
@@ -72,7 +72,7 @@ def check(ctx: StepContext) -> Outcome:
 
 
 def apply(ctx: StepContext) -> str | None:
-    client = ctx.connect()
+    client = ctx.client()
     have = bundled(ctx.bundle)
     for ref in _missing(ctx):
         if ref in have:
@@ -96,7 +96,7 @@ def _pull(ctx: StepContext, ref: str) -> None:
     repo, tag = parse_repository_tag(ref)
     ctx.progress(META.id, f"pulling {ref}")
     try:
-        for event in ctx.connect().api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+        for event in ctx.client().api.pull(repo, tag=tag or "latest", stream=True, decode=True):
             if "error" in event:
                 raise StepFailed(
                     f"{ref} cannot be pulled: {event['error']}",

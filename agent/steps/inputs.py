@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from agent import settings as settings_mod
-from agent.errors import BadInput
+from agent.errors import AgentError, BadInput
 from agent.secrets import HF_TOKEN, SecretStore
 from agent.settings import Settings
 from agent.state import BootState, check_instance_id
@@ -61,11 +61,18 @@ def check_bundle(value: str | None, where: str) -> Path | None:
 
 
 def check_ports(settings: Settings, state: BootState) -> None:
-    """Each published port free, unless this instance's stack already serves there."""
+    """Each published port free, unless this instance's stack already serves there (a run
+    killed while it started the stack leaves its containers holding them)."""
+    from agent import engine, stack
     from agent.stack.apply import port_free
 
     if state.marker("stack") is not None:
         return
+    try:
+        if stack.project_containers(engine.connect(settings.docker.host), settings.project):
+            return
+    except AgentError:
+        pass  # no engine yet: nothing of ours can hold a port
     wanted = [("API_PORT", settings.api.bind, settings.api.port)]
     if settings.ui.enabled:
         wanted.append(("UI_PORT", settings.ui.bind, settings.ui.port))

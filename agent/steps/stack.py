@@ -16,7 +16,7 @@ META = StepMeta(
 
 def check(ctx: StepContext) -> Outcome:
     try:
-        status = stack.stack_status(ctx.connect(), ctx.settings)
+        status = stack.stack_status(ctx.client(), ctx.settings)
     except (engine.EngineUnavailable, AgentError):
         return Todo("start the stack once Docker answers")
     wanted = stack.wanted_services(ctx.settings)

@@ -12,10 +12,14 @@ Per OS, `OS_TABLES` holds what the agent must install there: the one table per O
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import os
 import re
 import shutil
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,14 +90,22 @@ class FakeBox:
         return json.loads(self.state_file.read_text())
 
     def save(self, data: dict[str, Any]) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
+        tmp = self.state_file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(self.state_file)
 
     def set(self, **changes: Any) -> None:
-        data = self.load()
-        data.update(changes)
-        self.save(data)
+        with self._locked():
+            data = self.load()
+            data.update(changes)
+            self.save(data)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One command at a time changes the box (threads and processes alike)."""
+        with open(self.folder / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
 
     def calls(self) -> list[str]:
         path = self.folder / "calls.jsonl"
@@ -109,7 +121,8 @@ class FakeBox:
         with open(self.folder / "calls.jsonl", "a") as log:
             fcntl.flock(log, fcntl.LOCK_EX)
             log.write(json.dumps(list(argv)) + "\n")
-        return self._answer(argv, kw.get("input"))
+        with self._locked():
+            return self._answer(argv, kw.get("input"))
 
     def _answer(self, argv: tuple[str, ...], given: str | None) -> proc.Completed:
         st = self.load()

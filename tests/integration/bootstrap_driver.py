@@ -1,6 +1,7 @@
 """`sandbox-agent bootstrap` in a process of its own, with the fake first-boot box
 (tests/fakes/box.py) behind the one command runner, and a kill point: with KILL_AFTER=<step>
-the process SIGKILLs itself right after that step's marker is written, a step boundary.
+the process SIGKILLs itself right after that step's marker is written, a step boundary; with
+KILL_IN_GATE=1, once the stack's containers are created, before they answered.
 
     python tests/integration/bootstrap_driver.py bootstrap [ARGS]   (FAKE_BOX=<folder>)
 
@@ -35,6 +36,13 @@ def main() -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         BootState.mark_done = mark_done  # type: ignore[method-assign]
+    if os.environ.get("KILL_IN_GATE"):  # the stack's containers started, not yet answered
+        from agent import deploy
+
+        def killed(*_: Any, **__: Any) -> None:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        deploy.wait_ready = killed  # type: ignore[assignment]
     from agent.cli import main as cli
 
     cli(sys.argv[1:], prog_name="sandbox-agent")

@@ -80,7 +80,7 @@ class World:
         self.config = tmp / "config.yaml"
         self.config.write_text(yaml.safe_dump(data))
 
-    def run(self, *args: str, kill_after: str | None = None, timeout: float = 180) -> Any:
+    def run(self, *args: str, kill_after: str | None = None, in_gate: bool = False) -> Any:
         env = nvml.fake_env(
             self.drivers,
             self.scenario,
@@ -93,6 +93,8 @@ class World:
         )
         if kill_after:
             env["KILL_AFTER"] = kill_after
+        if in_gate:
+            env["KILL_IN_GATE"] = "1"
         return subprocess.Popen(
             [sys.executable, str(DRIVER), "bootstrap", "--json", *args],
             env=env,
@@ -160,12 +162,17 @@ def test_killed_mid_fetch_and_at_every_step_boundary_it_completes_with_no_side_e
     assert world.status()["status"] == "running"  # what --status shows after the kill
     hub.on_download = None
 
-    # 2. killed right after each step's marker, each run going one boundary further
+    # 2. killed while the stack starts: its own containers hold the ports on the next run
+    code, out, err = world.finish(world.run(in_gate=True))
+    assert code == -signal.SIGKILL, err[-3000:]
+    assert len(labelled(docker_client(), world.project)[0]) == 2
+
+    # 3. killed right after each step's marker, each run going one boundary further
     for step in ALL:
         code, out, err = world.finish(world.run(kill_after=step.META.id))
         assert code == -signal.SIGKILL, f"{step.META.id}: {code}\n{out}\n{err[-3000:]}"
 
-    # 3. the last run finds everything done
+    # 4. the last run finds everything done
     code, out, err = world.finish(world.run())
     assert code == 0, err[-3000:]
     result = json.loads(out)
