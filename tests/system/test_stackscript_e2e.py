@@ -187,6 +187,17 @@ def test_the_stackscript_deploys_a_ready_watched_stack(shared: Path, box: Box) -
                 "import agent, pathlib; print(pathlib.Path(agent.__file__).parent)",
             ).stdout.strip()  # fmt: skip
             box.run("systemd-analyze", "verify", f"{site}/systemd/sandbox-agent-bootstrap.service")
+            # the form again with a hostile model id: refused, nothing run, nothing changed
+            again = box.run(
+                "env", "-i", "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "MODEL_ID=x|g;s|vllm/vllm-openai:latest|attacker/img$(touch /tmp/pwned)",
+                "LINODE_ID=90210", "SANDBOX_AGENT_SOURCE=/wheels", "bash", "/root/StackScript",
+                timeout=120, check=False,
+            )  # fmt: skip
+            assert again.returncode == 2, again.stdout[-2000:]
+            assert "error: model.id (from environment MODEL_ID)" in again.stdout
+            assert box.run("test", "-e", "/tmp/pwned", check=False).returncode == 1
+            assert box.run("cat", "/etc/sandbox-agent/config.yaml").stdout == config
             # nothing left enabled to resume: there was no reboot
             gone = box.run(
                 "systemctl", "is-enabled", "sandbox-agent-bootstrap.service", check=False
