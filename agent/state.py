@@ -37,6 +37,27 @@ def local_instance_id(root: Path = Path("/")) -> str:
     return "local"
 
 
+CURRENT = "bootstrap/instance"  # the instance id the last bootstrap ran as
+
+
+def recorded_instance_id(state_dir: Path) -> str | None:
+    """The instance id the bootstrap saved: the resume unit and `--status` run without the
+    platform's LINODE_ID."""
+    try:
+        value = (Path(state_dir) / CURRENT).read_text().strip()
+    except OSError:
+        return None
+    return value if INSTANCE_ID.fullmatch(value) else None
+
+
+def record_instance_id(state_dir: Path, instance_id: str) -> None:
+    path = Path(state_dir) / CURRENT
+    with contextlib.suppress(OSError):
+        if path.read_text().strip() == instance_id:
+            return
+    atomic_write(path, instance_id + "\n", mode=0o600)
+
+
 class BootState:
     """`<paths.state>/bootstrap/<instance id>/`: `steps/<id>.json` and `last-run.json`."""
 

@@ -65,11 +65,18 @@ def bootstrap(
     settings = load_settings(config_path)
     token, token_name = env["token"]
     instance, instance_name = env["instance"]
+    if instance is None:  # at a later boot, or a person asking for --status
+        from agent.state import local_instance_id, recorded_instance_id
+
+        instance = recorded_instance_id(settings.paths.state)
+        instance_name = "the recorded instance id"
+        if instance is None:
+            instance, instance_name = local_instance_id(host_root()), "the machine id"
     bundle_value, bundle_name = (bundle, "--bundle") if bundle else env["bundle"]
     got = inputs.gather(
         settings,
         config_path=config_target(config_path),
-        instance_id=instance or "local",
+        instance_id=instance,
         instance_source=instance_name,
         token=token,
         token_source=token_name,

@@ -79,14 +79,10 @@ def config_target(config_path: Path | None) -> Path:
 
 def bootstrap_env() -> dict[str, tuple[str | None, str]]:
     """The StackScript's non-setting inputs, each with the name it came from."""
-    from agent.state import local_instance_id
-
     token_name = "HF_TOKEN_PASSWORD" if os.environ.get("HF_TOKEN_PASSWORD") else "HF_TOKEN"
     linode = os.environ.get("LINODE_ID")
     return {
         "token": (os.environ.get(token_name) or None, token_name),
-        "instance": (linode, "LINODE_ID")
-        if linode
-        else (local_instance_id(host_root()), "machine id"),
+        "instance": (linode or None, "LINODE_ID"),
         "bundle": (os.environ.get("SANDBOX_AGENT_BUNDLE") or None, "SANDBOX_AGENT_BUNDLE"),
     }

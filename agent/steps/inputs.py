@@ -19,7 +19,7 @@ from agent import settings as settings_mod
 from agent.errors import AgentError, BadInput
 from agent.secrets import HF_TOKEN, SecretStore
 from agent.settings import Settings
-from agent.state import BootState, check_instance_id
+from agent.state import BootState, check_instance_id, record_instance_id
 
 TOKEN = re.compile(r"^[A-Za-z0-9_.=-]{8,512}$")  # hf_... and older api_... tokens
 BUNDLE = re.compile(r"^/[A-Za-z0-9_./@+-]{0,255}$")
@@ -98,6 +98,7 @@ def save(inputs: Inputs) -> None:
         current = None
     if current != wanted:
         settings_mod.save(inputs.settings, path)
+    record_instance_id(inputs.settings.paths.state, inputs.instance_id)
     if inputs.token is not None:
         store = SecretStore(inputs.settings.paths.secrets)
         if store.read(HF_TOKEN) != inputs.token:
