@@ -80,7 +80,9 @@ class World:
         self.config = tmp / "config.yaml"
         self.config.write_text(yaml.safe_dump(data))
 
-    def run(self, *args: str, kill_after: str | None = None, in_gate: bool = False) -> Any:
+    def run(
+        self, *args: str, kill_after: str | None = None, in_gate: bool = False, linode: bool = True
+    ) -> Any:
         env = nvml.fake_env(
             self.drivers,
             self.scenario,
@@ -91,6 +93,8 @@ class World:
                 FAKE_BOX=str(self.box.folder),
             ),
         )
+        if not linode:  # as sandbox-agent-bootstrap.service runs it: no platform variables
+            env.pop("LINODE_ID")
         if kill_after:
             env["KILL_AFTER"] = kill_after
         if in_gate:
@@ -244,10 +248,11 @@ def test_the_reboot_path_enables_the_resume_unit_and_the_boot_resumes_after_the_
         Path(world.box.load()["on_modprobe"][0][0]).read_bytes()
     )
     (world.root / "proc/sys/kernel/random/boot_id").write_text("boot-2\n")
-    code, out, err = world.finish(world.run())  # what sandbox-agent-bootstrap.service runs
+    # what sandbox-agent-bootstrap.service runs: no LINODE_ID, the recorded instance id serves
+    code, out, err = world.finish(world.run(linode=False))
     assert code == 0, err[-3000:]
     second = json.loads(out)
-    assert second["status"] == "done"
+    assert second["status"] == "done" and second["instance_id"] == "777"
     driver = next(s for s in second["steps"] if s["id"] == "nvidia-driver")
     assert (driver["status"], driver["detail"]) == (
         "done",
