@@ -240,3 +240,45 @@ def test_preflight_refuses_without_root(tmp_path, write_config, box) -> None:
         preflight.StepFailed, match=r"^bootstrap must run as root \(run it with sudo\)$"
     ):
         preflight.check(ctx)
+
+
+class GpuEngine(Engine):
+    """An engine with the nvidia runtime whose GPU container prints `nvidia-smi -L`."""
+
+    def __init__(self, box: FakeBox, seen: int) -> None:
+        super().__init__(box)
+        self.seen = seen
+        self.runs: list[dict[str, Any]] = []
+        self.containers = self
+
+    def run(self, image: str, **kw: Any) -> bytes:
+        self.runs.append({"image": image, **kw})
+        lines = "".join(f"GPU {i}: NVIDIA RTX 4000 Ada (UUID: GPU-{i})\n" for i in range(self.seen))
+        return lines.encode()
+
+
+@pytest.mark.parametrize("seen", [1, 0])
+def test_gpu_verify_runs_a_container_with_every_gpu_and_counts_them(
+    tmp_path, write_config, box, seen
+) -> None:
+    from agent.steps import gpu_verify
+
+    box.set(active=["docker.service"], loaded=True, runtime_configured=True)
+    ctx = context(tmp_path, write_config, box, "ubuntu-24.04")
+    engine = GpuEngine(box, seen)
+    ctx.connect = engine  # type: ignore[assignment]
+    add_pci_device(ctx.root, "0000:01:00.0", device=0x27B2, class_code=0x030000)
+    assert gpu_verify.check(ctx).reason == "run a container with the GPUs and count them"  # type: ignore[union-attr]
+    if seen == 0:
+        with pytest.raises(gpu_verify.StepFailed, match="^a container sees 0 GPU"):
+            gpu_verify.apply(ctx)
+        return
+    assert gpu_verify.apply(ctx) == "a container sees all 1 GPU(s)"
+    run = engine.runs[0]
+    assert run["entrypoint"] == ["nvidia-smi", "-L"] and run["remove"] is True
+    assert run["device_requests"][0]["Count"] == -1
+    assert run["device_requests"][0]["Capabilities"] == [["gpu"]]
+    # verified once per boot: the same boot says done, a new boot checks again
+    assert gpu_verify.check(ctx).detail == "a container sees all 1 GPU(s)"  # type: ignore[union-attr]
+    ctx.boot_id = "boot-2"
+    assert isinstance(gpu_verify.check(ctx), gpu_verify.Todo)
