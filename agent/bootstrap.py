@@ -288,6 +288,11 @@ def plan(ctx: StepContext, steps: Sequence[Step] = ALL) -> PlanResult:
             items.append(PlanItem(meta.id, title, "fail", exc.message, exc.fix, after))
             todo.add(meta.id)
             continue
+        except Exception as exc:  # noqa: BLE001 - one check's bug must not hide the plan
+            why = f"internal error: {type(exc).__name__}: {exc}"
+            items.append(PlanItem(meta.id, title, "fail", why, "run with -v and report this"))
+            todo.add(meta.id)
+            continue
         if isinstance(outcome, Done):
             action: Literal["done", "skip", "run"] = "skip" if outcome.skipped else "done"
             why = outcome.detail.removeprefix("skipped: ")
