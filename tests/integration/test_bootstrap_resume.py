@@ -31,6 +31,7 @@ from tests.fakes import nvml
 from tests.fakes.box import FakeBox, lay_out_host
 from tests.fakes.hub_server import running_hub
 from tests.integration.stack_support import (
+    TINY_CONFIG,
     docker_client,
     free_port,
     http,
@@ -43,13 +44,6 @@ pytestmark = pytest.mark.docker
 DRIVER = Path(__file__).with_name("bootstrap_driver.py")
 MIB = 1 << 20
 WEIGHTS = 24 * MIB
-CONFIG = {
-    "architectures": ["LlamaForCausalLM"],
-    "hidden_size": 64,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 2,
-    "max_position_embeddings": 2048,
-}
 
 
 class World:
@@ -121,7 +115,7 @@ def hub() -> Any:
         server.add_repo(
             "acme/tiny-chat",
             {
-                "config.json": json.dumps(CONFIG).encode(),
+                "config.json": json.dumps(TINY_CONFIG).encode(),
                 "tokenizer.json": b'{"model": {"type": "BPE"}}',
                 "model.safetensors": os.urandom(WEIGHTS),
             },
@@ -206,7 +200,7 @@ def test_killed_mid_fetch_and_at_every_step_boundary_it_completes_with_no_side_e
     assert sum(r.path.endswith("tokenizer.json") for r in gets) == 1
     assert not list(blobs.glob("*.incomplete")) and not list(blobs.glob("tmp_*"))
     assert sum(p.stat().st_size for p in blobs.iterdir()) == WEIGHTS + len(
-        json.dumps(CONFIG)
+        json.dumps(TINY_CONFIG)
     ) + len(b'{"model": {"type": "BPE"}}')
     # one key, one admin, one container per service
     key = (world.tmp / "secrets/api_key").read_text().strip()

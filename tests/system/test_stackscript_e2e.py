@@ -24,6 +24,7 @@ from tests.fakes import systemd_box
 from tests.fakes.hub_server import running_hub
 from tests.fakes.wheelhouse import wheelhouse
 from tests.integration.stack_support import (
+    TINY_CONFIG,
     docker_client,
     free_port,
     http,
@@ -34,13 +35,6 @@ from tests.integration.stack_support import (
 pytestmark = [pytest.mark.docker, pytest.mark.systemd]
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = "/usr/bin/docker"
-TINY_CONFIG = {
-    "architectures": ["LlamaForCausalLM"],
-    "hidden_size": 64,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 2,
-    "max_position_embeddings": 2048,
-}
 
 
 def sh(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
