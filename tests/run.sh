@@ -38,8 +38,6 @@ log "lint and types: ruff check, ruff format --check, mypy agent"
 
 log "test images (cached by content hash)"
 .venv/bin/python tests/fakes/images.py build
-# A Debian 12 box with systemd as PID 1, for the StackScript's end-to-end test (~1 min once).
-.venv/bin/python -m tests.fakes.systemd_box
 # The real Open WebUI from PyPI: ~4.5 minutes the first time on 2 cores, then cached.
 .venv/bin/python tests/fakes/webui_real.py
 

@@ -93,8 +93,16 @@ def bootstrap(
             )
         render(last, as_json, checklist_text)
     tty = sys.stdout.isatty() and not as_json
+    from agent.settings import DEFAULT_CONFIG
+
     ctx = StepContext(
-        settings, state, root=host_root(), token=got.token or None, bundle=got.bundle, tty=tty
+        settings,
+        state,
+        root=host_root(),
+        token=got.token or None,
+        bundle=got.bundle,
+        tty=tty,
+        config_path=None if got.config_path == DEFAULT_CONFIG else got.config_path,
     )
     if show_plan:
         render(runner.plan(ctx), as_json, plan_text)

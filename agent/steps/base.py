@@ -82,6 +82,7 @@ class StepContext:
     root: Path = Path("/")
     token: str | None = None
     bundle: Path | None = None
+    config_path: Path | None = None  # where the settings were saved, when not the default
     progress: Progress = _quiet
     tty: bool = False
     is_root: bool = field(default_factory=lambda: os.geteuid() == 0)

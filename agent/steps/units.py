@@ -1,4 +1,5 @@
-"""The agent's systemd units, copied from the package into /etc/systemd/system."""
+"""The resume unit (sandbox-agent-bootstrap.service), copied from the package into
+/etc/systemd/system; the watchdog's unit is installed by agent.watchdog.install."""
 
 from __future__ import annotations
 
@@ -6,10 +7,8 @@ from pathlib import Path
 
 from agent import proc
 from agent.files import atomic_write
-from agent.settings import Settings
 from agent.steps.base import StepFailed
 
-WATCH = "sandbox-agent.service"
 RESUME = "sandbox-agent-bootstrap.service"
 UNIT_DIR = "etc/systemd/system"
 
@@ -39,12 +38,6 @@ def copy_unit(name: str, root: Path) -> Path:
     atomic_write(path, unit_text(name))
     proc.run(["systemctl", "daemon-reload"], timeout=60)
     return path
-
-
-def install_unit(settings: Settings, root: Path = Path("/")) -> None:
-    """systemd/sandbox-agent.service installed, enabled and started."""
-    copy_unit(WATCH, root)
-    proc.run(["systemctl", "enable", "--now", WATCH], timeout=120)
 
 
 def enable_resume(root: Path) -> None:

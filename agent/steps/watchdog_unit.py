@@ -22,5 +22,7 @@ def check(ctx: StepContext) -> Outcome:
 
 
 def apply(ctx: StepContext) -> str | None:
-    units.install_unit(ctx.settings, ctx.root)
-    return None
+    from agent.watchdog.install import install_unit  # the watch's own installer
+
+    done = install_unit(unit_dir=ctx.path("/" + units.UNIT_DIR), config=ctx.config_path)
+    return f"{UNIT} installed ({done.exec_start}), enabled and started"

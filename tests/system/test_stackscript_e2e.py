@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import systemd_box
 from tests.fakes.hub_server import running_hub
+from tests.fakes.images import ensure_image
 from tests.fakes.wheelhouse import wheelhouse
 from tests.integration.stack_support import (
     TINY_CONFIG,
@@ -62,12 +62,12 @@ def shared() -> Iterator[Path]:
 
 @pytest.fixture
 def box(shared: Path) -> Iterator[Box]:
-    image = systemd_box.ensure()
+    image = ensure_image("systemd-box")
     wheels = wheelhouse(shared / "wheels")
     name = f"sbx-box-{uuid.uuid4().hex[:8]}"
     sh(
         DOCKER, "run", "-d", "--name", name, "--hostname", "gpu-box", "--network", "host",
-        *systemd_box.run_args(),
+        "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "--tmpfs", "/run", "--tmpfs", "/run/lock",
         "-v", "/var/run/docker.sock:/var/run/docker.sock",
         "-v", f"{shared}:{shared}",
         "-v", f"{wheels}:/wheels:ro",
