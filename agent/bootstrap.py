@@ -18,14 +18,13 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 from agent import log, maintenance, motd, proc
 from agent.errors import AgentError
 from agent.results import INTERNAL, Result
 from agent.state import BootState
-from agent.steps import ALL, Done, RebootNeeded, Step, StepContext, Todo, units
+from agent.steps import ALL, Done, Outcome, RebootNeeded, Step, StepContext, Todo, units
 
 Status = Literal["pending", "running", "done", "skipped", "failed", "blocked", "reboot"]
 FINISHED = ("done", "skipped")
@@ -107,6 +106,16 @@ class _Run:
         self.listener(result)
 
 
+def _check(ctx: StepContext, step: Step) -> Outcome:
+    """The step's check; a `per-boot` step is also done when it succeeded on this boot."""
+    outcome = step.check(ctx)
+    if isinstance(outcome, Todo) and step.META.again == "per-boot":
+        marker = ctx.state.marker(step.META.id)
+        if marker and marker.get("boot_id") == ctx.boot_id and not marker.get("skipped"):
+            return Done(str(marker.get("detail", "done on this boot")))
+    return outcome
+
+
 def _run_step(ctx: StepContext, step: Step, run: _Run) -> None:
     meta, start = step.META, time.monotonic()
 
@@ -114,11 +123,13 @@ def _run_step(ctx: StepContext, step: Step, run: _Run) -> None:
         return round(time.monotonic() - start, 1)
 
     try:
-        outcome = step.check(ctx)
+        outcome = _check(ctx, step)
         if isinstance(outcome, Todo):
             run.update(meta.id, "running", detail=outcome.reason)
             said = step.apply(ctx)
-            outcome = step.check(ctx)
+            if meta.again == "per-boot":  # what it verified holds until the next boot
+                ctx.state.mark_done(meta.id, said or "done", boot_id=ctx.boot_id)
+            outcome = _check(ctx, step)
             if isinstance(outcome, Todo):
                 raise AgentError(
                     f"{meta.id} did its work but the box still says: {outcome.reason}",
@@ -283,7 +294,7 @@ def plan(ctx: StepContext, steps: Sequence[Step] = ALL) -> PlanResult:
         title = meta.title or meta.id
         after = tuple(n for n in meta.needs if n in todo)
         try:
-            outcome = step.check(ctx)
+            outcome = _check(ctx, step)
         except AgentError as exc:
             items.append(PlanItem(meta.id, title, "fail", exc.message, exc.fix, after))
             todo.add(meta.id)
@@ -312,7 +323,3 @@ def last_run(state: BootState) -> BootstrapResult | None:
     return BootstrapResult(
         str(data.get("instance_id")), data.get("status", "running"), steps, data.get("seconds", 0)
     )
-
-
-def state_for(settings_state: Path, instance_id: str) -> BootState:
-    return BootState(settings_state, instance_id)

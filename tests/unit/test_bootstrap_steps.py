@@ -273,12 +273,15 @@ def test_gpu_verify_runs_a_container_with_every_gpu_and_counts_them(
         with pytest.raises(gpu_verify.StepFailed, match="^a container sees 0 GPU"):
             gpu_verify.apply(ctx)
         return
-    assert gpu_verify.apply(ctx) == "a container sees all 1 GPU(s)"
+    result = bootstrap.run(ctx, [gpu_verify])  # type: ignore[list-item]
+    assert result.steps[0].detail == "a container sees all 1 GPU(s)"
     run = engine.runs[0]
     assert run["entrypoint"] == ["nvidia-smi", "-L"] and run["remove"] is True
     assert run["device_requests"][0]["Count"] == -1
     assert run["device_requests"][0]["Capabilities"] == [["gpu"]]
     # verified once per boot: the same boot says done, a new boot checks again
-    assert gpu_verify.check(ctx).detail == "a container sees all 1 GPU(s)"  # type: ignore[union-attr]
+    assert bootstrap.run(ctx, [gpu_verify]).status == "done" and len(engine.runs) == 1  # type: ignore[list-item]
     ctx.boot_id = "boot-2"
-    assert isinstance(gpu_verify.check(ctx), gpu_verify.Todo)
+    assert bootstrap.plan(ctx, [gpu_verify]).steps[0].action == "run"  # type: ignore[list-item]
+    bootstrap.run(ctx, [gpu_verify])  # type: ignore[list-item]
+    assert len(engine.runs) == 2
