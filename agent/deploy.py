@@ -63,11 +63,16 @@ def _quiet(_: str) -> None:
     pass
 
 
+def gpu_memory(settings: Settings, root: Path) -> list[int]:
+    """Memory totals of the healthy GPUs a model may be fit on (none when `gpus: none`)."""
+    return gpu.read_inventory(root).healthy_memory if settings.gpus != "none" else []
+
+
 def gpus(
     settings: Settings, client: DockerClient, root: Path
 ) -> tuple[list[int], int | str | None]:
     """Memory totals of the healthy GPUs, and the GPU request vLLM gets (None: no GPU)."""
-    memory = gpu.read_inventory(root).healthy_memory if settings.gpus != "none" else []
+    memory = gpu_memory(settings, root)
     request = stack.gpu_request(settings.gpus, len(memory), engine.info(client).has_nvidia_runtime)
     return memory, request
 

@@ -85,9 +85,7 @@ def _restore(config: Path, before: str | None) -> None:
         atomic_write(config, before, mode=0o644)
 
 
-def recover(
-    settings: Settings, config: Path, reload: Reload, *, progress: Progress = _quiet, **up: Any
-) -> Settings:
+def recover(settings: Settings, config: Path, reload: Reload, **up: Any) -> Settings:
     """Repair a change that was killed: settings put back as they were before it, the stack
     brought back to them. Returns the settings to go on with. Call with the lock held."""
     journal = _journal(settings, config)
@@ -95,10 +93,12 @@ def recover(
     if record is None:
         return settings
     if record.get("phase") in ("saved", "starting"):
-        progress(f"an interrupted {record.get('kind')} is repaired first: previous settings back")
+        up.get("progress", _quiet)(
+            f"an interrupted {record.get('kind')} is repaired first: previous settings back"
+        )
         _restore(Path(record.get("config") or config), record.get("before"))
         settings = reload(None)
-        deploy.up(settings, progress=progress, **up)
+        deploy.up(settings, **up)
     log.get("switch").warning("change.repaired", kind=record.get("kind"), phase=record.get("phase"))
     journal.clear()
     return settings
@@ -107,9 +107,7 @@ def recover(
 def up(settings: Settings, config: Path, reload: Reload, **kw: Any) -> deploy.DeployResult:
     """`sandbox-agent up`: an interrupted change repaired first, under the maintenance lock."""
     with maintenance.hold(settings.paths.state, "up"):
-        up_kw = {k: v for k, v in kw.items() if k != "progress"}
-        current = recover(settings, config, reload, progress=kw.get("progress", _quiet), **up_kw)
-        return deploy.up(current, **kw)
+        return deploy.up(recover(settings, config, reload, **kw), **kw)
 
 
 def _apply(
@@ -150,10 +148,6 @@ def _apply(
     return result.actions
 
 
-def _gpu_memory(settings: Settings, root: Path) -> list[int]:
-    return gpu.read_inventory(root).healthy_memory if settings.gpus != "none" else []
-
-
 def switch_model(
     settings: Settings,
     config: Path,
@@ -185,7 +179,7 @@ def switch_model(
         after = {"model": str(new.model.ref), "served_name": new.model.name}
         if new.model == current.model:
             return ChangeResult("switch-model", False, before, after)
-        memory = _gpu_memory(new, root)
+        memory = deploy.gpu_memory(new, root)
         progress(f"checking {ref} on the Hub")
         if memory:
             plan = models.fit_model(new, ref, memory, token).plan
