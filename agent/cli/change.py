@@ -17,6 +17,7 @@ from agent.cli.options import (
     json_option,
     load_settings,
     progress_printer,
+    refuse_environment_over,
     reloader,
 )
 from agent.cli.render import guarded, render
@@ -25,6 +26,14 @@ from agent.errors import BadInput
 if TYPE_CHECKING:
     from agent.switch import ChangeResult
 
+# what switch-model writes (agent.switch.switch_model)
+MODEL_KEYS = {
+    "model.id",
+    "model.revision",
+    "model.served_name",
+    "model.max_model_len",
+    "model.tensor_parallel_size",
+}
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 
 
@@ -61,6 +70,7 @@ def switch_model(
 
     settings = load_settings(config_path)
     ref = ModelRef.parse(name)
+    refuse_environment_over(MODEL_KEYS, "switch-model")
     if served_name is not None:
         load_settings(config_path, {"model.served_name": served_name})  # validated first
     _confirm(yes, f"Switch {settings.model.ref} to {ref}?")
@@ -96,6 +106,7 @@ def update(
     from agent import switch
 
     settings = load_settings(config_path)
+    refuse_environment_over({"images.vllm", "images.webui"}, "update")
     flags = {"images.vllm": vllm_image, "images.webui": webui_image}
     load_settings(config_path, {k: v for k, v in flags.items() if v})  # validated first
     _confirm(yes, "Update the stack's images?")

@@ -40,6 +40,21 @@ def load_settings(config_path: Path | None, flags: dict[str, Any] | None = None)
     return settings.load(config_path, env=os.environ, flags=flags)
 
 
+def refuse_environment_over(keys: set[str], verb: str) -> None:
+    """A change saves `keys` in the settings file, but the environment outranks that file: a
+    setting this shell sets would undo the change at the next command. Refused, exit 2."""
+    from agent.settings import ENV_KEYS
+
+    for name, key in ENV_KEYS.items():
+        if key in keys and os.environ.get(name):
+            raise BadInput(
+                name,
+                f"is set in this environment and outranks the settings file, so {key} would "
+                f"go back at the next command; nothing was changed",
+                fix=f"unset {name}, then run `sandbox-agent {verb}` again",
+            )
+
+
 def config_file(config_path: Path | None) -> Path:
     """The settings file a change writes: --config, else $SANDBOX_AGENT_CONFIG, else the
     default (it need not exist yet)."""

@@ -119,6 +119,15 @@ def test_a_model_that_does_not_exist_or_is_not_an_id_is_refused_with_nothing_cha
     )
     ran = box.run("switch-model", "acme/other")  # no terminal, no --yes
     assert ran.returncode == 2 and "error: --yes: this changes the running stack" in ran.stderr
+    # a setting the environment sets would undo the switch at the next command
+    ran = box.run("switch-model", "acme/other", "--yes", env={"MODEL_ID": "acme/tiny-chat"})
+    assert ran.returncode == 2, ran.stderr
+    assert "error: MODEL_ID: is set in this environment and outranks the settings file" in (
+        ran.stderr
+    )
+    assert "fix: unset MODEL_ID, then run `sandbox-agent switch-model` again" in ran.stderr
+    ran = box.run("update", "--yes", env={"VLLM_IMAGE": box.images[0]})
+    assert ran.returncode == 2 and "error: VLLM_IMAGE: is set in this environment" in ran.stderr
     assert box.state() == before and box.ids() == ids and box.answers("tiny")
 
 
