@@ -8,7 +8,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from agent import stack
 from agent.errors import AgentError
@@ -21,8 +21,22 @@ from agent.watchdog.report import Reporter
 
 if TYPE_CHECKING:
     from agent.engine import DockerClient
-    from agent.watchdog.loop import Watch
     from agent.watchdog.metrics import Metrics
+
+
+class Watch(Protocol):
+    """What the reports read of the watch loop (agent.watchdog.loop.Watch)."""
+
+    @property
+    def machines(self) -> dict[str, Machine]: ...
+    @property
+    def containers(self) -> dict[str, ServiceStatus]: ...
+    @property
+    def maintenance(self) -> str | None: ...
+    @property
+    def connected(self) -> bool: ...
+    def clock(self) -> float: ...
+
 
 STOP_TIMEOUT = 5  # seconds a restarted service gets to exit
 HUNG_STOP_TIMEOUT = 2  # one that answers nothing at all will not exit on SIGTERM either
