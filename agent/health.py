@@ -16,6 +16,7 @@ from agent.settings import Settings
 from agent.stack import UI, VLLM, ServiceStatus
 
 KEY_REQUIRED = "the API key being required"
+COMPLETION = "a chat completion"
 CRASH_RESTARTS = 3  # restarts while waiting that mean "crash loop", not "still loading"
 
 
@@ -50,7 +51,7 @@ def stages(settings: Settings, service: str, api_key: str | None) -> list[Stage]
                 5,
             ),
             Stage(KEY_REQUIRED, VLLM, lambda t: probes.vllm_key_required(api, name, t), 5),
-            Stage("a chat completion", VLLM, lambda t: probes.vllm_chat(api, api_key, name, t), 60),
+            Stage(COMPLETION, VLLM, lambda t: probes.vllm_chat(api, api_key, name, t), 60),
         ]
     if service == UI:
         ui = ui_url(settings)
@@ -142,3 +143,26 @@ def engine_progress(samples: list[LoadSample], stall: float = STALL_SECONDS) -> 
             "(vllm:generation_tokens_total stands still)"
         )
     return "busy", f"{running} request(s) in the engine, tokens flowing"
+
+
+def completion_wait(
+    before: probes.EngineLoad, after: probes.EngineLoad, waited: float
+) -> tuple[str, str]:
+    """Why a completion did not finish in `waited` seconds, from /metrics read before and after:
+    ("busy", why) when the token counter moved meanwhile (the engine works through a queue),
+    ("stuck", why) when requests are in the engine and it did not, ("unknown", why) otherwise."""
+    if not (before.ok and after.ok) or before.generated is None or after.generated is None:
+        return "unknown", (after if before.ok else before).detail
+    queued = int((after.running or 0) + (after.waiting or 0))
+    made = after.generated - before.generated
+    if made > 0:
+        return "busy", (
+            f"{queued} request(s) in the engine and {made:.0f} token(s) generated in the "
+            f"{waited:.0f}s doctor waited"
+        )
+    if queued:
+        return "stuck", (
+            f"{queued} request(s) in the engine and no token generated in the {waited:.0f}s "
+            "doctor waited (vllm:generation_tokens_total stands still)"
+        )
+    return "unknown", "no request in the engine, yet the completion did not finish"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from agent import engine, health, probes, stack
 from agent.checks.base import Check, CheckSpec, DoctorContext
 from agent.secrets import API_KEY, SecretStore
@@ -9,6 +11,7 @@ from agent.secrets import API_KEY, SecretStore
 UP_FIX = "run `sandbox-agent up` (it says what is wrong when it cannot start the stack)"
 LOOPBACK = ("127.", "::1", "[::1]")
 PROBE_BUDGET = 8.0  # seconds one probe may take inside doctor (a completion included)
+LOAD_TIMEOUT = 2.0  # vLLM's /metrics, read around the probes: busy or stuck, when one times out
 
 
 def _services(ctx: DoctorContext) -> dict[str, stack.ServiceStatus]:
@@ -48,8 +51,10 @@ def check_api(ctx: DoctorContext) -> Check:
         return svc
     s = ctx.settings
     key = SecretStore(s.paths.secrets).read(API_KEY)
+    before, started = probes.vllm_load(health.api_url(s), LOAD_TIMEOUT), time.monotonic()
     judged = health.assess(svc, health.stages(s, stack.VLLM, key), budget=PROBE_BUDGET)
-    if judged.failed is not None and judged.failed.label == health.KEY_REQUIRED:
+    answered = judged.probe is not None and judged.probe.status is not None
+    if judged.failed is not None and judged.failed.label == health.KEY_REQUIRED and answered:
         return Check(
             "stack.api",
             "fail",
@@ -58,6 +63,28 @@ def check_api(ctx: DoctorContext) -> Check:
             fix="run `sandbox-agent up` (it starts vLLM with the key from "
             f"{s.paths.secrets / API_KEY}); check model.extra_args for a flag that replaces it",
         )
+    if not judged.ok and judged.failed is not None and judged.failed.label == health.COMPLETION:
+        waited = time.monotonic() - started
+        after = probes.vllm_load(health.api_url(s), LOAD_TIMEOUT)
+        verdict, why = health.completion_wait(before, after, waited)
+        if verdict == "busy":
+            return Check(
+                "stack.api",
+                "warn",
+                "vLLM is busy: tokens flow, but a chat completion did not finish within "
+                f"{PROBE_BUDGET:.0f}s",
+                detail=f"{why}; {_detail(svc)}",
+                fix="nothing is broken; if the load is not expected, see who calls the API",
+            )
+        if verdict == "stuck":
+            return Check(
+                "stack.api",
+                "fail",
+                "vLLM answers /health but its engine is stuck",
+                detail=f"{why}; {_detail(svc)}",
+                fix="the watchdog restarts it within a minute; is it running? "
+                "`systemctl status sandbox-agent` (else `sandbox-agent logs vllm`)",
+            )
     if not judged.ok:
         loading = svc.health == "starting"
         stage = judged.failed.label if judged.failed else "vLLM /health"

@@ -132,6 +132,29 @@ def test_no_metrics_is_unknown_never_stuck() -> None:
     assert health.engine_progress(bad) == ("unknown", "HTTP 404: not found")
 
 
+@pytest.mark.parametrize(
+    "before, after, verdict, why",
+    [
+        pytest.param(load(1, 10), load(3, 14), "busy", "3 request(s) in the engine and 4 token(s)",
+                     id="busy"),
+        pytest.param(load(1, 10), load(1, 10), "stuck", "1 request(s) in the engine and no token",
+                     id="stuck"),
+        pytest.param(load(0, 10), load(0, 10), "unknown", "no request in the engine", id="empty"),
+        pytest.param(load(1, 10), probes.EngineLoad(False, "HTTP 404: not found"), "unknown",
+                     "HTTP 404: not found", id="no metrics after"),
+        pytest.param(probes.EngineLoad(False, "timed out"), load(1, 10), "unknown", "timed out",
+                     id="no metrics before"),
+    ],
+)  # fmt: skip
+def test_doctor_tells_a_busy_engine_from_a_stuck_one_around_its_completion(
+    before: probes.EngineLoad, after: probes.EngineLoad, verdict: str, why: str
+) -> None:
+    found, detail = health.completion_wait(before, after, 8.2)
+    assert found == verdict and detail.startswith(why), detail
+    if verdict != "unknown":
+        assert "in the 8s doctor waited" in detail
+
+
 def test_the_state_survives_a_restart_of_the_watchdog(tmp_path: Path) -> None:
     policy = Policy(budget=3)
     m = Machine.new("vllm", policy, 100.0)
