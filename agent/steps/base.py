@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from agent import engine, gpu, host
+from agent import engine, gpu, host, linode
 from agent.errors import AgentError
 from agent.settings import Settings
 from agent.state import BootState
@@ -93,6 +93,8 @@ class StepContext:
     apt: AptBatch | None = None
     # how the GPUs are read (NVML); a seam for tests of boxes whose driver cannot exist here
     read_gpus: Callable[[Path], gpu.GpuInventory] = gpu.read_inventory
+    # where the Linode metadata service is; tests point it at a local one
+    metadata: str = linode.METADATA
     _cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
