@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from agent import log, proc
 from agent.files import atomic_write
+from agent.steps import apt_keys
 
 if TYPE_CHECKING:
     from agent.steps.base import StepContext
@@ -50,7 +51,7 @@ CODENAMES = {
 @dataclass(frozen=True)
 class AptRepo:
     name: str  # the list file's name, /etc/apt/sources.list.d/<name>.list
-    key_url: str  # an ASCII-armoured key, kept as /etc/apt/keyrings/<name>.asc
+    key_url: str  # an https URL of its OpenPGP key, kept as /etc/apt/keyrings/<name>.asc
     line: str  # the source line with {keyring} where signed-by goes
 
     @property
@@ -136,15 +137,13 @@ _FIX = "see /var/log/apt/term.log; run `sandbox-agent bootstrap` again once apt 
 
 
 def add_repo(ctx: StepContext, repo: AptRepo) -> None:
-    """The repository's key (fetched once) and its source list, signed-by that key only."""
+    """The repository's key (the bundle's, else downloaded; once) and its source list, signed-by
+    that key only."""
     keyring = ctx.path(repo.keyring)
     if not keyring.exists():
         keyring.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        proc.run(
-            ["curl", "-fsSL", "--retry", "3", "-o", str(keyring), repo.key_url],
-            timeout=120,
-            fix="check that this box reaches " + repo.key_url.split("/")[2],
-        )
+        key = apt_keys.signing_key(repo.name, repo.key_url, ctx.bundle)
+        atomic_write(keyring, key, mode=0o644)
     line = repo.line.format(keyring=repo.keyring) + "\n"
     atomic_write(ctx.path(f"/etc/apt/sources.list.d/{repo.name}.list"), line)
 
