@@ -15,14 +15,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
-from agent import log, proc
+from agent import host, log, proc
 from agent.files import atomic_write
 from agent.steps import apt_keys
-
-if TYPE_CHECKING:
-    from agent.steps.base import StepContext
 
 LOCK_WAIT = 900  # seconds apt waits for another apt (unattended-upgrades at first boot)
 APT_GET = (
@@ -46,6 +44,17 @@ CODENAMES = {
     ("ubuntu", "24.04"): "noble",
     ("debian", "12"): "bookworm",
 }
+
+
+class AptContext(Protocol):
+    """What apt needs of a step's context (agent.steps.base.StepContext is one)."""
+
+    @property
+    def bundle(self) -> Path | None: ...
+
+    def path(self, box_path: str | Path) -> Path: ...
+
+    def os_release(self) -> host.OsRelease: ...
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,7 @@ class AptBatch:
         with self._lock:
             self.wants[step_id] = want
 
-    def install(self, ctx: StepContext, step_id: str, want: AptWant) -> None:
+    def install(self, ctx: AptContext, step_id: str, want: AptWant) -> None:
         """Install what `step_id` wants, together with what the other steps of its group
         want; an earlier group's packages go first, whoever asks."""
         with self._lock:
@@ -118,7 +127,7 @@ class AptBatch:
                 if batch:
                     self._transaction(ctx, batch)
 
-    def _transaction(self, ctx: StepContext, batch: dict[str, AptWant]) -> None:
+    def _transaction(self, ctx: AptContext, batch: dict[str, AptWant]) -> None:
         repos = {r.name: r for w in batch.values() for r in w.repos}
         packages = list(dict.fromkeys(p for w in batch.values() for p in w.packages))
         if not self._waited:
@@ -136,7 +145,7 @@ class AptBatch:
 _FIX = "see /var/log/apt/term.log; run `sandbox-agent bootstrap` again once apt works"
 
 
-def add_repo(ctx: StepContext, repo: AptRepo) -> None:
+def add_repo(ctx: AptContext, repo: AptRepo) -> None:
     """The repository's key (the bundle's, else downloaded; once) and its source list, signed-by
     that key only."""
     keyring = ctx.path(repo.keyring)
@@ -148,6 +157,6 @@ def add_repo(ctx: StepContext, repo: AptRepo) -> None:
     atomic_write(ctx.path(f"/etc/apt/sources.list.d/{repo.name}.list"), line)
 
 
-def codename(ctx: StepContext) -> str:
+def codename(ctx: AptContext) -> str:
     release = ctx.os_release()
     return CODENAMES.get((release.id, release.version_id), release.version_id)

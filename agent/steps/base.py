@@ -18,10 +18,10 @@ from agent import engine, gpu, host, linode
 from agent.errors import AgentError
 from agent.settings import Settings
 from agent.state import BootState
+from agent.steps.apt import AptBatch
 
 if TYPE_CHECKING:
     from agent.engine import DockerClient
-    from agent.steps.apt import AptBatch
 
 T = TypeVar("T")
 # always: checked on every run; per-boot: its marker holds for one boot only (a GPU
@@ -90,7 +90,7 @@ class StepContext:
     # still to be installed pass their own
     connect: Callable[[], DockerClient] | None = None
     boot_id: str = ""
-    apt: AptBatch | None = None
+    apt: AptBatch = field(default_factory=AptBatch)
     # how the GPUs are read (NVML); a seam for tests of boxes whose driver cannot exist here
     read_gpus: Callable[[Path], gpu.GpuInventory] = gpu.read_inventory
     # where the Linode metadata service is; tests point it at a local one
@@ -99,10 +99,6 @@ class StepContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        if self.apt is None:
-            from agent.steps.apt import AptBatch
-
-            self.apt = AptBatch()
         if not self.boot_id:
             try:
                 self.boot_id = (self.root / "proc/sys/kernel/random/boot_id").read_text().strip()
