@@ -250,7 +250,6 @@ def _finish(ctx: StepContext, state: _Run, reboot: bool) -> BootstrapResult:
 
 def _collect_apt_wants(ctx: StepContext, steps: Sequence[Step]) -> None:
     """What each package-installing step would install, so one apt transaction takes all."""
-    assert ctx.apt is not None
     for step in steps:
         want = getattr(step, "want", None)
         if want is None:

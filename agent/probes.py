@@ -6,29 +6,13 @@ with the HTTP status and a short reason. The API key is sent, never logged or re
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from agent import log
+from agent import log, web
 from agent.results import Record
-
-MAX_BODY = 1 << 20  # bytes read from an answer: a probe is no download
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer, never followed: it would carry the API key to another host."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-# No proxy either: the environment's http_proxy would see every key a probe sends.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
 
 
 @dataclass(frozen=True)
@@ -57,21 +41,17 @@ def request(
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
-    try:
-        with _OPENER.open(req, timeout=timeout) as resp:
-            return resp.status, _decode(resp.read(MAX_BODY)), ""
-    except urllib.error.HTTPError as exc:
-        try:
-            payload = _decode(exc.read(MAX_BODY))
-        except (OSError, http.client.HTTPException):
-            payload = ""
-        return exc.code, payload, f"HTTP {exc.code}: {_short(payload)}"
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        # URLError and timeouts are OSErrors; a peer that is no HTTP server (or hangs up
-        # mid-answer) raises http.client's own errors; a malformed URL a ValueError.
-        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-        return None, None, f"no answer from {url}: {reason}"
+    # agent.web.fetch: no proxy (http_proxy would see every key a probe sends), no redirect
+    # (it would carry the key to another host)
+    reply = web.fetch(
+        url, method="POST" if data else "GET", headers=headers, data=data, timeout=timeout
+    )
+    if reply.status is None:
+        return None, None, f"no answer from {url}: {reply.failure}"
+    payload = _decode(reply.body)
+    if not 200 <= reply.status < 300:
+        return reply.status, payload, f"HTTP {reply.status}: {_short(payload)}"
+    return reply.status, payload, ""
 
 
 def _decode(raw: bytes) -> Any:

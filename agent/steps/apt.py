@@ -15,13 +15,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
-from agent import log, proc
+from agent import host, log, proc
 from agent.files import atomic_write
-
-if TYPE_CHECKING:
-    from agent.steps.base import StepContext
+from agent.steps import apt_keys
 
 LOCK_WAIT = 900  # seconds apt waits for another apt (unattended-upgrades at first boot)
 APT_GET = (
@@ -47,10 +46,21 @@ CODENAMES = {
 }
 
 
+class AptContext(Protocol):
+    """What apt needs of a step's context (agent.steps.base.StepContext is one)."""
+
+    @property
+    def bundle(self) -> Path | None: ...
+
+    def path(self, box_path: str | Path) -> Path: ...
+
+    def os_release(self) -> host.OsRelease: ...
+
+
 @dataclass(frozen=True)
 class AptRepo:
     name: str  # the list file's name, /etc/apt/sources.list.d/<name>.list
-    key_url: str  # an ASCII-armoured key, kept as /etc/apt/keyrings/<name>.asc
+    key_url: str  # an https URL of its OpenPGP key, kept as /etc/apt/keyrings/<name>.asc
     line: str  # the source line with {keyring} where signed-by goes
 
     @property
@@ -103,7 +113,7 @@ class AptBatch:
         with self._lock:
             self.wants[step_id] = want
 
-    def install(self, ctx: StepContext, step_id: str, want: AptWant) -> None:
+    def install(self, ctx: AptContext, step_id: str, want: AptWant) -> None:
         """Install what `step_id` wants, together with what the other steps of its group
         want; an earlier group's packages go first, whoever asks."""
         with self._lock:
@@ -117,7 +127,7 @@ class AptBatch:
                 if batch:
                     self._transaction(ctx, batch)
 
-    def _transaction(self, ctx: StepContext, batch: dict[str, AptWant]) -> None:
+    def _transaction(self, ctx: AptContext, batch: dict[str, AptWant]) -> None:
         repos = {r.name: r for w in batch.values() for r in w.repos}
         packages = list(dict.fromkeys(p for w in batch.values() for p in w.packages))
         if not self._waited:
@@ -135,20 +145,18 @@ class AptBatch:
 _FIX = "see /var/log/apt/term.log; run `sandbox-agent bootstrap` again once apt works"
 
 
-def add_repo(ctx: StepContext, repo: AptRepo) -> None:
-    """The repository's key (fetched once) and its source list, signed-by that key only."""
+def add_repo(ctx: AptContext, repo: AptRepo) -> None:
+    """The repository's key (the bundle's, else downloaded; once) and its source list, signed-by
+    that key only."""
     keyring = ctx.path(repo.keyring)
     if not keyring.exists():
         keyring.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        proc.run(
-            ["curl", "-fsSL", "--retry", "3", "-o", str(keyring), repo.key_url],
-            timeout=120,
-            fix="check that this box reaches " + repo.key_url.split("/")[2],
-        )
+        key = apt_keys.signing_key(repo.name, repo.key_url, ctx.bundle)
+        atomic_write(keyring, key, mode=0o644)
     line = repo.line.format(keyring=repo.keyring) + "\n"
     atomic_write(ctx.path(f"/etc/apt/sources.list.d/{repo.name}.list"), line)
 
 
-def codename(ctx: StepContext) -> str:
+def codename(ctx: AptContext) -> str:
     release = ctx.os_release()
     return CODENAMES.get((release.id, release.version_id), release.version_id)

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from agent import engine, gpu, host
+from agent import engine, gpu, host, linode
 from agent.errors import AgentError
 from agent.settings import Settings
 from agent.state import BootState
+from agent.steps.apt import AptBatch
 
 if TYPE_CHECKING:
     from agent.engine import DockerClient
-    from agent.steps.apt import AptBatch
 
 T = TypeVar("T")
 # always: checked on every run; per-boot: its marker holds for one boot only (a GPU
@@ -90,17 +90,15 @@ class StepContext:
     # still to be installed pass their own
     connect: Callable[[], DockerClient] | None = None
     boot_id: str = ""
-    apt: AptBatch | None = None
+    apt: AptBatch = field(default_factory=AptBatch)
     # how the GPUs are read (NVML); a seam for tests of boxes whose driver cannot exist here
     read_gpus: Callable[[Path], gpu.GpuInventory] = gpu.read_inventory
+    # where the Linode metadata service is; tests point it at a local one
+    metadata: str = linode.METADATA
     _cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        if self.apt is None:
-            from agent.steps.apt import AptBatch
-
-            self.apt = AptBatch()
         if not self.boot_id:
             try:
                 self.boot_id = (self.root / "proc/sys/kernel/random/boot_id").read_text().strip()

@@ -36,7 +36,6 @@ def check(ctx: StepContext) -> Outcome:
 
 
 def apply(ctx: StepContext) -> str | None:
-    assert ctx.apt is not None
     if not apt.installed([PACKAGE]):
         ctx.apt.install(ctx, META.id, want(ctx))
     proc.run(["nvidia-ctk", "runtime", "configure", "--runtime=docker"], timeout=60)

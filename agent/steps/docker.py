@@ -44,7 +44,6 @@ def check(ctx: StepContext) -> Outcome:
 
 
 def apply(ctx: StepContext) -> str | None:
-    assert ctx.apt is not None
     if not apt.installed(["docker-ce"]) and not apt.installed(["docker.io"]):
         ctx.apt.install(ctx, META.id, want(ctx))
     proc.run(["systemctl", "enable", "--now", "docker.service"], timeout=180)

@@ -12,11 +12,11 @@ META = StepMeta("motd", needs=("stack", "watchdog-unit"), title="login message")
 
 def facts(ctx: StepContext) -> motd.Ready:
     s = ctx.settings
-    ip = ctx.once("public_ip", linode.public_ipv4) or "THIS-BOX-IP"
 
     def where(bind: str) -> str:
-        if bind in ("0.0.0.0", "::"):
-            return ip
+        if bind in ("0.0.0.0", "::"):  # only then is the public address asked for
+            found = ctx.once("public_ip", lambda: linode.public_ipv4(ctx.metadata))
+            return found or "THIS-BOX-IP"
         return f"[{bind}]" if ":" in bind else bind
 
     store = SecretStore(s.paths.secrets)

@@ -75,7 +75,6 @@ def check(ctx: StepContext) -> Outcome:
 def apply(ctx: StepContext) -> str | None:
     inv = ctx.inventory(fresh=True)
     if inv.state == "no_library":
-        assert ctx.apt is not None
         ctx.apt.install(ctx, META.id, want(ctx))
     load(ctx)
     return None

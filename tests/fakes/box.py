@@ -1,6 +1,8 @@
 """A fake first-boot box behind the one command runner, for what cannot run here: apt on
 Ubuntu (and Debian's apt installing NVIDIA's packages), systemctl on a box without systemd as
-PID 1, modprobe of a driver there is no GPU for, the Linode metadata service, a reboot.
+PID 1, modprobe of a driver there is no GPU for, a reboot. (The agent reaches the Linode
+metadata service and the apt keys over HTTP, not through commands: tests/fakes/web_peers.py
+serves them, and a curl from the agent is an UnexpectedCommand here.)
 
 Its state (installed packages, enabled units, whether the nvidia module loads) lives in a JSON
 file, so it survives the agent being killed with SIGKILL and is shared with a subprocess
@@ -76,8 +78,6 @@ class FakeBox:
                     "enabled": [],
                     "active": [],
                     "modprobe_nvidia_rc": 0,
-                    "public_ip": None,  # None: no metadata service in this region
-                    "hostname_ip": "203.0.113.7",
                     "on_modprobe": [],  # [src, dst] files copied when nvidia loads (the fake library)
                 }
             )
@@ -122,9 +122,9 @@ class FakeBox:
             fcntl.flock(log, fcntl.LOCK_EX)
             log.write(json.dumps(list(argv)) + "\n")
         with self._locked():
-            return self._answer(argv, kw.get("input"))
+            return self._answer(argv)
 
-    def _answer(self, argv: tuple[str, ...], given: str | None) -> proc.Completed:
+    def _answer(self, argv: tuple[str, ...]) -> proc.Completed:
         st = self.load()
 
         def ok(out: str = "", rc: int = 0, err: str = "") -> proc.Completed:
@@ -152,18 +152,6 @@ class FakeBox:
             return ok("\n".join(lines) + "\n", rc)
         if cmd == "cloud-init":
             return ok("status: done")
-        if cmd == "curl" and "169.254.169.254" in line:
-            if st["public_ip"] is None:
-                return ok(rc=28, err="curl: (28) Connection timed out")
-            if "/v1/token" in line:
-                return ok("fake-metadata-token-123456")
-            assert given == "Metadata-Token: fake-metadata-token-123456\n", given
-            return ok(json.dumps({"ipv4": {"public": [st["public_ip"] + "/32"]}}))
-        if cmd == "curl" and "-o" in argv:  # an apt key
-            Path(argv[argv.index("-o") + 1]).write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
-            return ok()
-        if cmd == "hostname":
-            return ok(f"{st['hostname_ip']} 10.0.0.2 \n")
         if cmd == "systemctl":
             return self._systemctl(argv, st, ok)
         if cmd == "modprobe":
@@ -218,3 +206,17 @@ def lay_out_host(root: Path, os_name: str) -> Path:
     (root / "proc/sys/kernel/random/boot_id").write_text("boot-1\n")
     (root / "proc/meminfo").write_text("MemTotal:       65536000 kB\nMemAvailable:   60000000 kB\n")
     return root
+
+
+APT_REPOS = ("docker", "cuda-debian12", "nvidia-container-toolkit")
+
+
+def lay_out_key_bundle(folder: Path, names: tuple[str, ...] = APT_REPOS) -> Path:
+    """An offline bundle holding only the apt repositories' keys (apt-keys/<name>.asc): the
+    box cannot download them here, and a bundle is how an offline install pins them."""
+    from tests.fakes.web_peers import TEST_KEY_ASC
+
+    (folder / "apt-keys").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / "apt-keys" / f"{name}.asc").write_bytes(TEST_KEY_ASC)
+    return folder

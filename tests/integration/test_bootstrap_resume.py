@@ -5,8 +5,9 @@ enabled, and the next run (the boot) resumes after the driver step.
 
 The box is a Debian 12 tree with one NVIDIA GPU on its PCI bus and no driver; apt, systemctl
 and modprobe answer from the fake box (tests/fakes/box.py), whose `modprobe nvidia` makes the
-fake driver library appear where NVML looks for it. The Docker engine, the stand-in stack,
-the Hub protocol and NVML are real.
+fake driver library appear where NVML looks for it. NVIDIA's repository key comes from an
+offline bundle (SANDBOX_AGENT_BUNDLE, apt-keys/): this machine cannot download it. The Docker
+engine, the stand-in stack, the Hub protocol and NVML are real.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import yaml
 from agent.steps import ALL
 from tests.conftest import agent_env
 from tests.fakes import nvml
-from tests.fakes.box import FakeBox, lay_out_host
+from tests.fakes.box import FakeBox, lay_out_host, lay_out_key_bundle
 from tests.fakes.hub_server import running_hub
 from tests.integration.stack_support import (
     TINY_CONFIG,
@@ -54,6 +55,7 @@ class World:
         self.drivers = tmp / "driver-libs"  # where NVML looks; empty until modprobe nvidia
         self.drivers.mkdir()
         self.box = FakeBox(tmp / "box")
+        self.bundle = lay_out_key_bundle(tmp / "bundle", ("cuda-debian12",))
         lib = fake_lib / nvml.SONAME
         self.box.set(on_modprobe=[[str(lib), str(self.drivers / nvml.SONAME)]])
         self.scenario = nvml.SCENARIOS["one_20gb"].write(tmp / "scenario")
@@ -85,6 +87,7 @@ class World:
                 SANDBOX_AGENT_ROOT=str(self.root),
                 LINODE_ID="777",
                 FAKE_BOX=str(self.box.folder),
+                SANDBOX_AGENT_BUNDLE=str(self.bundle),
             ),
         )
         if not linode:  # as sandbox-agent-bootstrap.service runs it: no platform variables
@@ -188,6 +191,8 @@ def test_killed_mid_fetch_and_at_every_step_boundary_it_completes_with_no_side_e
         "nvidia-open",
         f"linux-headers-{platform.release()}",
     ]
+    keyring = world.root / "etc/apt/keyrings/cuda-debian12.asc"
+    assert keyring.read_bytes() == (world.bundle / "apt-keys/cuda-debian12.asc").read_bytes()
     calls = world.box.calls()
     assert calls.count("systemctl enable --now sandbox-agent.service") == 1
     # the model: a file finished before the kill is never fetched again; the one cut by the

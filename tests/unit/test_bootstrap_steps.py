@@ -21,8 +21,15 @@ from agent.steps import (
     nvidia_driver,
     preflight,
 )
-from tests.fakes.box import DOCKER_PACKAGES, OS_TABLES, FakeBox, lay_out_host
+from tests.fakes.box import (
+    DOCKER_PACKAGES,
+    OS_TABLES,
+    FakeBox,
+    lay_out_host,
+    lay_out_key_bundle,
+)
 from tests.fakes.nvml import add_pci_device
+from tests.fakes.web_peers import TEST_KEY_ASC
 
 GIB = 1024**3
 HEADERS = f"linux-headers-{platform.release()}"
@@ -71,6 +78,7 @@ def box(tmp_path: Path) -> Any:
 def context(tmp_path: Path, write_config, box: FakeBox, os_name: str, **kw: Any) -> StepContext:
     root = lay_out_host(tmp_path / "root", os_name)
     s = settings.load(write_config())
+    kw.setdefault("bundle", lay_out_key_bundle(tmp_path / "bundle"))
     return StepContext(
         s,
         BootState(s.paths.state, "4242"),
@@ -117,7 +125,8 @@ def test_a_bare_gpu_box_gets_docker_first_then_driver_and_toolkit_in_one_transac
     for name, where in table["repos"].items():
         line = (lists / f"{name}.list").read_text()
         assert where in line and f"signed-by=/etc/apt/keyrings/{name}.asc" in line
-        assert (ctx.root / f"etc/apt/keyrings/{name}.asc").exists()
+        keyring = ctx.root / f"etc/apt/keyrings/{name}.asc"  # the bundle's key, 0644
+        assert keyring.read_bytes() == TEST_KEY_ASC and keyring.stat().st_mode & 0o777 == 0o644
     assert "nvidia-container-toolkit.list" in {p.name for p in lists.iterdir()}
     after = calls[calls.index(installs[1]) :]
     assert "modprobe nvidia" in after and "modprobe nvidia_uvm" in after

@@ -28,6 +28,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "engine",
         "maintenance",
         "state",
+        "web",
     ),
     "peers": ("host", "probes", "gpu", "models", "stack", "sd", "linode", "motd"),
     "work": ("health", "deploy", "doctor", "checks", "switch", "watchdog", "steps", "bootstrap"),
