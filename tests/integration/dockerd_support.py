@@ -117,10 +117,17 @@ class PrivateEngine:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        forced = [f"process {pid}: {what}" for pid, what in self._leftover_processes()]
-        for pid, _ in self._leftover_processes():
+        leftover = self._leftover_processes()
+        forced = [f"process {pid}: {what}" for pid, what in leftover]
+        for pid, _ in leftover:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if leftover:  # runc removes a container's cgroups when it stops, not when it is killed
+            time.sleep(0.5)
+            for cid in self._container_ids():
+                for group in Path("/sys/fs/cgroup").glob(f"*/docker/{cid}"):
+                    with contextlib.suppress(OSError):
+                        group.rmdir()
         for mount in self._leftover_mounts():
             forced.append(f"mount {mount}")
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
@@ -131,8 +138,8 @@ class PrivateEngine:
     def _leftover_processes(self) -> list[tuple[int, str]]:
         """Processes of this daemon that outlived it: its containerd and shims (their command
         line names our folder) and the containers' own processes (in their cgroups)."""
-        mine = str(self.folder)
-        ids = {p.name for p in (self.folder / "data" / "containers").glob("*")}
+        mine = str(self.folder) + "/"
+        ids = self._container_ids()
         found: dict[int, str] = {}
         for proc in Path("/proc").glob("[0-9]*"):
             with contextlib.suppress(OSError):
@@ -144,6 +151,9 @@ class PrivateEngine:
                 if mine in cmd or any(f"/docker/{cid}" in cgroups for cid in ids):
                     found[pid] = cmd.strip()[:120]
         return sorted(found.items())
+
+    def _container_ids(self) -> set[str]:
+        return {p.name for p in (self.folder / "data" / "containers").glob("*")}
 
     def _leftover_mounts(self) -> list[str]:
         mine = str(self.folder) + "/"
