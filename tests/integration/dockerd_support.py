@@ -93,7 +93,9 @@ class PrivateEngine:
         """Copy images from the main engine (`source`, a docker-py client): save, then load."""
         client = self.client(timeout=300)
         for name in images:
-            client.images.load(source.images.get(name).save(named=True))
+            # named=True would keep only its first tag, whichever that is
+            client.images.load(source.images.get(name).save(named=name))
+            client.images.get(name)  # there, under the very tag the stack names
 
     def tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
