@@ -3,12 +3,15 @@
 
 Everything of its own lives under one folder: its API socket, --data-root, --exec-root (so
 it supervises a containerd of its own, socket and state included), --pidfile and an empty
---config-file (so /etc/docker/daemon.json does not reach it). --bridge=none leaves docker0 to
-the main daemon, --iptables=false --ip-masq=false --ip-forward=false keep its hands off the
-host's firewall and sysctls (published ports go through docker-proxy, which is all a stack
-bound to 127.0.0.1 needs), and --default-address-pool gives its networks subnets that the main
-daemon never hands out (it draws from 172.17-31.x and 192.168.x). It runs under
-`setpriv --pdeathsig TERM`: if pytest dies, the daemon is told to stop too (and stops its
+--config-file (so /etc/docker/daemon.json does not reach it). Its default bridge is one of its
+own, made here and removed at close. Two dockerd flags delete the host's docker0 (the main
+daemon's bridge, whatever --bridge names): --bridge=none at every start, and
+--default-address-pool at a restart (it clears the stale default network and, with custom
+pools, the interface docker0 by name); neither is used. Its networks come from Docker's
+default pools, which skip subnets the host already routes (the main daemon's).
+--iptables=false --ip-masq=false --ip-forward=false keep its hands off the host's firewall
+and sysctls (published ports go through docker-proxy, which is all a stack bound to
+127.0.0.1 needs). It runs under `setpriv --pdeathsig TERM`: if pytest dies, the daemon is told to stop too (and stops its
 containers with it).
 """
 
@@ -34,7 +37,9 @@ class PrivateEngine:
         self.proc: subprocess.Popen[bytes] | None = None
         config = folder / "daemon.json"
         config.write_text("{}\n")
-        pool = f"base=10.{random.randint(128, 254)}.0.0/16,size=24"
+        net = random.randint(128, 254)
+        self.bridge = f"sapriv{net}"
+        self.bridge_cidr = f"10.{net}.255.1/24"
         self.argv = [
             "setpriv", "--pdeathsig", "TERM", "dockerd",
             "--config-file", str(config),
@@ -42,8 +47,7 @@ class PrivateEngine:
             "--data-root", str(folder / "data"),
             "--exec-root", str(folder / "exec"),
             "--pidfile", str(folder / "dockerd.pid"),
-            "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
-            "--default-address-pool", pool,
+            f"--bridge={self.bridge}", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
         ]  # fmt: skip
 
     # --- life -------------------------------------------------------------------------------
@@ -52,6 +56,13 @@ class PrivateEngine:
         """Start the daemon; returns once its API answers (the seconds it took)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         began = time.monotonic()
+        if not Path(f"/sys/class/net/{self.bridge}").exists():
+            for argv in (
+                ["ip", "link", "add", self.bridge, "type", "bridge"],
+                ["ip", "addr", "add", self.bridge_cidr, "dev", self.bridge],
+                ["ip", "link", "set", self.bridge, "up"],
+            ):
+                subprocess.run(argv, check=True, capture_output=True)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
         while time.monotonic() - began < timeout:
@@ -108,11 +119,15 @@ class PrivateEngine:
         """Remove its containers and networks, stop it, and make sure nothing of it is left
         running or mounted; then remove the folder. Returns what had to be cleaned up by
         force (empty when the daemon cleaned up after itself, as it should)."""
+        links: list[str] = []  # the bridges of its own networks: gone once they are
         if self.running:
             with contextlib.suppress(Exception):
                 client = self.client(timeout=30)
                 for container in client.containers.list(all=True):
                     container.remove(force=True)
+                links = [
+                    f"br-{n.id[:12]}" for n in client.networks.list(filters={"driver": "bridge"})
+                ]
                 client.networks.prune()
             with contextlib.suppress(AssertionError):
                 self.stop()
@@ -133,6 +148,11 @@ class PrivateEngine:
         for mount in self._leftover_mounts():
             forced.append(f"mount {mount}")
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+        for link in links:
+            if Path(f"/sys/class/net/{link}").exists():
+                forced.append(f"bridge {link}")
+                subprocess.run(["ip", "link", "del", link], check=False, capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], check=False, capture_output=True)
         shutil.rmtree(self.folder / "data", ignore_errors=True)
         shutil.rmtree(self.folder / "exec", ignore_errors=True)
         return forced

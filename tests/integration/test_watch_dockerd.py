@@ -39,6 +39,8 @@ BACK_AFTER = 7.5 + 1.0
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateEngine]:
     eng = PrivateEngine(tmp_path_factory.mktemp("dockerd"))
+    main_bridge = Path("/sys/class/net/docker0")
+    had_docker0 = main_bridge.exists()
     try:
         eng.start()
         eng.load(standin_images(), docker_client())
@@ -46,6 +48,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateEngine]:
     finally:
         forced = eng.close()
     assert forced == [], f"the private dockerd left these behind (now cleaned up): {forced}"
+    # the main engine's bridge is not the private daemon's to touch
+    assert main_bridge.exists() or not had_docker0, "the private dockerd removed docker0"
 
 
 def after(t: float) -> Any:
