@@ -10,6 +10,7 @@ log() { printf '\n== %s\n' "$*"; }
 need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+command -v ip >/dev/null || need_apt+=(iproute2)  # the private dockerd's bridge
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt: ${need_apt[*]}"
   apt-get update -qq

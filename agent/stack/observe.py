@@ -62,6 +62,7 @@ class ServiceStatus(Record):
     container_id: str | None = None
     exit_code: int | None = None  # of the last run, while not running
     oom_killed: bool = False  # the last run ended by the kernel's OOM killer
+    started_at: str | None = None  # Docker's StartedAt of the last run: a new run, a new value
 
 
 def status(
@@ -91,6 +92,7 @@ def status(
                 container_id=str(getattr(container, "id", "") or "") or None,
                 exit_code=None if running else state.get("ExitCode"),
                 oom_killed=bool(state.get("OOMKilled")),
+                started_at=str(state.get("StartedAt") or "") or None,
             )
         )
     return tuple(result)

@@ -110,6 +110,21 @@ class Actions:
         if self.metrics is not None:
             self.metrics.crashed(event.service, "oom" if oom else "exit")
 
+    def started_again(self, svc: ServiceStatus, was: str) -> bool:
+        """A new run of the same container that no crash caused: False if it was our restart,
+        else said, and True."""
+        start, end = self._own.get(svc.service, (0.0, -1.0))
+        began = self.wall() - (svc.uptime_s or 0.0)  # StartedAt is read to the second
+        if start - 1.0 <= began <= end + 1.0:
+            return False
+        self.report.event(
+            "service_started", "notice",
+            f"{svc.service} started again in its container (the engine restarted, or a person "
+            "started it): loading, under the start grace",
+            service=svc.service, was=was,
+        )  # fmt: skip
+        return True
+
     def crash_reason(self, svc: ServiceStatus) -> str:
         self._oom.discard(svc.service)
         return self._died.pop(svc.service, None) or (

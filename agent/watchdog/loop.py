@@ -295,6 +295,14 @@ class Watch:
         elif new.restart_count > old.restart_count:
             reason = self.actions.crash_reason(new)
             self._decide(machine.crashed(now, reason, new.restart_count - old.restart_count))
+        elif (
+            new.state == "running"
+            and new.started_at != old.started_at
+            # a new run, neither ours nor its restart policy's: the engine restarted (it stops
+            # every container and starts them again), or a person started it
+            and self.actions.started_again(new, old.state)
+        ):
+            machine.started_again(now)
 
     def _check_maintenance(self, now: float) -> None:
         found = maintenance.current(self.settings.paths.state)

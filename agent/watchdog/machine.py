@@ -129,6 +129,14 @@ class Machine:
         if self.state == "restarting":
             self._enter("starting", now)
 
+    def started_again(self, now: float) -> None:
+        """The same container began a new run that no crash caused (a restarted engine stops
+        every container and starts them again): loading again, under the start grace; the
+        budget stays."""
+        if self.state != "failed":
+            self._restart_began(now)
+            self._enter("starting", now)
+
     def reset(self, now: float) -> list[Decision]:
         """`sandbox-agent up` or a change of settings: forget the failure and the budget."""
         was = self.state

@@ -28,11 +28,11 @@ TINY_CONFIG = {  # a model config.json the fit can size; the stand-in serves any
 }
 
 
-def docker_client() -> Any:
+def docker_client(base_url: str = "unix:///var/run/docker.sock") -> Any:
     import docker
 
     try:
-        client = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=60)
+        client = docker.DockerClient(base_url=base_url, timeout=60)
         client.ping()
     except docker.errors.DockerException as exc:
         pytest.fail(f"no Docker engine ({exc}): tests/run.sh installs and starts one")

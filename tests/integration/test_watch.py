@@ -71,6 +71,7 @@ def test_a_vllm_hung_with_its_port_open_is_restarted_within_15s(stacks: Any, wat
     healthy_after(w, stamp(ev), 20)
     time.sleep(3)
     assert len(w.named("service_restarted")) == 1
+    assert w.named("service_started") == [], w.dump()  # our own restart is no news
     assert (
         st.container().labels["com.docker.compose.service"] == "vllm"
     )  # restarted, not re-created

@@ -52,27 +52,38 @@ def fast_healthcheck_template(folder: Path) -> Path:
 
 
 class Stack:
-    """A stand-in stack of its own (project, ports, folders), up and healthy."""
+    """A stand-in stack of its own (project, ports, folders), up and healthy; on the main
+    engine, or on the one `docker_host` names (the agent gets it as DOCKER_HOST)."""
 
-    def __init__(self, folder: Path, *, template: Path | None = None, **over: Any) -> None:
-        self.folder, self.project, self.client = folder, project_name("wd"), docker_client()
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        template: Path | None = None,
+        docker_host: str | None = None,
+        **over: Any,
+    ) -> None:
+        self.env = {"DOCKER_HOST": docker_host} if docker_host else {}
+        self.folder, self.project = folder, project_name("wd")
+        self.client = docker_client(docker_host) if docker_host else docker_client()
         self.snapshot = fake_snapshot(folder / "models", "acme/tiny-chat")
         watch = {"metrics_port": free_port(), "motd": str(folder / "motd"), **over.pop("watch", {})}
         self.config = write_config(folder, self.project, standin_images(), watch=watch, **over)
         data = yaml.safe_load(self.config.read_text())
         self.api = f"http://127.0.0.1:{data['api']['port']}"
+        self.ui = f"http://127.0.0.1:{data['ui']['port']}"
         self.metrics = f"http://127.0.0.1:{watch['metrics_port']}/metrics"
         self.template = template
         self.up()
 
     def up(self) -> subprocess.CompletedProcess[str]:
         extra = ["--template", str(self.template)] if self.template else []
-        done = agent("up", "--config", str(self.config), *extra)
+        done = agent("up", "--config", str(self.config), *extra, env=self.env)
         assert done.returncode == 0, done.stdout + done.stderr
         return done
 
     def run(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        return agent(*args, "--config", str(self.config), **kw)
+        return agent(*args, "--config", str(self.config), env=self.env, **kw)
 
     def container(self, service: str = "vllm") -> Any:
         return self.client.containers.get(f"{self.project}-{service}-1")

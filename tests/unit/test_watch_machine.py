@@ -142,3 +142,22 @@ def test_a_thousand_ticks_take_milliseconds() -> None:
             if d.action == "restart":
                 m.restarted(float(i))
     assert time.perf_counter() - started < 0.5
+
+
+def test_a_new_run_no_crash_caused_loads_again_under_the_grace_and_keeps_the_budget() -> None:
+    m = healthy_machine()
+    m.crashed(5, "exited with code 1")
+    assert m.observe(6, OK)[0].action == "healthy"
+    before = m.epoch
+    m.started_again(100)  # a restarted engine started the same container again
+    assert m.state == "starting" and m.epoch == before + 1 and m.started == 100
+    assert drive(m, FAIL, 100, 690) == []  # loading: failures inside the grace do not count
+    assert m.restarts_in_window(690) == 1  # the budget stays: it was no restart
+    assert m.observe(691, OK)[0].action == "healthy"
+
+
+def test_a_failed_service_is_not_woken_by_a_new_run() -> None:
+    m = healthy_machine()
+    drive(m, UNHEALTHY, 2, 2000)
+    m.started_again(2001)
+    assert m.state == "failed"
