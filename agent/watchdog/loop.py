@@ -129,6 +129,7 @@ class Watch:
             if not self.connected:
                 self.actions.report.event("engine_connected", "info", "reading Docker's events")
             self.connected = True
+            self.actions.report.forget("engine")  # the next outage is news, worded alike or not
             self._read_containers(now)  # events missed meanwhile are never re-sent
         elif isinstance(news, Disconnected):
             self.connected = False

@@ -83,3 +83,17 @@ def test_a_new_run_with_a_higher_restart_count_is_a_crash_not_a_start(
     crashed = dataclasses.replace(AGAIN, restart_count=1)
     w._container_seen(w.machines["vllm"], RUNNING, crashed, 20.0, first=False)
     assert said(w) == ["service_crashed"] and w.machines["vllm"].restarts_in_window(20) == 1
+
+
+def test_every_outage_of_the_engine_is_said_even_when_worded_alike(
+    write_config, tmp_path: Path, monkeypatch
+) -> None:
+    from agent.watchdog.signals import Connected, Disconnected
+
+    w = healthy_watch(write_config, tmp_path)
+    monkeypatch.setattr(w, "_read_containers", lambda now, first=False: None)  # no engine here
+    for at in (1.0, 2.0):
+        w._handle(Disconnected(at, "the event stream ended"))
+        w._handle(Disconnected(at + 0.1, "the event stream ended"))  # the same outage: once
+        w._handle(Connected(at + 0.5))
+    assert said(w) == ["engine_disconnected", "engine_connected"] * 2
