@@ -153,7 +153,7 @@ def _run_step(ctx: StepContext, step: Step, run: _Run) -> None:
             meta.id,
             "failed",
             detail=f"internal error: {type(exc).__name__}: {exc}",
-            fix="run with -v and report this",
+            fix="run `sandbox-agent -v bootstrap` and report what it logs",
             seconds=took(),
             progress="",
         )
@@ -300,7 +300,15 @@ def plan(ctx: StepContext, steps: Sequence[Step] = ALL) -> PlanResult:
             continue
         except Exception as exc:  # noqa: BLE001 - one check's bug must not hide the plan
             why = f"internal error: {type(exc).__name__}: {exc}"
-            items.append(PlanItem(meta.id, title, "fail", why, "run with -v and report this"))
+            items.append(
+                PlanItem(
+                    meta.id,
+                    title,
+                    "fail",
+                    why,
+                    "run `sandbox-agent -v bootstrap --plan` and report what it logs",
+                )
+            )
             todo.add(meta.id)
             continue
         if isinstance(outcome, Done):

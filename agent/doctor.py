@@ -60,7 +60,7 @@ def run(
                 spec.id,
                 "fail",
                 f"the check itself failed: {type(exc).__name__}: {exc}",
-                fix="run with -v and report this",
+                fix="run `sandbox-agent -v doctor` and report what it logs",
             )
 
     # Daemon threads: a hung check (a wedged engine socket, a stuck NVML call) must not
@@ -77,7 +77,7 @@ def run(
             spec.id,
             "fail",
             f"no answer within {spec.timeout:g}s",
-            fix="the component it checks is hanging; see `sandbox-agent doctor -v`",
+            fix="the component it checks is hanging; see `sandbox-agent -v doctor`",
         )
         for spec in specs
     )

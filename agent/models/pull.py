@@ -313,7 +313,8 @@ def _check_disk(settings: Settings, ref: ModelRef, missing: int, margin: int) ->
         raise NotEnoughDisk(
             f"{ref} needs {missing / 1e9:.2f} GB more under {settings.paths.models} (+ "
             f"{margin / 1e9:.2f} GB kept free) but only {free / 1e9:.2f} GB is free",
-            fix=f"free {(missing + margin - free) / 1e9:.2f} GB there (`sandbox-agent model rm`), "
+            fix=f"free {(missing + margin - free) / 1e9:.2f} GB there (`sandbox-agent model list`, "
+            "then `sandbox-agent model rm MODEL`), "
             "point paths.models (MODELS_DIR) at a larger disk, or pick a smaller model",
         )
 
