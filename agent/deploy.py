@@ -121,9 +121,9 @@ def up(
     """Fetch the model when it is missing, then render, start what is missing or changed,
     and wait until every service is healthy. Every refusal comes before the first write."""
     started = clock()
-    text = _read_template(template)
     client = client or engine.connect(settings.docker.host)
     found = gpus(settings, client, root)
+    text = check_inputs(settings, template=template, token=token, gpu_count=found[1])
     _ensure_model(settings, token, found)
     planned = plan(settings, client, root=root, found=found)
     first = stack.render(settings, planned.spec, text)  # a bad template, port, bind: refused
@@ -167,6 +167,29 @@ def up(
     )
     log.get("deploy").info("stack.ready", **result.as_dict())
     return result
+
+
+def check_inputs(
+    settings: Settings,
+    *,
+    template: Path | None = None,
+    token: str | None = None,
+    gpu_count: int | str | None = None,
+) -> str | None:
+    """Every refusal of `up` that needs neither a write nor a download, so that a bad input
+    is refused before the model is fetched or a lock is taken: the template, the compose file
+    rendered from it (ports, binds), and where a pull would send the token. Returns the
+    template's text."""
+    text = _read_template(template)
+    # the model's own numbers are not known before it is fetched; the file's shape is
+    provisional = stack.StackSpec(str(HF_HOME_IN_VLLM / "hub"), 1, None, gpu_count)
+    first = stack.render(settings, provisional, text)
+    stack.load_project(first.path, text=first.text, read_env=False)
+    try:
+        models.snapshot_path(settings)
+    except models.ModelNotCached:
+        models.check_token_endpoint(settings, token)  # the pull would carry it there
+    return text
 
 
 def _ensure_model(

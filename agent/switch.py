@@ -105,7 +105,9 @@ def recover(settings: Settings, config: Path, reload: Reload, **up: Any) -> Sett
 
 
 def up(settings: Settings, config: Path, reload: Reload, **kw: Any) -> deploy.DeployResult:
-    """`sandbox-agent up`: an interrupted change repaired first, under the maintenance lock."""
+    """`sandbox-agent up`: an interrupted change repaired first, under the maintenance lock.
+    Bad input is refused before the lock is taken (it is a file)."""
+    deploy.check_inputs(settings, template=kw.get("template"), token=kw.get("token"))
     with maintenance.hold(settings.paths.state, "up"):
         return deploy.up(recover(settings, config, reload, **kw), **kw)
 

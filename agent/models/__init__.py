@@ -29,7 +29,14 @@ from agent.models.errors import (
     NotEnoughDisk,
 )
 from agent.models.fit import NO_FIT_FIX, FitPlan, NoFit, UnsizedModel, parse_memory
-from agent.models.hub import WEIGHT_FORMATS, RepoFile, Resolved, resolve, select_files
+from agent.models.hub import (
+    WEIGHT_FORMATS,
+    RepoFile,
+    Resolved,
+    check_token_endpoint,
+    resolve,
+    select_files,
+)
 from agent.models.pull import PullResult, pull
 from agent.models.sizing import FitReport, fit_cached, fit_model
 from agent.refs import ModelRef
@@ -59,6 +66,7 @@ __all__ = [
     "UnsizedModel",
     "cache_root",
     "cached_commit",
+    "check_token_endpoint",
     "fit_cached",
     "fit_model",
     "is_complete",

@@ -193,3 +193,26 @@ def test_a_world_open_secrets_folder_is_reported_and_left_alone(tmp_path: Path) 
     assert f"{secrets} is writable by others (mode 1777)" in check["detail"]
     assert f"{secrets}/api_key is readable by others (mode 644)" in check["detail"]
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o1777  # doctor changes nothing
+
+
+@pytest.mark.parametrize(
+    "env, args, words",
+    [
+        pytest.param({}, ["--template", "BAD"], "error: the compose template: is not valid YAML", id="bad-template"),
+        pytest.param({"HF_TOKEN": "hf_" + "a" * 34, "HF_ENDPOINT": "http://10.9.8.7:8080"}, [],
+                     "error: hub.endpoint", id="token-over-plain-http"),
+    ],
+)  # fmt: skip
+def test_up_refuses_before_it_fetches_the_model_or_takes_its_lock(
+    tmp_path: Path, env: dict[str, str], args: list[str], words: str
+) -> None:
+    # the model is not in the cache: `up` would fetch it first, from a Hub that is not there
+    cfg = config(tmp_path, hub={"endpoint": "http://127.0.0.1:9"}, model={"id": "acme/tiny"})
+    bad = tmp_path / "bad.yml"
+    bad.write_text("services:\n  vllm: [this is no service\n")
+    args = [str(bad) if a == "BAD" else a for a in args]
+    before = snapshot(tmp_path)
+    ran = agent("up", "--config", str(cfg), *args, env=env, timeout=60)
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stderr.startswith(words), ran.stderr
+    assert snapshot(tmp_path) == before  # no lock file, no partial download, no secret
