@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from agent.cli.options import (
+    WholeNumber,
     config_file,
     config_option,
     hf_token,
@@ -49,7 +50,7 @@ def _confirm(yes: bool, question: str) -> None:
 @click.command(name="switch-model")
 @click.argument("name", metavar="MODEL")
 @click.option("--served-name", default=None, help="The name clients ask for (default: MODEL).")
-@click.option("--max-model-len", type=click.IntRange(256, 10_000_000), default=None,
+@click.option("--max-model-len", type=WholeNumber(256, 10_000_000), default=None,
               help="Context length (default: what fits).")  # fmt: skip
 @yes_option
 @config_option

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from agent.cli.options import config_option, hf_token, host_root, json_option, load_settings
+from agent.cli.options import (
+    WholeNumber,
+    config_option,
+    hf_token,
+    host_root,
+    json_option,
+    load_settings,
+)
 from agent.cli.render import ToStderr, guarded, render
 
 if TYPE_CHECKING:
@@ -94,7 +101,7 @@ def rm_text(result: RemoveResult) -> Iterator[str]:
 @model.command()
 @click.argument("name", metavar="MODEL")
 @click.option("--gpu-memory", default=None, help="Memory per GPU, e.g. 24GB, to plan elsewhere.")
-@click.option("--gpus", type=click.IntRange(1, 64), default=None, help="GPU count (default 1).")
+@click.option("--gpus", type=WholeNumber(1, 64), default=None, help="GPU count (default 1).")
 @config_option
 @json_option
 @guarded

@@ -17,6 +17,23 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class WholeNumber(click.ParamType[int]):
+    """A whole number in [low, high] written in ASCII digits: click's int takes `٢` too."""
+
+    name = "integer"
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from agent.validate import shown, whole_number
+
+        found = value if isinstance(value, int) else whole_number(value)
+        if found is None or not self.low <= found <= self.high:
+            self.fail(f"{shown(value)} is not a whole number from {self.low} to {self.high}")
+        return found
+
+
 def config_option(fn: F) -> F:
     return click.option(
         "--config",

@@ -166,6 +166,26 @@ def test_bad_command_line_values_are_bad_input(
     assert snapshot(tmp_path) == {**before, "config.yaml": snapshot(tmp_path)["config.yaml"]}
 
 
+@pytest.mark.parametrize(
+    "args, option, words",
+    [
+        pytest.param(["model", "fit", "acme/x", "--gpu-memory", "24GB", "--gpus", "٢"], "--gpus", "'\\u0662' is not a whole number from 1 to 64", id="gpus-arabic"),
+        pytest.param(["model", "fit", "acme/x", "--gpu-memory", "24GB", "--gpus", "²"], "--gpus", "is not a whole number", id="gpus-superscript"),
+        pytest.param(["switch-model", "acme/x", "--max-model-len", "٤٠٩٦", "--yes"], "--max-model-len", "is not a whole number from 256", id="max-len-arabic"),
+        pytest.param(["switch-model", "acme/x", "--max-model-len", "4096.0", "--yes"], "--max-model-len", "is not a whole number", id="max-len-float"),
+    ],
+)  # fmt: skip
+def test_numbers_on_the_command_line_are_ascii_digits_only(
+    tmp_path: Path, args: list[str], option: str, words: str
+) -> None:
+    cfg = config(tmp_path)
+    before = snapshot(tmp_path)
+    ran = agent(*args, "--config", str(cfg), timeout=30)
+    assert ran.returncode == 2, ran.stderr
+    assert f"Invalid value for '{option}'" in ran.stderr and words in ran.stderr, ran.stderr
+    assert snapshot(tmp_path) == before
+
+
 def test_docker_host_is_honoured(tmp_path: Path) -> None:
     sock = tmp_path / "no-engine.sock"
     ran = agent("doctor", "--json", "--config", str(config(tmp_path)),
