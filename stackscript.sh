@@ -14,8 +14,8 @@
 # documents (VLLM_IMAGE, GPUS, PROJECT, API_PORT, UI_PORT, UI_BIND, MODELS_DIR, UI_DATA_DIR,
 # HF_ENDPOINT, ...) work the same way when set in the environment.
 #
-# Offline: set SANDBOX_AGENT_SOURCE to a wheelhouse folder (packaging/build.sh); when that
-# folder also holds images/ (the image tarballs), the images are loaded instead of pulled.
+# Offline: set SANDBOX_AGENT_SOURCE to a bundle folder (python packaging/build.py bundle DIR):
+# a wheelhouse, and images/ (the image tarballs), which are loaded instead of pulled.
 set -euo pipefail
 umask 022
 

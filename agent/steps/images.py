@@ -1,7 +1,7 @@
 """images: the pinned images on the engine, loaded from an offline bundle when one is there,
 else pulled.
 
-A bundle (packaging/bundle.py) is a folder with `images/manifest.json`
+A bundle (`python packaging/build.py bundle DIR`) is a folder with `images/manifest.json`
 ({"images": {reference: file}}) and the `docker save` tarballs it names. Only references the
 settings ask for are loaded, and a file is read only from the bundle's own folder.
 """
@@ -34,7 +34,7 @@ def bundled(bundle: Path | None) -> dict[str, Path]:
     except (OSError, ValueError, KeyError, TypeError):
         raise StepFailed(
             f"{bundle / MANIFEST} cannot be read",
-            fix="rebuild the bundle with packaging/bundle.py",
+            fix="rebuild the bundle with `python packaging/build.py bundle DIR`",
         ) from None
     found: dict[str, Path] = {}
     for ref, name in listed.items():
