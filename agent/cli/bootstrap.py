@@ -11,8 +11,8 @@ import click
 
 from agent.cli.options import (
     bootstrap_env,
+    config_file,
     config_option,
-    config_target,
     hf_token,
     host_root,
     json_option,
@@ -75,7 +75,7 @@ def bootstrap(
     bundle_value, bundle_name = (bundle, "--bundle") if bundle else env["bundle"]
     got = inputs.gather(
         settings,
-        config_path=config_target(config_path),
+        config_path=config_file(config_path),
         instance_id=instance,
         instance_source=instance_name,
         token=token,

@@ -73,8 +73,8 @@ def refuse_environment_over(keys: set[str], verb: str) -> None:
 
 
 def config_file(config_path: Path | None) -> Path:
-    """The settings file a change writes: --config, else $SANDBOX_AGENT_CONFIG, else the
-    default (it need not exist yet)."""
+    """The settings file a change (or the bootstrap) writes: --config, else
+    $SANDBOX_AGENT_CONFIG, else the default (it need not exist yet)."""
     from agent.settings import DEFAULT_CONFIG
 
     return config_path or Path(os.environ.get("SANDBOX_AGENT_CONFIG") or DEFAULT_CONFIG)
@@ -100,13 +100,6 @@ def hf_token(settings: Settings) -> str | None:
 def progress_printer(as_json: bool) -> Callable[[str], None]:
     """Progress lines go to stdout for a person, to stderr when stdout carries the JSON."""
     return lambda line: click.echo(line, err=as_json)
-
-
-def config_target(config_path: Path | None) -> Path:
-    """Where bootstrap keeps the settings: --config, $SANDBOX_AGENT_CONFIG, or the default."""
-    from agent.settings import DEFAULT_CONFIG
-
-    return config_path or Path(os.environ.get("SANDBOX_AGENT_CONFIG") or DEFAULT_CONFIG)
 
 
 def bootstrap_env() -> dict[str, tuple[str | None, str]]:
