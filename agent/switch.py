@@ -13,7 +13,6 @@ watchdog (and a second change) away meanwhile.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,6 @@ from agent.settings import VLLM_IMAGE, WEBUI_IMAGE, Settings, save
 JOURNAL = "change.json"
 Reload = Callable[[dict[str, Any] | None], Settings]  # the CLI's loader, flags on top
 Progress = Callable[[str], None]
-CUDA13_SINCE = (0, 20)  # vllm/vllm-openai tags from v0.20 are CUDA 13 builds (driver >= 580)
 
 
 class ChangeFailed(AgentError):
@@ -197,27 +195,22 @@ def switch_model(
     )
 
 
-def needs_cuda13(image: str) -> bool:
-    """vLLM's own images from v0.20 on are CUDA 13 builds unless tagged -cu12x."""
-    found = re.fullmatch(r"(?:docker\.io/)?vllm/vllm-openai:v(\d+)\.(\d+)[^@]*", image)
-    if not found or "-cu12" in image:
-        return False
-    return (int(found.group(1)), int(found.group(2))) >= CUDA13_SINCE
-
-
 def _check_driver(image: str, root: Path) -> None:
-    if not needs_cuda13(image):
-        return
+    """A vLLM image this box's working driver cannot run is refused (agent.gpu.cuda)."""
+    if gpu.image_cuda(image) is None:
+        return  # not one of vLLM's release tags: nothing to judge, no NVML to open
     inventory = gpu.read_inventory(root)
-    cuda = inventory.cuda_driver_version
-    if inventory.state != "ok" or cuda is None:
+    if inventory.state != "ok":
         return  # no working driver to compare with: doctor's gpu checks say why
-    if tuple(int(p) for p in cuda.split(".")[:2]) < (13, 0):
+    fit = gpu.driver_fit(image, inventory.driver_version, inventory.cuda_driver_version)
+    if fit.fits is False:
         raise AgentError(
-            f"{image} is a CUDA 13 build, but NVIDIA driver {inventory.driver_version} runs "
-            f"CUDA {cuda} at most; nothing was changed",
-            fix=f"use the -cu129 tag of the same release ({image}-cu129), or install driver "
-            "580 or newer and reboot",
+            f"{fit.summary} (it runs CUDA {inventory.cuda_driver_version or '?'} at most); "
+            "nothing was changed",
+            fix=fit.fix(
+                "use the CUDA 12.9 build of the same release (`sandbox-agent update "
+                "--vllm-image {image}`)"
+            ),  # fmt: skip
         )
 
 

@@ -5,7 +5,6 @@ All four read one inventory (`inventory(ctx)`), which docker.* reads too.
 
 from __future__ import annotations
 
-import re
 import stat
 from pathlib import Path
 
@@ -235,58 +234,21 @@ def check_uvm(ctx: DoctorContext) -> Check:
     )
 
 
-VLLM_TAG = re.compile(r"^v?(\d+)\.(\d+)(?:\.\d+)?(?:-(.+))?$")
-CUDA13_DRIVER = 580  # CUDA 13.0's minimum driver branch
-CUDA12_DRIVER = 525  # CUDA 12.x runs on 525+ (minor-version compatibility)
-
-
-def image_cuda(image: str) -> int | None:
-    """The CUDA major a vllm/vllm-openai tag is built for, or None when it cannot be told.
-
-    Since v0.20 the default tags are CUDA 13 builds; `-cu12x` tags are CUDA 12 builds."""
-    repo, _, tag = image.rpartition(":")
-    if not repo.endswith("vllm/vllm-openai") or "@" in image:
-        return None
-    found = VLLM_TAG.fullmatch(tag)
-    if not found:
-        return None
-    major, minor, variant = int(found[1]), int(found[2]), found[3] or ""
-    if variant.startswith("cu12"):
-        return 12
-    if variant.startswith("cu13") or (major, minor) >= (0, 20):
-        return 13
-    return 12
-
-
 def check_driver_vs_image(ctx: DoctorContext) -> Check:
     inv = inventory(ctx)
     if skipped := _needs_driver("gpu.driver_vs_image", inv):
         return skipped
-    image = ctx.settings.images.vllm
-    cuda = image_cuda(image)
-    version = inv.driver_version or ""
-    head = version.split(".")[0]
-    if cuda is None or not head.isdigit():
-        return Check(
-            "gpu.driver_vs_image",
-            "skip",
-            f"cannot tell which CUDA {image} needs" if cuda is None else "driver version unknown",
-        )
-    need = CUDA13_DRIVER if cuda == 13 else CUDA12_DRIVER
-    if int(head) >= need:
-        return Check(
-            "gpu.driver_vs_image",
-            "ok",
-            f"driver {version} runs {image} (CUDA {cuda} needs {need} or newer)",
-        )
+    fit = gpu.driver_fit(ctx.settings.images.vllm, inv.driver_version, inv.cuda_driver_version)
+    if fit.fits is None:
+        return Check("gpu.driver_vs_image", "skip", fit.summary)
+    if fit.fits:
+        return Check("gpu.driver_vs_image", "ok", fit.summary)
     return Check(
         "gpu.driver_vs_image",
         "fail",
-        f"driver {version} is too old for {image}: a CUDA {cuda} build needs {need} or newer",
-        detail="vLLM cannot start its engine on this driver (CUDA reports an insufficient driver)",
-        fix=f"set images.vllm to the CUDA 12.9 build ({image.split(':')[0]}:"
-        f"{image.rpartition(':')[2].split('-')[0]}-cu129), or install the {CUDA13_DRIVER} "
-        "driver branch and reboot",
+        fit.summary,
+        detail=fit.detail,
+        fix=fit.fix("set images.vllm to the CUDA 12.9 build ({image})"),
     )
 
 

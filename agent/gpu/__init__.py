@@ -1,5 +1,6 @@
 """NVIDIA GPUs: the PCI bus, the driver through NVML, and the health rules."""
 
+from agent.gpu.cuda import CUDA13_DRIVER, DriverFit, driver_fit, image_cuda
 from agent.gpu.health import MAX_TEMP_C, GpuProblem, ProblemKind, problems
 from agent.gpu.inventory import Gpu, GpuInventory, State
 from agent.gpu.nvml import NvmlSession, read_inventory
@@ -7,7 +8,9 @@ from agent.gpu.pci import PciDevice, kernel_module_version, pci_devices
 from agent.gpu.xid import XidEvent, XidWatch
 
 __all__ = [
+    "CUDA13_DRIVER",
     "MAX_TEMP_C",
+    "DriverFit",
     "Gpu",
     "GpuInventory",
     "GpuProblem",
@@ -17,6 +20,8 @@ __all__ = [
     "State",
     "XidEvent",
     "XidWatch",
+    "driver_fit",
+    "image_cuda",
     "kernel_module_version",
     "pci_devices",
     "problems",

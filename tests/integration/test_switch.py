@@ -239,20 +239,25 @@ def test_update_to_an_image_that_cannot_be_pulled_changes_nothing(box: Box) -> N
     assert box.state() == before and box.ids() == ids
 
 
+@pytest.mark.parametrize("image", ["vllm/vllm-openai:v0.30.0", "vllm/vllm-openai:0.30.0"])
 def test_update_refuses_a_cuda13_image_on_an_old_driver(
-    box: Box, fake_nvml_dir: Path, tmp_path: Path
+    box: Box, fake_nvml_dir: Path, tmp_path: Path, image: str
 ) -> None:
     scenario = nvml.SCENARIOS["old_driver"].write(tmp_path / "scenario")
     env = nvml.fake_env(fake_nvml_dir, scenario, base=agent_env())
     before = box.state()
     ran = subprocess.run(
-        [AGENT, "update", "--vllm-image", "vllm/vllm-openai:v0.30.0", "--yes", "--config",
-         str(box.config)], capture_output=True, text=True, env=env, timeout=120,
+        [AGENT, "update", "--vllm-image", image, "--yes", "--config", str(box.config)],
+        capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert ran.returncode == 1
-    assert ("vllm/vllm-openai:v0.30.0 is a CUDA 13 build, but NVIDIA driver 535.183.01 runs "
-            "CUDA 12.2 at most; nothing was changed") in ran.stderr  # fmt: skip
-    assert "use the -cu129 tag" in ran.stderr and box.state() == before
+    # doctor's words (agent.gpu.cuda): the tag without its `v` is the same CUDA 13 release
+    assert (f"error: driver 535.183.01 is too old for {image}: a CUDA 13 build needs 580 or "
+            "newer (it runs CUDA 12.2 at most); nothing was changed") in ran.stderr  # fmt: skip
+    assert (f"fix: use the CUDA 12.9 build of the same release (`sandbox-agent update "
+            f"--vllm-image {image}-cu129`), or install the 580 driver branch and reboot"
+            ) in ran.stderr  # fmt: skip
+    assert box.state() == before
 
 
 def test_update_whose_new_vllm_fails_its_gate_is_rolled_back(box: Box) -> None:
