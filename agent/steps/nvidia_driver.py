@@ -2,8 +2,10 @@
 that is safe, else after one.
 
 Skipped with its reason when no NVIDIA GPU is on the PCI bus; a working driver (NVML answers)
-is never replaced. CUDA 13 images (vLLM >= 0.20) need the 580 branch or newer: on Debian 12
-that means NVIDIA's CUDA repository (Debian's own is 535). Open kernel modules for Turing and
+is never replaced, so one too old for the configured vLLM image is refused here, first, with
+doctor's words (agent.gpu.cuda), not at the stack's gate an hour later. CUDA 13 images (vLLM
+>= 0.20) need the 580 branch or newer: on Debian 12 that means NVIDIA's CUDA repository
+(Debian's own is 535). Open kernel modules for Turing and
 newer (required on Blackwell), the proprietary ones before.
 
 No-reboot path, as Linode's Marketplace does it: blacklist nouveau, unbind the GPUs from it in
@@ -16,13 +18,13 @@ from __future__ import annotations
 import contextlib
 import platform
 
-from agent import log, proc
+from agent import gpu, log, proc
 from agent.files import atomic_write
 from agent.steps import apt
 from agent.steps.base import Done, Outcome, RebootNeeded, StepContext, StepFailed, StepMeta, Todo
 
 META = StepMeta("nvidia-driver", needs=("preflight",), title="NVIDIA driver")
-BRANCH = 580  # CUDA 13.0 needs 580 or newer
+BRANCH = gpu.CUDA13_DRIVER  # CUDA 13.0 needs 580 or newer
 FIRST_TURING = 0x1E00  # PCI device ids below this are Volta and older: no open modules
 BLACKLIST = "/etc/modprobe.d/blacklist-nouveau.conf"
 CUDA_REPO = apt.AptRepo(
@@ -55,6 +57,7 @@ def check(ctx: StepContext) -> Outcome:
         return Done("skipped: no NVIDIA GPU on the PCI bus", skipped=True)
     inv = ctx.inventory(fresh=True)
     if inv.state == "ok":
+        too_old(ctx, inv)
         cuda = f" (CUDA {inv.cuda_driver_version})" if inv.cuda_driver_version else ""
         return Done(f"NVIDIA driver {inv.driver_version} is loaded{cuda}")
     if inv.state in NOT_LOADED:
@@ -70,6 +73,22 @@ def check(ctx: StepContext) -> Outcome:
         fix="run `nvidia-smi` for the driver's own words; reboot (`sudo reboot`) and run "
         "`sandbox-agent bootstrap` again",
     )
+
+
+def too_old(ctx: StepContext, inv: gpu.GpuInventory) -> None:
+    """StepFailed when the working driver cannot run the vLLM image the stack would start."""
+    if ctx.settings.gpus == "none":
+        return  # vLLM gets no GPU: its CUDA does not meet this driver
+    image = ctx.settings.images.vllm
+    fit = gpu.driver_fit(image, inv.driver_version, inv.cuda_driver_version)
+    if fit.fits is False:
+        raise StepFailed(
+            f"{fit.summary}; the bootstrap never replaces a working driver",
+            fix=fit.fix(
+                "run `VLLM_IMAGE={image} sandbox-agent bootstrap` (the CUDA 12.9 build "
+                "of the same release)"
+            ),  # fmt: skip
+        )
 
 
 def apply(ctx: StepContext) -> str | None:

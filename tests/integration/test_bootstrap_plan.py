@@ -58,6 +58,37 @@ def test_plan_with_a_loaded_driver_says_done_with_its_version(
     assert code == 0
 
 
+def test_plan_with_a_working_driver_too_old_for_the_pinned_vllm_refuses_it_with_the_fix(
+    tmp_path: Path, write_config, fake_nvml_dir: Path
+) -> None:
+    root = lay_out_host(tmp_path / "root", "debian-12")
+    nvml.add_pci_device(root, "0000:01:00.0", device=0x2330)
+    scenario = nvml.SCENARIOS["old_driver"].write(tmp_path / "scenario")  # 535, CUDA 12.2
+    code, report, _ = plan(
+        write_config(), root, nvml.fake_env(fake_nvml_dir, scenario, base=agent_env()), "--json"
+    )
+    steps = {s["id"]: s for s in report["steps"]}
+    assert (steps["nvidia-driver"]["action"], steps["nvidia-driver"]["why"]) == (
+        "fail",
+        "driver 535.183.01 is too old for vllm/vllm-openai:v0.30.0: a CUDA 13 build needs 580 "
+        "or newer; the bootstrap never replaces a working driver",
+    )
+    assert steps["nvidia-driver"]["fix"] == (
+        "run `VLLM_IMAGE=vllm/vllm-openai:v0.30.0-cu129 sandbox-agent bootstrap` (the CUDA 12.9 "
+        "build of the same release), or install the 580 driver branch and reboot"
+    )
+    assert code == 1
+    # the fix as written: the CUDA 12.9 build of the same release on the same driver
+    env = nvml.fake_env(fake_nvml_dir, scenario, base=agent_env())
+    env["VLLM_IMAGE"] = "vllm/vllm-openai:v0.30.0-cu129"
+    _, report, _ = plan(write_config(), root, env, "--json")
+    steps = {s["id"]: s for s in report["steps"]}
+    assert (steps["nvidia-driver"]["action"], steps["nvidia-driver"]["why"]) == (
+        "done",
+        "NVIDIA driver 535.183.01 is loaded (CUDA 12.2)",
+    )
+
+
 def test_plan_on_a_box_without_a_gpu_skips_driver_and_toolkit_with_reasons(
     tmp_path: Path, write_config
 ) -> None:

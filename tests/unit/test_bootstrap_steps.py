@@ -4,6 +4,7 @@ no-reboot driver load, the reboot path, the toolkit verified by the engine."""
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from pathlib import Path
 from typing import Any
@@ -11,16 +12,20 @@ from typing import Any
 import pytest
 
 from agent import bootstrap, proc, settings
+from agent.checks import gpu as gpu_checks
+from agent.checks.base import DoctorContext
 from agent.engine import EngineUnavailable
 from agent.gpu import Gpu, GpuInventory, PciDevice
 from agent.state import BootState
 from agent.steps import (
+    Done,
     StepContext,
     container_toolkit,
     docker,
     nvidia_driver,
     preflight,
 )
+from tests.fakes import nvml
 from tests.fakes.box import (
     DOCKER_PACKAGES,
     OS_TABLES,
@@ -203,6 +208,52 @@ def test_a_working_driver_is_never_replaced(tmp_path, write_config, box) -> None
     result = bootstrap.run(ctx, [preflight, nvidia_driver])  # type: ignore[list-item]
     assert result.steps[1].detail == "NVIDIA driver 580.95.05 is loaded (CUDA 13.0)"
     assert box.calls() == []
+
+
+# the fake NVML's "old_driver" scenario (tests/fakes/nvml.py), as read_inventory reads it
+OLD_DRIVER = dataclasses.replace(
+    LOADED,
+    detail="driver 535.183.01: 1 GPU(s)",
+    driver_version=nvml.SCENARIOS["old_driver"].driver,
+    cuda_driver_version="12.2",
+)
+
+
+def test_a_working_driver_too_old_for_the_vllm_image_is_refused_first_with_doctors_words(
+    tmp_path, write_config, box
+) -> None:
+    box.set(loaded=True)
+    ctx = context(tmp_path, write_config, box, "debian-12")
+    ctx.read_gpus = lambda _root: OLD_DRIVER
+    add_pci_device(ctx.root, "0000:01:00.0", device=0x27B2, class_code=0x030000)
+    result = bootstrap.run(ctx, STEPS)  # type: ignore[arg-type]
+    driver = {s.id: s for s in result.steps}["nvidia-driver"]
+    assert (driver.status, driver.detail, driver.fix) == (
+        "failed",
+        "driver 535.183.01 is too old for vllm/vllm-openai:v0.30.0: a CUDA 13 build needs 580 "
+        "or newer; the bootstrap never replaces a working driver",
+        "run `VLLM_IMAGE=vllm/vllm-openai:v0.30.0-cu129 sandbox-agent bootstrap` (the CUDA 12.9 "
+        "build of the same release), or install the 580 driver branch and reboot",
+    )
+    # doctor says the same of the same box
+    doctor_ctx = DoctorContext(settings=ctx.settings, root=ctx.root)
+    doctor_ctx.once("gpu.inventory", lambda: OLD_DRIVER)
+    said = gpu_checks.check_driver_vs_image(doctor_ctx)
+    assert driver.detail.startswith(said.summary) and driver.fix.endswith(
+        said.fix.split(", or ")[1]
+    )
+    assert {s.id: s.status for s in result.steps}["container-toolkit"] == "blocked"
+    assert result.status == "failed"
+    touched = [c for c in box.calls() if "nvidia" in c]
+    assert touched == []  # the working driver is neither replaced nor reloaded
+    # the fix it names: the CUDA 12.9 build of the same release passes on the same driver
+    cu129 = {"images": {"vllm": "vllm/vllm-openai:v0.30.0-cu129"}}
+    ctx.settings = settings.load(write_config(cu129))
+    passed = nvidia_driver.check(ctx)
+    assert passed == Done("NVIDIA driver 535.183.01 is loaded (CUDA 12.2)")
+    # and an image whose CUDA cannot be told (the stand-ins, a private build) is not judged
+    ctx.settings = settings.load(write_config({"images": {"vllm": "sandbox-test/vllm:dev"}}))
+    assert isinstance(nvidia_driver.check(ctx), Done)
 
 
 def test_no_gpu_skips_driver_and_toolkit_each_with_its_reason(tmp_path, write_config, box):
