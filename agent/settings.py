@@ -313,12 +313,13 @@ def load(
     return _build(values, path if exists else None)
 
 
-def save(settings: Settings, path: Path) -> None:
-    """Atomically write the settings as config.yaml, keeping the previous file as .bak."""
+def save(settings: Settings, path: Path, *, keep_backup: bool = True) -> None:
+    """Atomically write the settings as config.yaml, keeping the previous file as .bak
+    (unless `keep_backup` is false: a later step of one change keeps the .bak from before it)."""
     text = "# sandbox-agent settings; see `sandbox-agent doctor`.\n" + yaml.safe_dump(
         settings.as_dict(), sort_keys=False
     )
-    atomic_write(path, text, mode=0o644, keep_backup=True)
+    atomic_write(path, text, mode=0o644, keep_backup=keep_backup)
 
 
 def config_exists(path: Path) -> bool:

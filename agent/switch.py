@@ -3,11 +3,13 @@
 A change is refused before anything moves (bad id, a model that does not exist, is gated
 without a token or does not fit; an image that cannot be pulled; a driver too old for the new
 vLLM), prepared while the old stack serves (fetch, pull), then made one service at a time
-through `deploy.up`, the gate included. When the new service does not come up, the previous
-settings file is put back and `deploy.up` brings the old service back before the error is
-raised. A journal under `paths.state` records each phase, so a change killed at any point is
-repaired by the next `up`, `switch-model` or `update`; the maintenance lock keeps the
-watchdog (and a second change) away meanwhile.
+through `deploy.up`, the gate included. When a new service does not come up, the settings
+file from before the change is put back and `deploy.up` brings the old stack back before the
+error is raised: the whole change, a service an earlier step of the same `update` had moved
+included. A journal under `paths.state` records the change from its first write to its end
+(`before`: the file from before it), so a change killed at any point is repaired by the next
+`up`, `switch-model` or `update`; the maintenance lock keeps the watchdog (and a second
+change) away meanwhile.
 """
 
 from __future__ import annotations
@@ -110,23 +112,45 @@ def up(settings: Settings, config: Path, reload: Reload, **kw: Any) -> deploy.De
         return deploy.up(recover(settings, config, reload, **kw), **kw)
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One step of a change: the settings it saves and brings up, gated before the next."""
+
+    settings: Settings
+    said: str = ""  # the progress line when it starts
+    undo: str = ""  # what putting it back means, once it came up: for the rollback's message
+
+
 def _apply(
     kind: str,
     old: Settings,
-    new: Settings,
+    stages: list[Stage],
     config: Path,
     reload: Reload,
     progress: Progress,
     up: dict[str, Any],
 ) -> dict[str, str]:
-    """Save `new`, bring the stack to it (only what changed is recreated), or put `old` back."""
+    """Save each stage's settings and bring the stack to them in turn (only what changed is
+    recreated, and gated). When one does not come up, the settings from before the first
+    stage are put back and `deploy.up` brings the stack back to them: the whole change, the
+    stages that came up included. Returns each service's action (`kept` only when no stage
+    changed it)."""
     journal = _journal(old, config)
     before = config.read_text() if config.exists() else None
     journal.write(kind, "saved", before)
-    save(new, config)
-    journal.write(kind, "starting", before)
+    actions: dict[str, str] = {}
+    came_up: list[Stage] = []
     try:
-        result = deploy.up(new, progress=progress, **up)
+        for stage in stages:
+            if stage.said:
+                progress(stage.said)
+            save(stage.settings, config, keep_backup=not came_up)  # .bak: the file before
+            journal.write(kind, "starting", before)
+            result = deploy.up(stage.settings, progress=progress, **up)
+            for name, action in result.actions.items():
+                if action != "kept" or name not in actions:
+                    actions[name] = action
+            came_up.append(stage)
     except AgentError as exc:
         progress("the new configuration did not come up: putting the previous one back")
         _restore(config, before)
@@ -140,12 +164,13 @@ def _apply(
                 fix=again.fix,
             ) from None
         journal.clear()
+        undone = "; ".join(s.undo for s in came_up if s.undo)
+        back = f"rolled back the whole {kind}: {undone}; " if undone else "rolled back: "
         raise ChangeFailed(
-            f"{exc.message}\nrolled back: the previous configuration serves again",
-            fix=exc.fix,
+            f"{exc.message}\n{back}the previous configuration serves again", fix=exc.fix
         ) from None
     journal.clear()
-    return result.actions
+    return actions
 
 
 def switch_model(
@@ -189,7 +214,7 @@ def switch_model(
             models.resolve(new, ref, token)  # exists, and we may fetch it
         progress(f"fetching {ref} while {current.model.ref} keeps serving")
         models.pull(new, ref, token=token, gpu_memory=memory or None)
-        actions = _apply("switch-model", current, new, config, reload, progress, up)
+        actions = _apply("switch-model", current, [Stage(new)], config, reload, progress, up)
     return ChangeResult(
         "switch-model", True, before, after, actions, round(time.monotonic() - started, 1)
     )
@@ -225,39 +250,48 @@ def update(
     progress: Progress = _quiet,
     **up: Any,
 ) -> ChangeResult:
-    """Move the stack to new images (default: the ones this agent pins), one service at a
-    time, each gated and rolled back on failure."""
+    """Move the stack to new images, one service at a time (vLLM first), each gated; when
+    one does not come up, the whole update is rolled back. With neither image given, both
+    move to the ones this agent pins; with one, only that service changes."""
     from agent import engine
 
     started = time.monotonic()
     up = {"root": root, **up}
+    pinned = vllm_image is None and webui_image is None
     with maintenance.hold(settings.paths.state, "update"):
         current = recover(settings, config, reload, progress=progress, **up)
-        wanted = {"images.vllm": vllm_image or VLLM_IMAGE}
-        if current.ui.enabled:
+        wanted: dict[str, Any] = {}
+        if vllm_image or pinned:
+            wanted["images.vllm"] = vllm_image or VLLM_IMAGE
+        if current.ui.enabled and (webui_image or pinned):
             wanted["images.webui"] = webui_image or WEBUI_IMAGE
         target = reload(wanted)  # validates the references
         before = {"vllm": current.images.vllm, "webui": current.images.webui}
         after = {"vllm": target.images.vllm, "webui": target.images.webui}
         steps = [
-            (key, ref)
-            for key, ref in (("images.vllm", after["vllm"]), ("images.webui", after["webui"]))
-            if key in wanted and ref != before[key.split(".")[1]]
+            (service, key, after[key])
+            for service, key in ((stack.VLLM, "vllm"), (stack.UI, "webui"))
+            if f"images.{key}" in wanted and after[key] != before[key]
         ]
         if not steps:
             return ChangeResult("update", False, before, after)
-        if any(key == "images.vllm" for key, _ in steps):
+        if any(key == "vllm" for _, key, _ in steps):
             _check_driver(after["vllm"], root)
         client = engine.connect(current.docker.host)
-        for _, ref in steps:  # every new image is here before any container changes
+        for _, _, ref in steps:  # every new image is here before any container changes
             stack.ensure_image(client, ref, progress)
-        actions: dict[str, str] = {}
+        stages: list[Stage] = []
         done: dict[str, Any] = {}
-        for key, ref in steps:
-            progress(f"moving {key} to {ref}")
-            old = reload(done or None)
-            done[key] = ref
-            actions.update(_apply("update", old, reload(done), config, reload, progress, up))
+        for service, key, ref in steps:
+            done[f"images.{key}"] = ref
+            stages.append(
+                Stage(
+                    reload(dict(done)),
+                    said=f"moving {service} to {ref}",
+                    undo=f"{service} is back on {before[key]} too (it had come up on {ref})",
+                )
+            )
+        actions = _apply("update", current, stages, config, reload, progress, up)
     return ChangeResult(
         "update", True, before, after, actions, round(time.monotonic() - started, 1)
     )

@@ -90,8 +90,8 @@ def switch_model(
 
 
 @click.command()
-@click.option("--vllm-image", default=None, help="Default: the image this agent pins.")
-@click.option("--webui-image", default=None, help="Default: the image this agent pins.")
+@click.option("--vllm-image", default=None, help="vLLM's new image.")
+@click.option("--webui-image", default=None, help="Open WebUI's new image.")
 @yes_option
 @config_option
 @json_option
@@ -103,7 +103,9 @@ def update(
     config_path: Path | None,
     as_json: bool,
 ) -> None:
-    """Move the stack to new images, one service at a time, each gated and rolled back."""
+    """Move the stack to new images, one service at a time, each gated; when one does not
+    come up, the whole update is rolled back. Without either flag, both services move to the
+    images this agent pins; with one, only that service changes."""
     from agent import switch
 
     settings = load_settings(config_path)

@@ -276,3 +276,109 @@ def test_update_whose_new_vllm_fails_its_gate_is_rolled_back(box: Box) -> None:
     finally:
         remove_project(box.client, "none")  # nothing of ours is labelled so; keeps the image
         box.client.images.remove(broken, force=True)
+
+
+@pytest.fixture(scope="module")
+def tags(box: Box) -> Iterator[dict[str, str]]:
+    """Second tags of the stand-in images: other references, the same image ids."""
+    made = {
+        "vllm2": (box.images[0], "sandbox-test/vllm-standin", f"second-{box.project}"),
+        "vllm3": (box.images[0], "sandbox-test/vllm-standin", f"third-{box.project}"),
+        "webui2": (box.images[1], "sandbox-test/webui-standin", f"second-{box.project}"),
+    }
+    for image, repository, tag in made.values():
+        assert box.client.images.get(image).tag(repository, tag)
+    try:
+        yield {name: f"{repository}:{tag}" for name, (_, repository, tag) in made.items()}
+    finally:
+        for _, repository, tag in made.values():
+            box.client.images.remove(f"{repository}:{tag}")  # the tag only: the image stays
+
+
+def image_of(box: Box, service: str) -> str:
+    return str(box.client.containers.get(box.ids()[service]).attrs["Config"]["Image"])
+
+
+def test_update_of_the_webui_image_recreates_open_webui_only(box: Box, tags: dict) -> None:
+    key, ids, before = box.key(), box.ids(), box.state()
+    ran = box.run("update", "--webui-image", tags["webui2"], "--yes", "--json")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    result = json.loads(ran.stdout)
+    assert result["changed"] and result["kind"] == "update"
+    assert result["before"] == {"vllm": box.images[0], "webui": box.images[1]}
+    assert result["after"] == {"vllm": box.images[0], "webui": tags["webui2"]}
+    assert result["actions"] == {"vllm": "kept", "open-webui": "recreated"}
+    now = box.ids()
+    assert now["vllm"] == ids["vllm"] and now["open-webui"] != ids["open-webui"]
+    assert image_of(box, "open-webui") == tags["webui2"]
+    assert box.key() == key and box.answers("acme/other")
+    assert tree_digest(box.folder / "ui_data") == before[1]  # chat history byte-identical
+    saved = yaml.safe_load(box.config.read_text())
+    assert saved["images"] == {"vllm": box.images[0], "webui": tags["webui2"]}
+    assert (box.folder / "config.yaml.bak").read_text() == before[0]
+    assert not (box.folder / "state" / "change.json").exists()
+    # and back, as a person reads it
+    ran = box.run("update", "--webui-image", box.images[1], "--yes")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert f"webui: {tags['webui2']} -> {box.images[1]}" in ran.stdout
+    assert "vllm:" not in ran.stdout.split("moving open-webui")[1]  # only what changed
+    assert "(vllm kept, open-webui recreated)" in ran.stdout.splitlines()[-1]
+    assert box.ids()["vllm"] == ids["vllm"] and box.state() == before
+
+
+def test_update_of_both_images_moves_vllm_then_open_webui_each_gated(box: Box, tags: dict) -> None:
+    key, ids, before = box.key(), box.ids(), box.state()
+    ran = box.run("update", "--vllm-image", tags["vllm2"], "--webui-image", tags["webui2"],
+                  "--yes")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    out = ran.stdout
+    first, second = (
+        out.index(f"moving vllm to {tags['vllm2']}"),
+        out.index(f"moving open-webui to {tags['webui2']}"),
+    )
+    assert first < second  # one service at a time, vLLM first
+    assert "vllm recreated, open-webui kept" in out[first:second]  # the UI waits its turn
+    assert "ok after" in out[first:second]  # vLLM gated before the UI moves
+    assert "vllm kept, open-webui recreated" in out[second:] and "ok after" in out[second:]
+    assert f"vllm: {box.images[0]} -> {tags['vllm2']}" in out
+    assert f"webui: {box.images[1]} -> {tags['webui2']}" in out
+    assert "(vllm recreated, open-webui recreated)" in out.splitlines()[-1]
+    now = box.ids()
+    assert now["vllm"] != ids["vllm"] and now["open-webui"] != ids["open-webui"]
+    assert image_of(box, "vllm") == tags["vllm2"] and image_of(box, "open-webui") == tags["webui2"]
+    assert box.key() == key and box.answers("acme/other")
+    assert tree_digest(box.folder / "ui_data") == before[1]
+    saved = yaml.safe_load(box.config.read_text())
+    assert saved["images"] == {"vllm": tags["vllm2"], "webui": tags["webui2"]}
+    assert (box.folder / "config.yaml.bak").read_text() == before[0]  # from before the update
+
+
+def test_update_whose_webui_fails_after_vllm_moved_rolls_the_whole_update_back(
+    box: Box, tags: dict
+) -> None:
+    broken = f"sandbox-test/webui-broken:{box.project}"
+    dockerfile = f"FROM {box.images[1]}\nENV STANDIN_HEALTH=fail\n"
+    box.client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=broken, rm=True)
+    try:
+        before, key = box.state(), box.key()  # vllm2 and webui2, from the test above
+        ran = box.run("update", "--vllm-image", tags["vllm3"], "--webui-image", broken, "--yes")
+        assert ran.returncode == 1, ran.stdout
+        assert ran.stdout.index(f"moving vllm to {tags['vllm3']}") < ran.stdout.index(
+            f"moving open-webui to {broken}"
+        )  # vLLM did move and pass its gate first
+        assert "error: Open WebUI" in ran.stderr and "not ready after 20s" in ran.stderr
+        assert "last log lines of open-webui" in ran.stderr
+        assert (
+            f"rolled back the whole update: vllm is back on {tags['vllm2']} too (it had come up "
+            f"on {tags['vllm3']}); the previous configuration serves again"
+        ) in ran.stderr
+        assert box.state() == before and box.key() == key  # settings and chat history as before
+        assert image_of(box, "vllm") == tags["vllm2"]  # not left on the new image
+        assert image_of(box, "open-webui") == tags["webui2"]
+        assert box.answers("acme/other")
+        assert not (box.folder / "state" / "change.json").exists()
+    finally:
+        ran = box.run("update", "--vllm-image", box.images[0], "--webui-image", box.images[1],
+                      "--yes")  # fmt: skip
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        box.client.images.remove(broken, force=True)
