@@ -316,8 +316,12 @@ class Watch:
             )
         else:
             self.actions.report.event("maintenance_ended", "notice", "watching again")
-            for machine in self.machines.values():  # the change restarted what it changed
-                self._decide(machine.reset(now))
+            self._read_containers(now)  # what the change left
+            for service, machine in self.machines.items():
+                # the grace runs from the container's start: one the change (re)started loads
+                # under it, one it left alone (hung meanwhile, say) is judged at once
+                up = getattr(self.containers.get(service), "uptime_s", None)
+                self._decide(machine.reset(now, started=None if up is None else now - up))
         self.maintenance, self.dirty = what, True
 
     def _check_cleared(self, now: float) -> None:

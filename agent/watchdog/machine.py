@@ -137,11 +137,14 @@ class Machine:
             self._restart_began(now)
             self._enter("starting", now)
 
-    def reset(self, now: float) -> list[Decision]:
-        """`sandbox-agent up` or a change of settings: forget the failure and the budget."""
+    def reset(self, now: float, started: float | None = None) -> list[Decision]:
+        """`sandbox-agent up` or a change of settings: forget the failure and the budget.
+        The start grace runs from `started` (when the container's run began) if given."""
         was = self.state
         self.restarts.clear()
         self._restart_began(now)
+        if started is not None:
+            self.started = min(now, started)
         self._enter("starting", now)
         return [self._say("recovered", "reset")] if was == "failed" else []
 

@@ -111,6 +111,19 @@ def test_reset_by_up_clears_failed_and_the_budget() -> None:
     assert m.observe(2002, OK)[0].action == "healthy"
 
 
+def test_after_a_change_the_grace_runs_from_the_containers_start() -> None:
+    """The end of maintenance: a container the change left alone (running for an hour, hung
+    meanwhile) is judged at once; one it started a minute ago still loads under the grace."""
+    old = healthy_machine()
+    old.reset(3600, started=0)
+    assert old.state == "starting" and old.observe(3601, FAIL) != []  # unhealthy: restart
+    assert old.state == "restarting"
+    new = healthy_machine()
+    new.reset(3600, started=3540)
+    assert drive(new, FAIL, 3601, 4139) == [] and new.state == "starting"
+    assert [d.action for d in new.observe(4141, FAIL)] == ["unhealthy", "restart"]
+
+
 def test_a_hopeless_failure_is_failed_at_once_with_its_fix() -> None:
     m = healthy_machine()
     lost = Verdict(False, "GPU 1 is lost", hopeless=True, fix="reboot the box")
