@@ -102,6 +102,8 @@ def status_text(result: StackStatus) -> Iterator[str]:
             f"{s.service:<12} {s.state:<11} {s.health:<10} {_age(s.uptime_s):>8}  "
             f"{', '.join(s.ports) or '-'}  {s.image or ''}"
         )
+    if result.maintenance:
+        yield f"change running: {result.maintenance} (the watchdog stands back meanwhile)"
     yield from watchdog_text(result.watchdog)
     yield f"API key: {result.key_file}"
     if result.admin_login_file:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from agent import log
+from agent import log, maintenance
 from agent.engine import engine_errors
 from agent.errors import AgentError
 from agent.results import Record, Result
@@ -113,6 +113,7 @@ class StackStatus(Result):
     key_file: Path
     admin_login_file: Path | None
     watchdog: dict[str, Any] | None = None  # the watchdog's view (agent.watchdog.summary)
+    maintenance: str | None = None  # the change holding the maintenance lock now, if any
 
     @property
     def exit_code(self) -> int:
@@ -124,12 +125,14 @@ def stack_status(client: DockerClient, settings: Settings) -> StackStatus:
     wanted = wanted_services(settings)
     services = status(client, settings.project, wanted)
     store = SecretStore(settings.paths.secrets)
+    held = maintenance.current(settings.paths.state)  # read, never taken
     return StackStatus(
         project=settings.project,
         running=all(s.state == "running" for s in services if s.service in wanted),
         services=services,
         key_file=store.path(API_KEY),
         admin_login_file=store.path(WEBUI_ADMIN) if settings.ui.enabled else None,
+        maintenance=held.describe() if held else None,
     )
 
 
