@@ -229,13 +229,11 @@ def _check_driver(image: str, root: Path) -> None:
         return  # no working driver to compare with: doctor's gpu checks say why
     fit = gpu.driver_fit(image, inventory.driver_version, inventory.cuda_driver_version)
     if fit.fits is False:
+        use = "`sandbox-agent update --vllm-image {image}`"
         raise AgentError(
             f"{fit.summary} (it runs CUDA {inventory.cuda_driver_version or '?'} at most); "
             "nothing was changed",
-            fix=fit.fix(
-                "use the CUDA 12.9 build of the same release (`sandbox-agent update "
-                "--vllm-image {image}`)"
-            ),  # fmt: skip
+            fix=fit.fix(f"use the CUDA 12.9 build of the same release ({use})"),
         )
 
 

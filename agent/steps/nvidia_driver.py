@@ -85,9 +85,9 @@ def too_old(ctx: StepContext, inv: gpu.GpuInventory) -> None:
         raise StepFailed(
             f"{fit.summary}; the bootstrap never replaces a working driver",
             fix=fit.fix(
-                "run `VLLM_IMAGE={image} sandbox-agent bootstrap` (the CUDA 12.9 build "
-                "of the same release)"
-            ),  # fmt: skip
+                "run `VLLM_IMAGE={image} sandbox-agent bootstrap` (the CUDA 12.9 build of the "
+                "same release)"
+            ),
         )
 
 
