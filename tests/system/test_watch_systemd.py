@@ -142,6 +142,39 @@ def test_the_unit_writes_only_its_state_and_the_motd_folder(box: Box) -> None:
     assert box.sh("stat -c %a /run/motd.d").strip() == "755"  # pam_motd's, not ours alone
 
 
+ODD_AGENT = "/opt/odd venv %h $HOME/bin/sandbox-agent"
+ODD_CONFIG = "/etc/sandbox-agent/odd \"dir\" 'q' \\back %n ${HOME} $X ; tab\there\nnl/c.yaml"
+ARGV_PRINTER = "#!/usr/bin/python3\nimport json, sys\nprint(json.dumps(sys.argv))\n"
+RENDER = (
+    "import sys; from pathlib import Path; from agent.watchdog import install; "
+    "sys.stdout.write(install.render_unit(install.unit_source().read_text(), "
+    "sys.argv[1], Path(sys.argv[2])))"
+)
+
+
+def test_systemd_reads_back_an_odd_agent_and_config_path_exactly(box: Box) -> None:
+    """The ExecStart= that `watch --install` writes, parsed by systemd itself and run (with
+    HOME and X set, so an expanded variable or specifier would show): the process gets the
+    two paths as they are."""
+    import shlex
+
+    folder = ODD_AGENT.rsplit("/", 1)[0]
+    box.sh(f"mkdir -p {shlex.quote(folder)} && printf %s {shlex.quote(ARGV_PRINTER)} > "
+           f"{shlex.quote(ODD_AGENT)} && chmod +x {shlex.quote(ODD_AGENT)}")  # fmt: skip
+    unit = "/etc/systemd/system/odd-probe.service"
+    box.sh(f"{VENV}/bin/python -c {shlex.quote(RENDER)} {shlex.quote(ODD_AGENT)} "
+           f"{shlex.quote(ODD_CONFIG)} > {unit}")  # fmt: skip
+    assert box.sh(f"systemd-analyze verify {unit} 2>&1").strip() == ""
+    [line] = [x for x in box.sh(f"cat {unit}").splitlines() if x.startswith("ExecStart=")]
+    box.sh(
+        f"printf '[Service]\\nType=oneshot\\nEnvironment=HOME=EXPANDED X=EXPANDED\\n%s\\n' "
+        f"{shlex.quote(line)} > /etc/systemd/system/odd-run.service && "
+        "systemctl daemon-reload && systemctl start odd-run"
+    )
+    out = box.sh("journalctl -u odd-run -o cat --no-pager | grep '^\\['")
+    assert json.loads(out) == [ODD_AGENT, "watch", "--config", ODD_CONFIG]
+
+
 def test_journalctl_finds_the_restart_with_its_fields(box: Box, stack: Stack) -> None:
     stack.container().kill(signal="SIGSTOP")
     box.until(

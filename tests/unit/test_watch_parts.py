@@ -242,6 +242,45 @@ def test_install_writes_the_unit_and_enables_it(tmp_path: Path, fake_commands) -
     assert result.exec_start == "/opt/venv/bin/sandbox-agent watch --config /etc/x.yaml"
 
 
+@pytest.mark.parametrize(
+    "config, word",
+    [
+        ("/etc/x.yaml", "/etc/x.yaml"),
+        ("/etc/my dir/c.yaml", '"/etc/my dir/c.yaml"'),
+        ("/etc/100%/$HOME/c.yaml", "/etc/100%%/$$HOME/c.yaml"),
+        ("/etc/${X}/c.yaml", '"/etc/$${X}/c.yaml"'),
+        ("/etc/a\"b\\c'd;/x.yaml", '"/etc/a\\"b\\\\c\'d;/x.yaml"'),
+        ("/etc/t\tn\nz\x7f/é.yaml", '"/etc/t\\tn\\nz\\x7f/é.yaml"'),
+    ],
+    ids=[
+        "plain",
+        "space",
+        "specifier-and-variable",
+        "braced-variable",
+        "quotes-backslash",
+        "controls",
+    ],
+)
+def test_the_config_path_is_written_into_exec_start_as_systemd_reads_it(
+    config: str, word: str
+) -> None:
+    text = install.render_unit(
+        "[Service]\nExecStart=/x\n", "/opt/v/bin/sandbox-agent", Path(config)
+    )
+    assert text == f"[Service]\nExecStart=/opt/v/bin/sandbox-agent watch --config {word}\n"
+
+
+def test_the_executable_is_quoted_too_but_its_dollar_is_not_a_variable() -> None:
+    text = install.render_unit("ExecStart=/x\n", "/opt/my venv %h $x/bin/sandbox-agent")
+    assert text == 'ExecStart="/opt/my venv %%h $x/bin/sandbox-agent" watch\n'
+
+
+def test_a_config_path_that_is_not_utf8_is_refused_naming_the_option() -> None:
+    with pytest.raises(BadInput) as caught:
+        install.render_unit("ExecStart=/x\n", "/x/sandbox-agent", Path("/etc/\udcff.yaml"))
+    assert caught.value.key == "--config" and caught.value.exit_code == 2
+
+
 def test_install_failure_says_where_to_look(tmp_path: Path, fake_commands) -> None:
     fake_commands.on(r"daemon-reload").on(r"enable", rc=1, stderr="Failed to enable unit")
     with pytest.raises(Exception) as caught:
