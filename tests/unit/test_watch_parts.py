@@ -294,3 +294,28 @@ def test_status_json_carries_the_watchdog(tmp_path: Path) -> None:
     state.save(tmp_path, state.WatchState("fp", 0.0, 7, {"vllm": rec}, "switch-model x"))
     found = state.summary(tmp_path)
     assert json.loads(json.dumps(found))["maintenance"] == "switch-model x"
+
+
+def test_the_api_key_is_read_again_only_while_missing_or_refused(tmp_path: Path) -> None:
+    from agent.secrets import SecretStore
+    from agent.watchdog.stages import ApiKey
+
+    now = [0.0]
+    keyfile = tmp_path / "api_key"
+    key = ApiKey(SecretStore(tmp_path), every=5.0, clock=lambda: now[0])
+    assert key.get() is None  # missing at start
+    keyfile.write_text("k1\n")
+    keyfile.chmod(0o600)
+    now[0] = 4.0
+    assert key.get() is None  # not read again within 5 s
+    now[0] = 5.0
+    assert key.get() == "k1"
+    keyfile.write_text("k2\n")
+    now[0] = 100.0
+    assert key.get() == "k1"  # a key that works is never read again: no cost per probe
+    assert key.refused("k1") is True and key.get() == "k2"  # refused: read at once, changed
+    now[0] = 101.0
+    keyfile.write_text("k3\n")
+    assert key.refused("k2") is False and key.get() == "k2"  # at most every 5 s
+    now[0] = 106.0
+    assert key.get() == "k3"  # still stale from the refusal: read when due
