@@ -111,3 +111,10 @@ def bootstrap_env() -> dict[str, tuple[str | None, str]]:
         "instance": (linode or None, "LINODE_ID"),
         "bundle": (os.environ.get("SANDBOX_AGENT_BUNDLE") or None, "SANDBOX_AGENT_BUNDLE"),
     }
+
+
+def systemd_env() -> dict[str, str]:
+    """What systemd hands a service through the environment, for `watch`: the notify socket,
+    the watchdog interval and the PID it is meant for, and the journal stream of stderr."""
+    names = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+    return {name: os.environ[name] for name in names if name in os.environ}

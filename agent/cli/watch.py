@@ -3,14 +3,13 @@ and enables its unit."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from agent.cli.options import config_option, host_root, json_option, load_settings
+from agent.cli.options import config_option, host_root, json_option, load_settings, systemd_env
 from agent.cli.render import guarded, render
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ def watch(config_path: Path | None, as_json: bool, install: bool) -> None:
         result = watchdog.install_unit(config=config_path.resolve() if config_path else None)
         render(result, as_json, install_text)
     settings = load_settings(config_path)  # DOCKER_HOST arrives as docker.host
-    render(watchdog.watch(settings, os.environ, root=host_root()), as_json, watch_text)
+    render(watchdog.watch(settings, systemd_env(), root=host_root()), as_json, watch_text)
 
 
 def install_text(result: InstallResult) -> Iterator[str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import proc
-from agent.errors import AgentError
+from agent.errors import AgentError, BadInput
 from agent.files import atomic_write
 from agent.results import Result
 
@@ -41,9 +41,46 @@ def agent_command() -> str:
     return str(Path(found).resolve())
 
 
+PLAIN = re.compile(r"[A-Za-z0-9/._+:=@,%$-]+")  # a word systemd reads back as it is, unquoted
+ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t"}
+
+
+def exec_word(word: str, *, executable: bool = False) -> str:
+    """One word of ExecStart= that systemd reads back as exactly `word` (systemd.service(5),
+    systemd.syntax(7)): `%` doubled (specifiers), `$` doubled in arguments (variables; the
+    executable's path is not expanded), and in double quotes with C escapes when it holds
+    whitespace, a quote, a backslash or anything else outside PLAIN."""
+    if not word or any(ord(c) == 0 or 0xD800 <= ord(c) <= 0xDFFF for c in word):
+        raise ValueError("an empty word, a NUL or bytes that are not UTF-8")
+    word = word.replace("%", "%%") if executable else word.replace("%", "%%").replace("$", "$$")
+    if PLAIN.fullmatch(word):
+        return word
+    quoted = "".join(
+        ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
+        for c in word
+    )
+    return f'"{quoted}"'
+
+
 def render_unit(text: str, command: str, config: Path | None = None) -> str:
-    argv = f"{command} watch" + (f" --config {config}" if config else "")
-    return re.sub(r"(?m)^ExecStart=.*$", lambda _: f"ExecStart={argv}", text, count=1)
+    """The unit with ExecStart at `command` (and `--config PATH`), each word as systemd reads
+    it back: a path with spaces, quotes, `%` or `$` stays that path."""
+    try:
+        words = [exec_word(command, executable=True), "watch"]
+    except ValueError as exc:
+        raise AgentError(f"cannot name {command!r} in a unit: {exc}") from None
+    if config is not None:
+        try:
+            words += ["--config", exec_word(str(config))]
+        except ValueError:
+            raise BadInput(
+                "--config",
+                f"{ascii(str(config))[:40]} cannot be written into the unit's ExecStart "
+                "(it holds bytes that are not UTF-8)",
+                fix="move the settings file to a path of plain characters",
+            ) from None
+    line = "ExecStart=" + " ".join(words)
+    return re.sub(r"(?m)^ExecStart=.*$", lambda _: line, text, count=1)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from agent.watchdog.gpus import GpuNews, GpuWatch, hopeless, report_gpus
 from agent.watchdog.judge import Signals
 from agent.watchdog.machine import Decision, Machine, Policy, Verdict
 from agent.watchdog.signals import Connected, Disconnected, EventFeed, News, ProbeDone, ProbePool
+from agent.watchdog.stages import ApiKey, stages
 
 if TYPE_CHECKING:
     from agent.engine import DockerClient
@@ -56,7 +57,7 @@ class Watch:
         settings: Settings,
         *,
         connect: Callable[[], DockerClient],
-        api_key: str | None,
+        api_key: ApiKey,
         actions: Actions,
         policy: Policy,
         periods: Periods = DEFAULT_PERIODS,
@@ -68,7 +69,7 @@ class Watch:
         self.settings, self.connect, self.actions = settings, connect, actions
         self.policy, self.periods, self.clock, self.wall = policy, periods, clock, wall
         self.services = stack.wanted_services(settings)
-        self.stages = {s: health.stages(settings, s, api_key) for s in self.services}
+        self.stages = {s: stages(settings, s, api_key) for s in self.services}
         self.news: queue.Queue[News] = queue.Queue()
         self.pool = ProbePool(self.news, clock)
         self.feed = EventFeed(connect, settings.project, self.news, clock=clock)
@@ -209,7 +210,7 @@ class Watch:
             sig.renew(machine.epoch)
             for key in [k for k in self.due if k.startswith(service + ".")]:
                 del self.due[key]
-        stages = {_role(stage.label): stage for stage in self.stages[service]}
+        stages = self.stages[service]
         if machine.state == "failed":
             return
         if service == stack.UI:
@@ -389,11 +390,3 @@ class Watch:
 
 
 UNHEALTHY = "Docker's healthcheck reports unhealthy"
-
-
-def _role(label: str) -> str:
-    """Which of agent.health's stages a label is: health, models, canary (or itself)."""
-    for word, role in (("/health", "health"), ("/v1/models", "models"), ("completion", "canary")):
-        if label.endswith(word):
-            return role
-    return label

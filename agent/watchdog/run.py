@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agent import engine, sd
 from agent.results import Result
-from agent.secrets import API_KEY, SecretStore
+from agent.secrets import SecretStore
 from agent.settings import Settings
 from agent.watchdog.actions import Actions
 from agent.watchdog.gpus import GpuWatch
@@ -21,6 +21,7 @@ from agent.watchdog.loop import DEFAULT_PERIODS, Periods, Watch
 from agent.watchdog.machine import Policy
 from agent.watchdog.metrics import Metrics
 from agent.watchdog.report import Reporter
+from agent.watchdog.stages import ApiKey
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def watch(
     loop = Watch(
         settings,
         connect=lambda: engine.connect(settings.docker.host, timeout=10),
-        api_key=SecretStore(settings.paths.secrets).read(API_KEY),
+        api_key=ApiKey(SecretStore(settings.paths.secrets)),  # read again when refused
         actions=actions,
         policy=policy_of(settings),
         periods=periods,

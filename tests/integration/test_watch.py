@@ -77,6 +77,30 @@ def test_a_vllm_hung_with_its_port_open_is_restarted_within_15s(stacks: Any, wat
     assert http(f"{st.api}/health")[0] == 200
 
 
+def test_the_api_key_is_read_again_when_missing_at_start_and_when_up_makes_a_new_one(
+    stacks: Any, watchers: Any
+) -> None:
+    st = stacks()
+    keyfile = st.folder / "secrets" / "api_key"
+    first = keyfile.read_text()
+    keyfile.unlink()  # as before the first `up`: watch starts with no key to send
+    w = watchers(st.config)
+    w.wait_for("watch_started", 30)
+    time.sleep(4)  # /v1/models is refused meanwhile (401): vLLM cannot be healthy yet
+    assert w.named("service_healthy", service="vllm") == []
+    keyfile.write_text(first)
+    keyfile.chmod(0o600)
+    healthy_after(w, 0, 20)
+    keyfile.unlink()
+    changed = time.time()
+    st.up()  # a new key, and vLLM re-created with it
+    assert st.key() != first.strip()
+    healthy_after(w, changed, 20)  # the new container, probed with the new key
+    time.sleep(3)
+    assert w.named("service_restarted") == [] and w.named("service_unhealthy") == [], w.dump()
+    assert w.named("service_suspect") == [], w.dump()
+
+
 def test_an_engine_stuck_while_health_answers_is_restarted_within_60s(
     stacks: Any, watchers: Any
 ) -> None:

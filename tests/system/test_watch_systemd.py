@@ -2,7 +2,13 @@
 from a wheel of this checkout with `watch --install`, driving the host's engine: READY
 arrives (the unit is active), STATUS says what it watches, a restart is found with
 `journalctl SANDBOX_EVENT=service_restarted` and its fields, journald takes our multi-line
-and oversize entries, and a hung agent is killed by WatchdogSec and started again."""
+and oversize entries, a hung agent is killed by WatchdogSec and started again, the unit's
+sandbox lets it write its state and the MOTD only, and a failed service's notice reaches
+/run/motd.d on a box where that folder did not exist at boot.
+
+The box gets CAP_SYS_ADMIN: without it systemd cannot make a unit's mount namespace (every
+ProtectSystem=, ReadWritePaths= and PrivateTmp= is silently skipped), so the sandbox the
+unit describes would go untested."""
 
 from __future__ import annotations
 
@@ -77,7 +83,8 @@ def box(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[Box]
         image,
         detach=True,
         network_mode="host",  # the stand-ins publish on the host's loopback
-        tmpfs={"/run": "", "/run/lock": ""},
+        tmpfs={"/run": "", "/run/lock": ""},  # /run as at boot: no motd.d in it
+        cap_add=["SYS_ADMIN"],  # so that systemd can build the unit's mount namespace
         volumes={
             "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"},
             "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
@@ -97,10 +104,12 @@ def box(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[Box]
 
 
 def test_watch_install_leaves_the_unit_active_with_its_status(box: Box) -> None:
+    assert box.sh("test -e /run/motd.d || echo absent").strip() == "absent"  # a fresh boot
     out = box.sh(f"{AGENT} watch --install")
     assert f"ExecStart={AGENT} watch); enabled and started" in out
     unit = box.sh("cat /etc/systemd/system/sandbox-agent.service")
     assert f"ExecStart={AGENT} watch\n" in unit
+    assert "\nExecStartPre=+/usr/bin/mkdir -p -m 0755 /run/motd.d\n" in unit
     verify = box.sh("systemd-analyze verify /etc/systemd/system/sandbox-agent.service 2>&1")
     assert verify.strip() == ""
     # Type=notify: active only once READY=1 came, after the stack's state was read
@@ -113,6 +122,57 @@ def test_watch_install_leaves_the_unit_active_with_its_status(box: Box) -> None:
     assert "0 restarts in the last hour" in status
     [started] = box.journal("SANDBOX_EVENT=watch_started")
     assert started["_SYSTEMD_UNIT"] == "sandbox-agent.service" and started["PRIORITY"] == "6"
+
+
+def test_the_unit_writes_only_its_state_and_the_motd_folder(box: Box) -> None:
+    """In the main process's own mount namespace (systemd builds one per process it starts,
+    so the folder that ExecStartPre=+ made before it is there): /run, /etc and /usr are
+    read-only, the state folder and /run/motd.d are writable."""
+    pid = box.sh("systemctl show -p MainPID --value sandbox-agent").strip()
+    assert box.sh(f"readlink /proc/{pid}/ns/mnt") != box.sh("readlink /proc/1/ns/mnt")
+    probe = (
+        "for d in /run /etc /usr /run/motd.d /var/lib/sandbox-agent; do "
+        "if touch $d/.probe 2>/dev/null; then rm $d/.probe; echo $d rw; else echo $d ro; fi; "
+        "done"
+    )
+    seen = box.sh(f"nsenter --target {pid} --mount -- sh -c '{probe}'")
+    assert seen.split("\n")[:5] == [
+        "/run ro", "/etc ro", "/usr ro", "/run/motd.d rw", "/var/lib/sandbox-agent rw",
+    ]  # fmt: skip
+    assert box.sh("stat -c %a /run/motd.d").strip() == "755"  # pam_motd's, not ours alone
+
+
+ODD_AGENT = "/opt/odd venv %h $HOME/bin/sandbox-agent"
+ODD_CONFIG = "/etc/sandbox-agent/odd \"dir\" 'q' \\back %n ${HOME} $X ; tab\there\nnl/c.yaml"
+ARGV_PRINTER = "#!/usr/bin/python3\nimport json, sys\nprint(json.dumps(sys.argv))\n"
+RENDER = (
+    "import sys; from pathlib import Path; from agent.watchdog import install; "
+    "sys.stdout.write(install.render_unit(install.unit_source().read_text(), "
+    "sys.argv[1], Path(sys.argv[2])))"
+)
+
+
+def test_systemd_reads_back_an_odd_agent_and_config_path_exactly(box: Box) -> None:
+    """The ExecStart= that `watch --install` writes, parsed by systemd itself and run (with
+    HOME and X set, so an expanded variable or specifier would show): the process gets the
+    two paths as they are."""
+    import shlex
+
+    folder = ODD_AGENT.rsplit("/", 1)[0]
+    box.sh(f"mkdir -p {shlex.quote(folder)} && printf %s {shlex.quote(ARGV_PRINTER)} > "
+           f"{shlex.quote(ODD_AGENT)} && chmod +x {shlex.quote(ODD_AGENT)}")  # fmt: skip
+    unit = "/etc/systemd/system/odd-probe.service"
+    box.sh(f"{VENV}/bin/python -c {shlex.quote(RENDER)} {shlex.quote(ODD_AGENT)} "
+           f"{shlex.quote(ODD_CONFIG)} > {unit}")  # fmt: skip
+    assert box.sh(f"systemd-analyze verify {unit} 2>&1").strip() == ""
+    [line] = [x for x in box.sh(f"cat {unit}").splitlines() if x.startswith("ExecStart=")]
+    box.sh(
+        f"printf '[Service]\\nType=oneshot\\nEnvironment=HOME=EXPANDED X=EXPANDED\\n%s\\n' "
+        f"{shlex.quote(line)} > /etc/systemd/system/odd-run.service && "
+        "systemctl daemon-reload && systemctl start odd-run"
+    )
+    out = box.sh("journalctl -u odd-run -o cat --no-pager | grep '^\\['")
+    assert json.loads(out) == [ODD_AGENT, "watch", "--config", ODD_CONFIG]
 
 
 def test_journalctl_finds_the_restart_with_its_fields(box: Box, stack: Stack) -> None:
@@ -166,3 +226,31 @@ def test_a_hung_agent_is_killed_by_the_watchdog_and_started_again(box: Box) -> N
     box.until("systemctl is-active sandbox-agent", lambda o: o.strip() == "active")
     assert time.monotonic() - hung < 20
     assert "Watchdog timeout" in box.sh("journalctl -u sandbox-agent --no-pager -o cat")
+
+
+def test_a_failed_service_writes_its_notice_to_the_motd(box: Box, stack: Stack) -> None:
+    """The whole path: a restart budget of one, vLLM hung twice, `failed`, and the notice in
+    /run/motd.d (the folder that did not exist at boot), written from inside the sandbox."""
+    motd = "/run/motd.d/50-sandbox-agent-watch"
+    box.sh(
+        # the unit's own WatchdogSec (30 s): stopping a hung vLLM takes longer than 3 s
+        "systemctl stop sandbox-agent && rm -rf /etc/systemd/system/sandbox-agent.service.d && "
+        "rm -f /var/lib/sandbox-agent/watchdog.json && "
+        "mkdir /etc/systemd/system/sandbox-agent.service.d && "
+        "printf '[Service]\\nEnvironment=WATCH_RESTARTS_PER_HOUR=1\\n' "
+        "> /etc/systemd/system/sandbox-agent.service.d/budget.conf && "
+        "systemctl daemon-reload && systemctl start sandbox-agent"
+    )
+    status = "systemctl show -p StatusText --value sandbox-agent"
+    box.until(status, lambda o: "vllm healthy" in o)
+    assert box.sh(f"test -e {motd} || echo none").strip() == "none"
+    stack.container().kill(signal="SIGSTOP")
+    box.until(status, lambda o: "1 restart in the last hour" in o)
+    box.until(status, lambda o: "vllm healthy" in o)
+    stack.container().kill(signal="SIGSTOP")
+    box.until(status, lambda o: "vllm FAILED" in o, timeout=30)
+    [failed] = box.journal("-u", "sandbox-agent", "SANDBOX_EVENT=service_failed")
+    assert failed["SANDBOX_SERVICE"] == "vllm" and failed["PRIORITY"] == "2"
+    text = box.sh(f"cat {motd}")
+    assert text.startswith("sandbox-agent watchdog:\n  vllm FAILED: ")
+    assert "fix: see `sandbox-agent logs vllm`, fix the cause, then run `sandbox-agent up`" in text

@@ -118,6 +118,25 @@ def test_one_way_to_run_a_command() -> None:
     assert users == ["proc.py"]
 
 
+def test_one_reader_of_the_environment() -> None:
+    """os.environ, os.environb and os.getenv only in cli/options.py: the rest of the agent is
+    handed what it needs (settings, the token, systemd's variables), so tests pass it in."""
+    readers = set()
+    for p in SOURCES:
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                hit = node.value.id == "os" and node.attr in ("environ", "environb", "getenv")
+            elif isinstance(node, ast.ImportFrom):
+                hit = node.module == "os" and any(
+                    a.name in ("environ", "environb", "getenv") for a in node.names
+                )
+            else:
+                continue
+            if hit:
+                readers.add(str(p.relative_to(AGENT)))
+    assert readers == {"cli/options.py"}
+
+
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(AGENT.parent)))
 def test_heavy_libraries_are_imported_where_they_are_used(path: Path) -> None:
     """Module-level imports of docker, huggingface_hub, pynvml... would make every command

@@ -242,6 +242,45 @@ def test_install_writes_the_unit_and_enables_it(tmp_path: Path, fake_commands) -
     assert result.exec_start == "/opt/venv/bin/sandbox-agent watch --config /etc/x.yaml"
 
 
+@pytest.mark.parametrize(
+    "config, word",
+    [
+        ("/etc/x.yaml", "/etc/x.yaml"),
+        ("/etc/my dir/c.yaml", '"/etc/my dir/c.yaml"'),
+        ("/etc/100%/$HOME/c.yaml", "/etc/100%%/$$HOME/c.yaml"),
+        ("/etc/${X}/c.yaml", '"/etc/$${X}/c.yaml"'),
+        ("/etc/a\"b\\c'd;/x.yaml", '"/etc/a\\"b\\\\c\'d;/x.yaml"'),
+        ("/etc/t\tn\nz\x7f/é.yaml", '"/etc/t\\tn\\nz\\x7f/é.yaml"'),
+    ],
+    ids=[
+        "plain",
+        "space",
+        "specifier-and-variable",
+        "braced-variable",
+        "quotes-backslash",
+        "controls",
+    ],
+)
+def test_the_config_path_is_written_into_exec_start_as_systemd_reads_it(
+    config: str, word: str
+) -> None:
+    text = install.render_unit(
+        "[Service]\nExecStart=/x\n", "/opt/v/bin/sandbox-agent", Path(config)
+    )
+    assert text == f"[Service]\nExecStart=/opt/v/bin/sandbox-agent watch --config {word}\n"
+
+
+def test_the_executable_is_quoted_too_but_its_dollar_is_not_a_variable() -> None:
+    text = install.render_unit("ExecStart=/x\n", "/opt/my venv %h $x/bin/sandbox-agent")
+    assert text == 'ExecStart="/opt/my venv %%h $x/bin/sandbox-agent" watch\n'
+
+
+def test_a_config_path_that_is_not_utf8_is_refused_naming_the_option() -> None:
+    with pytest.raises(BadInput) as caught:
+        install.render_unit("ExecStart=/x\n", "/x/sandbox-agent", Path("/etc/\udcff.yaml"))
+    assert caught.value.key == "--config" and caught.value.exit_code == 2
+
+
 def test_install_failure_says_where_to_look(tmp_path: Path, fake_commands) -> None:
     fake_commands.on(r"daemon-reload").on(r"enable", rc=1, stderr="Failed to enable unit")
     with pytest.raises(Exception) as caught:
@@ -255,3 +294,28 @@ def test_status_json_carries_the_watchdog(tmp_path: Path) -> None:
     state.save(tmp_path, state.WatchState("fp", 0.0, 7, {"vllm": rec}, "switch-model x"))
     found = state.summary(tmp_path)
     assert json.loads(json.dumps(found))["maintenance"] == "switch-model x"
+
+
+def test_the_api_key_is_read_again_only_while_missing_or_refused(tmp_path: Path) -> None:
+    from agent.secrets import SecretStore
+    from agent.watchdog.stages import ApiKey
+
+    now = [0.0]
+    keyfile = tmp_path / "api_key"
+    key = ApiKey(SecretStore(tmp_path), every=5.0, clock=lambda: now[0])
+    assert key.get() is None  # missing at start
+    keyfile.write_text("k1\n")
+    keyfile.chmod(0o600)
+    now[0] = 4.0
+    assert key.get() is None  # not read again within 5 s
+    now[0] = 5.0
+    assert key.get() == "k1"
+    keyfile.write_text("k2\n")
+    now[0] = 100.0
+    assert key.get() == "k1"  # a key that works is never read again: no cost per probe
+    assert key.refused("k1") is True and key.get() == "k2"  # refused: read at once, changed
+    now[0] = 101.0
+    keyfile.write_text("k3\n")
+    assert key.refused("k2") is False and key.get() == "k2"  # at most every 5 s
+    now[0] = 106.0
+    assert key.get() == "k3"  # still stale from the refusal: read when due

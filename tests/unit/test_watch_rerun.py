@@ -14,6 +14,7 @@ from agent.watchdog.actions import Actions
 from agent.watchdog.loop import Watch
 from agent.watchdog.machine import Machine, Policy, Verdict
 from agent.watchdog.report import Reporter
+from agent.watchdog.stages import ApiKey
 
 RUNNING = ServiceStatus(
     "vllm", "p-vllm-1", "running", "healthy", (), "img", 300.0, 0, "c0ffee", None, False,
@@ -28,7 +29,7 @@ def healthy_watch(write_config, tmp_path: Path) -> Watch:
     w = Watch(
         s,
         connect=lambda: engine.connect(nowhere, timeout=1),
-        api_key=None,
+        api_key=ApiKey(None),
         actions=Actions(s, Reporter(), sd.Notifier.from_env({})),
         policy=Policy(),
     )
