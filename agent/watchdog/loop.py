@@ -290,6 +290,8 @@ class Watch:
             ):
                 self._decide(machine.reset(now))
             return
+        if first and new.uptime_s is not None:  # the watchdog restarted, not the service
+            machine.running_since(now - new.uptime_s)
         if old is None or self.maintenance:
             return
         if old.container_id != new.container_id:

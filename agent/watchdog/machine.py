@@ -137,6 +137,12 @@ class Machine:
             self._restart_began(now)
             self._enter("starting", now)
 
+    def running_since(self, at: float) -> None:
+        """The container has run since `at`, from before the watchdog started: its start
+        grace runs from then, not from the watchdog's own (re)start."""
+        if self.state == "starting":
+            self.started = min(self.started, at)
+
     def reset(self, now: float, started: float | None = None) -> list[Decision]:
         """`sandbox-agent up` or a change of settings: forget the failure and the budget.
         The start grace runs from `started` (when the container's run began) if given."""

@@ -98,3 +98,19 @@ def test_every_outage_of_the_engine_is_said_even_when_worded_alike(
         w._handle(Disconnected(at + 0.1, "the event stream ended"))  # the same outage: once
         w._handle(Connected(at + 0.5))
     assert said(w) == ["engine_disconnected", "engine_connected"] * 2
+
+
+def test_a_watchdog_started_after_its_services_gives_no_new_grace(
+    write_config, tmp_path: Path
+) -> None:
+    w = healthy_watch(write_config, tmp_path)
+    policy = Policy(start_grace=100)
+    loaded = Machine.new("vllm", policy, 1000.0)  # the watchdog itself just (re)started
+    w._container_seen(loaded, None, RUNNING, 1000.0, first=True)  # up for 300 s already
+    assert loaded.started == 700.0
+    out = loaded.observe(1001.0, Verdict(False, "/health: timed out"))
+    assert [d.action for d in out] == ["unhealthy", "restart"]
+    fresh = Machine.new("vllm", policy, 1000.0)
+    young = dataclasses.replace(RUNNING, uptime_s=20.0)  # still loading: the grace holds
+    w._container_seen(fresh, None, young, 1000.0, first=True)
+    assert fresh.observe(1001.0, Verdict(False, "/health: timed out")) == []
