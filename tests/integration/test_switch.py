@@ -87,8 +87,9 @@ class Box:
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     with running_hub() as hub:
         hub.add_repo("acme/other", repo())
-        hub.add_repo("acme/never-ready", repo({"health": "fail"}))
-        hub.add_repo("acme/crasher", repo({"crash_after": 0}))
+        # both print the key they were given: the log lines a rollback shows are redacted
+        hub.add_repo("acme/never-ready", repo({"health": "fail", "print_key": True}))
+        hub.add_repo("acme/crasher", repo({"crash_after": 0, "print_key": True}))
         hub.add_repo("acme/slow", repo({"load_seconds": 60}))
         hub.add_repo("acme/huge", repo(config={**CONFIG, "hidden_size": 16384,
                                                "num_hidden_layers": 400}))  # fmt: skip
@@ -172,6 +173,8 @@ def test_a_new_model_that_does_not_come_up_is_rolled_back(box: Box, model: str, 
         why in ran.stderr and "rolled back: the previous configuration serves again" in ran.stderr
     )
     assert "last log lines of vllm" in ran.stderr and box.key() not in ran.stderr
+    if model == "acme/crasher":  # its last lines hold the key it printed: shown redacted
+        assert "api key [REDACTED] loaded" in ran.stderr, ran.stderr
     assert box.answers("tiny")  # the old model answers a completion again
     assert box.state() == before  # settings back, chat history byte-identical
     assert box.ids()["open-webui"] == ids["open-webui"]  # the UI was never replaced
