@@ -76,8 +76,6 @@ def check_ports(settings: Settings, state: BootState) -> None:
     wanted = [("API_PORT", settings.api.bind, settings.api.port)]
     if settings.ui.enabled:
         wanted.append(("UI_PORT", settings.ui.bind, settings.ui.port))
-    if settings.ui.enabled and settings.ui.port == settings.api.port:
-        raise BadInput("UI_PORT", f"{settings.ui.port} is the API's port too", fix="pick another")
     for name, bind, port in wanted:
         if not port_free(bind, port):
             raise BadInput(

@@ -145,7 +145,9 @@ def test_a_port_in_use_is_refused_naming_it(tmp_path: Path, box, fake_commands) 
 def test_the_ui_on_the_api_port_is_refused(tmp_path: Path, box, fake_commands) -> None:
     code, output = bootstrap({**box, "API_PORT": "18000", "UI_PORT": "18000"})
     assert code == 2
-    assert output.splitlines()[0] == "error: UI_PORT: 18000 is the API's port too"
+    assert output.splitlines()[0] == (
+        "error: ui.port (from environment UI_PORT): 18000 is the port of api.port too"
+    )
 
 
 @pytest.mark.parametrize(
