@@ -15,22 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from agent import engine, gpu, health, log, models, probes, stack
-from agent.errors import AgentError, BadInput
+from agent import door, engine, gate, gpu, health, linode, log, models, stack
+from agent.door import Door
+from agent.errors import BadInput
 from agent.refs import ModelRef
 from agent.results import INTERNAL, Result
 from agent.secrets import API_KEY, WEBUI_ADMIN, WEBUI_SECRET_KEY, SecretStore
-from agent.settings import Settings
+from agent.settings import Settings, loopback
 
 if TYPE_CHECKING:
     from agent.engine import DockerClient
 
 HF_HOME_IN_VLLM = Path("/root/.cache/huggingface")  # the vLLM image's HF_HOME
 Progress = Callable[[str], None]
-
-
-class NotReady(AgentError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -117,15 +114,19 @@ def up(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     token: str | None = None,
+    metadata: str = linode.METADATA,
+    front: Door | None = None,
 ) -> DeployResult:
     """Fetch the model when it is missing, then render, start what is missing or changed,
     and wait until every service is healthy. Every refusal comes before the first write."""
     started = clock()
     client = client or engine.connect(settings.docker.host)
+    front = front if front is not None else resolve_door(settings, metadata)
     found = gpus(settings, client, root)
-    text = check_inputs(settings, template=template, token=token, gpu_count=found[1])
+    text = check_inputs(settings, template=template, token=token, gpu_count=found[1], front=front)
     _ensure_model(settings, token, found)
     planned = plan(settings, client, root=root, found=found)
+    planned = dataclasses.replace(planned, spec=dataclasses.replace(planned.spec, door=front))
     first = stack.render(settings, planned.spec, text)  # a bad template, port, bind: refused
     stack.load_project(first.path, text=first.text, read_env=False)  # ... before any write
     store = SecretStore(settings.paths.secrets)
@@ -141,9 +142,14 @@ def up(
             "WEBUI_ADMIN_EMAIL": login.email,
             "WEBUI_ADMIN_PASSWORD": login.password,
         }
+    if front.on:
+        secret_env[stack.PROXY] = {stack.caddy.KEY_ENV: api_key}
+        if settings.https.domain == "auto" and front.name:
+            door.save_name(settings, front.name)  # doctor, status, the watchdog read it
     spec = dataclasses.replace(planned.spec, secret_env=secret_env)
     rendered = stack.render(settings, spec, text)
     stack.write_env_files(rendered)
+    stack.write_proxy_files(settings, rendered)
     project = stack.load_project(rendered.path, text=rendered.text)
     progress(f"stack {settings.project}: {planned.snapshot.name[:12]} of {settings.model.id}")
     actions = stack.reconcile(client, project, progress)
@@ -153,12 +159,13 @@ def up(
         progress("the watchdog's failed mark is cleared: it watches the stack again")
     stack.write(rendered)  # the file describes the stack that was started
     progress(", ".join(f"{name} {action}" for name, action in actions.items()))
-    wait_ready(settings, client, api_key, progress=progress, sleep=sleep, clock=clock)
+    gate.wait_ready(settings, client, api_key, progress=progress, sleep=sleep, clock=clock)
+    public_ui, public_api = door.ui_url(settings, front), door.api_url(settings, front)
     result = DeployResult(
         project=settings.project,
         model=settings.model.name,
-        api_url=health.api_url(settings) + "/v1",
-        ui_url=health.ui_url(settings) if settings.ui.enabled else None,
+        api_url=(public_api or health.api_url(settings)) + "/v1",
+        ui_url=(public_ui or health.ui_url(settings)) if settings.ui.enabled else None,
         compose_file=rendered.path,
         key_file=store.path(API_KEY),
         admin_login_file=store.path(WEBUI_ADMIN) if settings.ui.enabled else None,
@@ -169,20 +176,52 @@ def up(
     return result
 
 
+def resolve_door(settings: Settings, metadata: str = linode.METADATA) -> Door:
+    """The door `up` opens. `https.domain: auto` is the box's Linode name: the one saved at an
+    earlier `up`, else asked of the metadata service (off Linode: none, so no proxy). With no
+    name a public API is refused, before anything changes: vLLM's own port never faces the
+    network."""
+    front = door.current(settings)
+    wants_proxy = door.current(settings, "name.invalid").on
+    if settings.https.domain == "auto" and front.name is None and wants_proxy:
+        ipv4 = linode.metadata_ipv4(metadata)
+        front = door.current(settings, door.linode_name(ipv4) if ipv4 else None)
+    if not front.on and not loopback(settings.api.bind):
+        raise BadInput(
+            "api.bind",
+            f"{settings.api.bind} asks for the API on the network, but https.domain is auto and "
+            "this box has no Linode name (the metadata service did not answer), so there is no "
+            "proxy to guard vLLM's port",
+            fix="set HTTPS_DOMAIN to a domain whose A record points here, or keep "
+            "API_BIND=127.0.0.1 and reach the API with `ssh -L 8000:127.0.0.1:8000`",
+        )
+    if front.on:
+        log.get("deploy").info("door.open", name=front.name, ui=front.ui, api=front.api)
+    return front
+
+
 def check_inputs(
     settings: Settings,
     *,
     template: Path | None = None,
     token: str | None = None,
     gpu_count: int | str | None = None,
+    front: Door = stack.CLOSED,
 ) -> str | None:
     """Every refusal of `up` that needs neither a write nor a download, so that a bad input
     is refused before the model is fetched or a lock is taken: the template, the compose file
     rendered from it (ports, binds), and where a pull would send the token. Returns the
     template's text."""
     text = _read_template(template)
+    root = settings.https.acme_ca_root
+    if front.on and root is not None and not root.is_file():
+        raise BadInput(
+            "https.acme_ca_root",
+            f"{root} is not a file",
+            fix="give the PEM file the ACME CA's directory is trusted by, or unset ACME_CA_ROOT",
+        )
     # the model's own numbers are not known before it is fetched; the file's shape is
-    provisional = stack.StackSpec(str(HF_HOME_IN_VLLM / "hub"), 1, None, gpu_count)
+    provisional = stack.StackSpec(str(HF_HOME_IN_VLLM / "hub"), 1, None, gpu_count, door=front)
     first = stack.render(settings, provisional, text)
     stack.load_project(first.path, text=first.text, read_env=False)
     try:
@@ -216,111 +255,6 @@ def _read_template(template: Path | None) -> str | None:
         return Path(template).read_text()
     except OSError as exc:
         raise BadInput("--template", f"{template} cannot be read: {exc.strerror}") from None
-
-
-def wait_ready(
-    settings: Settings,
-    client: DockerClient,
-    api_key: str,
-    *,
-    progress: Progress = _quiet,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> None:
-    """Every health stage of every service in turn (agent.health), then the UI's admin.
-
-    Within `timeouts.ready` in all: no probe waits longer than the time left."""
-    checks = health.stages(settings, stack.VLLM, api_key)
-    if settings.ui.enabled:
-        store = SecretStore(settings.paths.secrets)
-        ui = health.ui_url(settings)
-        checks += [
-            *health.stages(settings, stack.UI, api_key),
-            health.Stage(
-                "Open WebUI admin", stack.UI, lambda t: _ensure_admin(settings, store, ui, t), 10
-            ),
-        ]
-    start = clock()
-    deadline = start + settings.timeouts.ready
-    restarts = {s.service: s.restart_count for s in stack.status(client, settings.project, ())}
-    for stage in checks:
-        progress(f"waiting for {stage.label}")
-        noted = clock()
-        while True:
-            result = stage.run(min(stage.timeout, max(1.0, deadline - clock())))
-            if result.ok:
-                progress(f"  ok after {clock() - start:.0f}s: {result.detail}")
-                break
-            if stage.label == health.KEY_REQUIRED and result.status not in (None, 401, 403):
-                # An answer without the key is no "not yet": the API is open to anyone.
-                stack.stop(client, settings.project, stack.VLLM)
-                raise NotReady(
-                    f"{stage.label}: {result.detail}; vLLM was stopped",
-                    fix="vLLM must start with the agent's key: check model.extra_args and "
-                    "images.vllm, then run `sandbox-agent up` again",
-                )
-            crashed = _crashed(client, settings.project, stage.service, restarts)
-            if crashed or clock() >= deadline:
-                why = crashed or f"not ready after {settings.timeouts.ready}s"
-                raise _not_ready(client, settings, stage.service, stage.label, why, result.detail)
-            if clock() - noted >= 30:
-                progress(
-                    f"  still waiting for {stage.label} ({clock() - start:.0f}s): {result.detail}"
-                )
-                noted = clock()
-            sleep(1.0)
-    # A service that crashes and comes back can answer every probe between two crashes.
-    for service in dict.fromkeys(stage.service for stage in checks):
-        crashed = _crashed(client, settings.project, service, restarts, limit=1)
-        if crashed:
-            raise _not_ready(
-                client, settings, service, f"{service} staying up", crashed, "every probe passed"
-            )
-
-
-def _ensure_admin(settings: Settings, store: SecretStore, ui: str, timeout: float) -> probes.Probe:
-    """Signup closed with an admin in place; creates the admin when the UI has no user yet
-    (UI versions that ignore WEBUI_ADMIN_EMAIL leave the first signup to whoever comes)."""
-    closed = probes.ui_signup_closed(ui, timeout)
-    if closed.ok or closed.status != 200:
-        return closed
-    if "no user" in closed.detail:
-        login = store.ensure_admin_login(settings.ui.admin_email)
-        made = probes.ui_signup(ui, "admin", login.email, login.password, timeout)
-        return made if not made.ok else probes.ui_signup_closed(ui, timeout)
-    raise AgentError(
-        f"Open WebUI lets anyone sign up ({closed.detail})",
-        fix="set ENABLE_SIGNUP=False for the UI, or disable signup in its admin panel",
-    )
-
-
-def _crashed(
-    client: DockerClient,
-    project: str,
-    service: str,
-    restarts: dict[str, int],
-    limit: int = health.CRASH_RESTARTS,
-) -> str:
-    found = {s.service: s for s in stack.status(client, project, (service,))}
-    return health.container_problem(found.get(service), restarts.get(service, 0), limit)
-
-
-def _not_ready(
-    client: DockerClient, settings: Settings, service: str, label: str, why: str, last: str
-) -> NotReady:
-    tail = stack.last_lines(client, settings.project, service, 15)
-    fix = f"see `sandbox-agent logs {service}`; " + (
-        "check that the model fits the GPUs and its files are complete; a very large model may "
-        "need a longer timeouts.ready"
-        if service == stack.VLLM
-        else "check the UI's data folder and image"
-    )
-    message = f"{label}: {why}; last answer: {last}"
-    if tail:
-        message += f"\nlast log lines of {service}:\n" + "\n".join(
-            "  " + line for line in tail.splitlines()
-        )
-    return NotReady(message, fix=fix)
 
 
 def down(settings: Settings, *, progress: Progress = _quiet) -> DownResult:

@@ -3,7 +3,9 @@ then the probes that prove the service does its job, in order.
 
 vLLM: /health, then the served name in /v1/models (with the key), then one real chat
 completion (the API server can answer /health while its engine hangs, vllm #39863).
-Open WebUI: /health. `up`'s gate, doctor's stack checks and the watchdog judge with these.
+Open WebUI: /health. The proxy: its loopback /health (a certificate still pending is no ill
+health: Caddy retries on its own, and doctor says why). `up`'s gate, doctor's stack checks
+and the watchdog judge with these.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent import probes
+from agent import door, probes
 from agent.settings import Settings
-from agent.stack import UI, VLLM, ServiceStatus
+from agent.stack import PROXY, UI, VLLM, ServiceStatus
 
 KEY_REQUIRED = "the API key being required"
 COMPLETION = "a chat completion"
@@ -56,6 +58,9 @@ def stages(settings: Settings, service: str, api_key: str | None) -> list[Stage]
     if service == UI:
         ui = ui_url(settings)
         return [Stage("Open WebUI /health", UI, lambda t: probes.ui_health(ui, t), 3)]
+    if service == PROXY:
+        url = door.health_url(settings)
+        return [Stage("proxy /health", PROXY, lambda t: probes.proxy_health(url, t), 3)]
     raise ValueError(f"no health definition for {service!r}")
 
 

@@ -148,6 +148,13 @@ def ui_health(ui: str, timeout: float = 3.0) -> Probe:
     )
 
 
+def proxy_health(url: str, timeout: float = 3.0) -> Probe:
+    """The proxy's own loopback health answer: it runs and serves (certificates aside)."""
+    start = time.monotonic()
+    status, _, error = request(url, timeout=timeout)
+    return _timed("proxy.health", start, status == 200, status, error or "the proxy answers 200")
+
+
 def ui_signup_closed(ui: str, timeout: float = 5.0) -> Probe:
     """Nobody can sign up: an admin exists (no onboarding) and signup is disabled.
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import deploy, gpu, log, maintenance, models, stack
+from agent import deploy, gpu, linode, log, maintenance, models, stack
 from agent.errors import AgentError
 from agent.files import atomic_write
 from agent.refs import ModelRef
@@ -107,7 +107,10 @@ def recover(settings: Settings, config: Path, reload: Reload, **up: Any) -> Sett
 def up(settings: Settings, config: Path, reload: Reload, **kw: Any) -> deploy.DeployResult:
     """`sandbox-agent up`: an interrupted change repaired first, under the maintenance lock.
     Bad input is refused before the lock is taken (it is a file)."""
-    deploy.check_inputs(settings, template=kw.get("template"), token=kw.get("token"))
+    kw["front"] = deploy.resolve_door(settings, kw.pop("metadata", linode.METADATA))
+    deploy.check_inputs(
+        settings, template=kw.get("template"), token=kw.get("token"), front=kw["front"]
+    )
     with maintenance.hold(settings.paths.state, "up"):
         return deploy.up(recover(settings, config, reload, **kw), **kw)
 

@@ -108,6 +108,8 @@ def agent_env(**extra: str) -> dict[str, str]:
     """The environment a test hands to a `sandbox-agent` subprocess: no stray settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDBOX_AGENT_", "FAKE_NVML"))}
     env.pop("HF_TOKEN", None)
+    # No test asks the real Linode metadata service (a link-local address): a closed port.
+    env["SANDBOX_AGENT_METADATA_URL"] = "http://127.0.0.1:9/v1"
     env.update(extra)
     return env
 

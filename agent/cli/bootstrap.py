@@ -17,6 +17,7 @@ from agent.cli.options import (
     host_root,
     json_option,
     load_settings,
+    metadata_url,
 )
 from agent.cli.render import guarded, render
 from agent.errors import AgentError
@@ -103,6 +104,7 @@ def bootstrap(
         bundle=got.bundle,
         tty=tty,
         config_path=None if got.config_path == DEFAULT_CONFIG else got.config_path,
+        metadata=metadata_url(),
     )
     if show_plan:
         render(runner.plan(ctx), as_json, plan_text)

@@ -90,6 +90,14 @@ def host_root() -> Path:
     return Path(os.environ.get("SANDBOX_AGENT_ROOT") or "/")
 
 
+def metadata_url() -> str:
+    """The Linode metadata service. SANDBOX_AGENT_METADATA_URL points it at a local one (tests:
+    no test reaches the link-local address)."""
+    from agent import linode
+
+    return os.environ.get("SANDBOX_AGENT_METADATA_URL") or linode.METADATA
+
+
 def hf_token(settings: Settings) -> str | None:
     """The Hugging Face token: the secret file, else HF_TOKEN from this process's environment."""
     from agent.secrets import SecretStore

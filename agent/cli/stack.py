@@ -16,6 +16,7 @@ from agent.cli.options import (
     host_root,
     json_option,
     load_settings,
+    metadata_url,
     progress_printer,
     reloader,
 )
@@ -50,6 +51,7 @@ def up(config_path: Path | None, as_json: bool, template: Path | None) -> None:
         template=template,
         progress=progress_printer(as_json),
         token=hf_token(settings),
+        metadata=metadata_url(),
     )
     render(result, as_json, up_text)
 

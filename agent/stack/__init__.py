@@ -6,16 +6,8 @@
 - observe: containers, state, health, ports, logs; `status`
 """
 
-from agent.stack.apply import (
-    ImageUnavailable,
-    down,
-    ensure_image,
-    ensure_images,
-    gpu_request,
-    reconcile,
-    restart_service,
-    stop,
-)
+from agent.stack.apply import ImageUnavailable, down, ensure_image, ensure_images, reconcile
+from agent.stack.containers import gpu_request, port_free, restart_service, stop
 from agent.stack.observe import (
     EventStream,
     ServiceStatus,
@@ -38,7 +30,9 @@ from agent.stack.project import (
     parse_port,
 )
 from agent.stack.render import (
+    CLOSED,
     COMPOSE_FILE,
+    PROXY,
     TEMPLATE,
     UI,
     VLLM,
@@ -50,6 +44,7 @@ from agent.stack.render import (
     variables,
     write,
     write_env_files,
+    write_proxy_files,
 )
 
 __all__ = [
@@ -60,6 +55,8 @@ __all__ = [
     "TEMPLATE",
     "UI",
     "VLLM",
+    "PROXY",
+    "CLOSED",
     "EventStream",
     "ImageUnavailable",
     "Project",
@@ -75,6 +72,7 @@ __all__ = [
     "ensure_images",
     "env_file",
     "gpu_request",
+    "port_free",
     "last_lines",
     "load_project",
     "logs",
@@ -90,4 +88,5 @@ __all__ = [
     "wanted_services",
     "write",
     "write_env_files",
+    "write_proxy_files",
 ]

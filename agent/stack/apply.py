@@ -9,24 +9,21 @@ GPU runtime by the caller); what a failed run created is removed again.
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agent import log
 from agent.engine import engine_errors, explain
 from agent.errors import AgentError, BadInput
-from agent.stack.compose_hash import duration_ns
+from agent.stack.containers import create, host_network, port_free, remove
 from agent.stack.observe import by_service, labelled
-from agent.stack.project import L_HASH, L_IMAGE, L_PROJECT, L_SERVICE, Project, Service, parse_port
+from agent.stack.project import L_HASH, L_IMAGE, L_PROJECT, L_SERVICE, Project, parse_port
 
 if TYPE_CHECKING:
     from agent.engine import Container, DockerClient, Network
 
 Progress = Callable[[str], None]
-STOP_TIMEOUT = 30  # seconds vLLM gets to free the GPUs before SIGKILL
-UP_FIX = "`sandbox-agent up` creates it"
 PORT_SETTING = {8000: "api.port", 8080: "ui.port"}
 
 
@@ -92,7 +89,9 @@ def reconcile(
         network = _find_network(client, project)
     existing = by_service(project.name, found)
     plan = {
-        s.name: _action(existing.get(s.name), s.config_hash, ids[s.image], network)
+        s.name: _action(
+            existing.get(s.name), s.config_hash, ids[s.image], network, host=host_network(s)
+        )
         for s in project.services
     }
     chosen = {existing[name].id for name in plan if name in existing}
@@ -110,13 +109,13 @@ def reconcile(
                 network = _create_network(client, project)
             for container in orphans:
                 progress(f"removing {container.name}: no longer part of the stack")
-                _remove(container)
+                remove(container)
             for svc in project.services:
                 if plan[svc.name] == "recreated":
                     progress(f"{svc.name}: its configuration or network changed, recreating")
-                    _remove(existing[svc.name])
+                    remove(existing[svc.name])
                 if plan[svc.name] in ("created", "recreated"):
-                    cid = _create(client, project, svc, ids[svc.image], str(network.name))
+                    cid = create(client, project, svc, ids[svc.image], str(network.name))
                     created.append(cid)
                     existing[svc.name] = client.containers.get(cid)
             for svc in project.services:
@@ -135,19 +134,27 @@ def reconcile(
 
 
 def _action(
-    current: Container | None, config_hash: str, image_id: str, network: Network | None
+    current: Container | None,
+    config_hash: str,
+    image_id: str,
+    network: Network | None,
+    *,
+    host: bool = False,
 ) -> str:
     if current is None:
         return "created"
-    attached = (current.attrs.get("NetworkSettings") or {}).get("Networks") or {}
-    network_id = (attached.get(network.name) or {}).get("NetworkID") if network else None
+    if host:  # on the host's network: no network of ours to be attached to
+        on_network = (current.attrs.get("HostConfig") or {}).get("NetworkMode") == "host"
+    else:
+        attached = (current.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        network_id = (attached.get(network.name) or {}).get("NetworkID") if network else None
+        on_network = network is not None and network_id == network.id
     if (
         # What `docker compose up` compares too: the service's hash and the image id.
         current.labels.get(L_HASH) != config_hash
         or current.labels.get(L_IMAGE) != image_id
         or current.status in ("dead", "removing")
-        or network is None
-        or network_id != network.id
+        or not on_network
     ):
         # A dead container cannot start, and one whose network was removed (`docker network
         # prune` while the stack was stopped) fails to start with "network ... not found".
@@ -179,9 +186,16 @@ def _make_mount_sources(project: Project) -> None:
         for volume in svc.config.get("volumes") or []:
             if not isinstance(volume, str) or not volume.startswith("/"):
                 raise BadInput(f"services.{svc.name}.volumes", f"{volume!r}: use /host/path:/path")
-            source = Path(volume.split(":", 1)[0])
-            if not source.exists():  # an existing file (a mounted config) is left alone
-                source.mkdir(parents=True)
+            source, *_, options = volume.split(":") if volume.count(":") > 1 else (volume, "")
+            if Path(source).exists():  # an existing file (a mounted config) is left alone
+                continue
+            if "ro" in options.split(","):  # a file to read (a CA root) is not made up
+                raise BadInput(
+                    f"services.{svc.name}.volumes",
+                    f"{source} does not exist",
+                    fix="give an existing file (e.g. https.acme_ca_root); nothing was started",
+                )
+            Path(source).mkdir(parents=True)
 
 
 def _find_network(client: DockerClient, project: Project) -> Network | None:
@@ -214,70 +228,6 @@ def _create_network(client: DockerClient, project: Project) -> Network:
     )
 
 
-def _create(
-    client: DockerClient,
-    project: Project,
-    svc: Service,
-    image_id: str,
-    network: str,
-) -> str:
-    from docker.types import DeviceRequest
-
-    api, cfg, name = client.api, svc.config, project.container_name(svc.name)
-    bindings: dict[int | str, list[tuple[str, int]]] = {}
-    for spec in cfg.get("ports") or []:
-        ip, port, inner = parse_port(spec)
-        bindings.setdefault(f"{inner}/tcp", []).append((ip, port))
-    reservations = ((cfg.get("deploy") or {}).get("resources") or {}).get("reservations") or {}
-    devices = [
-        DeviceRequest(
-            driver=d.get("driver", ""),
-            count=-1 if d.get("count", "all") == "all" else int(d["count"]),
-            device_ids=d.get("device_ids"),
-            capabilities=[list(d.get("capabilities") or ["gpu"])],
-        )
-        for d in reservations.get("devices") or []
-    ]
-    restart = cfg.get("restart")
-    host_config = api.create_host_config(
-        binds=[v if v.count(":") > 1 else v + ":rw" for v in cfg.get("volumes") or []],
-        port_bindings=bindings,
-        restart_policy={"Name": restart} if restart and restart != "no" else None,
-        ipc_mode=cfg.get("ipc"),
-        shm_size=cfg.get("shm_size"),
-        device_requests=devices or None,
-        network_mode=network,
-    )
-    endpoint = api.create_endpoint_config(aliases=[svc.name, name])
-    labels = {**project.labels(svc.name), L_HASH: svc.config_hash, L_IMAGE: image_id}
-    command = cfg.get("command")
-    response = api.create_container(
-        svc.image,
-        command=[str(a) for a in command] if isinstance(command, list) else command,
-        name=name,
-        environment=[f"{k}={v}" for k, v in svc.env.items()],
-        labels=labels,
-        ports=[int(str(p).split("/")[0]) for p in bindings],
-        host_config=host_config,
-        # types-docker says one EndpointConfig; docker-py takes {network name: config}
-        networking_config=api.create_networking_config({network: endpoint}),  # type: ignore[arg-type]
-        healthcheck=engine_healthcheck(cfg.get("healthcheck")),
-        detach=True,
-    )
-    return str(response["Id"])
-
-
-def _remove(container: Container) -> None:
-    from docker.errors import NotFound
-
-    try:
-        if container.status in ("running", "restarting", "paused"):
-            container.stop(timeout=STOP_TIMEOUT)
-        container.remove(force=True)
-    except NotFound:
-        pass
-
-
 def _roll_back(client: DockerClient, created: list[str], network: Network | None) -> None:
     from docker.errors import DockerException
     from requests.exceptions import RequestException
@@ -290,18 +240,6 @@ def _roll_back(client: DockerClient, created: list[str], network: Network | None
             network.remove()
 
 
-def stop(client: DockerClient, project: str, service: str, timeout: int = STOP_TIMEOUT) -> bool:
-    """Stop one service's container (kept, so its log stays readable); False: none found."""
-    with engine_errors(f"the Docker engine could not list the stack {project}"):
-        container = by_service(project, labelled(client, project)).get(service)
-    if container is None:
-        return False
-    with engine_errors(f"could not stop {container.name}"):
-        container.stop(timeout=timeout)
-    log.get("stack").warning("stack.stopped", project=project, service=service)
-    return True
-
-
 def down(client: DockerClient, project: str, progress: Progress = _quiet) -> list[str]:
     """Remove the stack's containers (the UI first) and networks. Never any data."""
     removed: list[str] = []
@@ -312,7 +250,7 @@ def down(client: DockerClient, project: str, progress: Progress = _quiet) -> lis
     for container in sorted(found, key=lambda c: c.labels.get(L_SERVICE) == "vllm"):
         progress(f"stopping and removing {container.name}")
         with engine_errors(f"could not remove the container {container.name}", fix=fix):
-            _remove(container)
+            remove(container)
         removed.append(str(container.name))
     for network in networks:
         progress(f"removing network {network.name}")
@@ -325,61 +263,3 @@ def down(client: DockerClient, project: str, progress: Progress = _quiet) -> lis
         removed.append(str(network.name))
     log.get("stack").info("stack.down", project=project, removed=removed)
     return removed
-
-
-def port_free(ip: str, port: int) -> bool:
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((ip, port))
-    except OSError:  # in use, or an address this machine does not have
-        return False
-    return True
-
-
-def engine_healthcheck(hc: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A compose healthcheck as the Engine API takes it (durations in ns)."""
-    if not hc:
-        return None
-    if hc.get("disable"):
-        return {"test": ["NONE"]}
-    test = hc.get("test")
-    out: dict[str, Any] = {"test": ["CMD-SHELL", test] if isinstance(test, str) else test}
-    for key in ("interval", "timeout", "start_period"):
-        if key in hc:
-            out[key] = duration_ns(hc[key])
-    if "retries" in hc:
-        out["retries"] = int(hc["retries"])
-    return out
-
-
-def gpu_request(setting: int | str, detected: int, has_nvidia_runtime: bool) -> int | str | None:
-    """The GPU request for vLLM: `auto` asks only when GPUs and the runtime are both there."""
-    if setting == "none" or (setting == "auto" and not detected):
-        return None
-    if setting == "auto":
-        if not has_nvidia_runtime:
-            log.get("stack").warning("gpu.no_runtime", detected=detected)
-            return None
-        return "all"
-    if not has_nvidia_runtime:
-        raise AgentError(
-            f"gpus: {setting} asks for GPUs, but the Docker engine has no NVIDIA runtime",
-            fix="run `sandbox-agent bootstrap` (installs and configures the NVIDIA Container "
-            "Toolkit), or set `gpus: none` in config.yaml",
-        )
-    return int(setting) if setting != "all" else "all"
-
-
-def restart_service(client: DockerClient, project: str, service: str, timeout: int = 10) -> str:
-    """Restart one service's existing container (stop within `timeout` s, start): its name,
-    labels and config hash stay Compose's. Returns the container's id."""
-    with engine_errors(f"the Docker engine could not list the stack {project}"):
-        container = by_service(project, labelled(client, project)).get(service)
-    if container is None:
-        raise AgentError(f"the stack {project} has no {service} container", fix=UP_FIX)
-    with engine_errors(f"could not restart {container.name}"):
-        if container.status == "paused":
-            container.unpause()
-        container.restart(timeout=timeout)
-    return str(container.id)

@@ -61,10 +61,11 @@ def canonical(config: Mapping[str, Any], file_env: Mapping[str, str] | None) -> 
         out["env_file"] = _env_files(config["env_file"])
     if config.get("healthcheck"):
         out["healthcheck"] = _healthcheck(config["healthcheck"])
-    for key in ("image", "ipc"):
+    for key in ("image", "ipc", "network_mode"):
         if config.get(key):
             out[key] = str(config[key])
-    out["networks"] = {"default": None}  # the implicit default network
+    if not config.get("network_mode"):
+        out["networks"] = {"default": None}  # the implicit default network
     if config.get("ports"):
         out["ports"] = [_port(spec) for spec in config["ports"]]
     if config.get("restart"):

@@ -12,14 +12,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from agent import log, maintenance
+from agent import door, log, maintenance
 from agent.engine import engine_errors
 from agent.errors import AgentError
 from agent.results import Record, Result
 from agent.secrets import API_KEY, WEBUI_ADMIN, SecretStore
 from agent.settings import Settings
 from agent.stack.project import L_PROJECT, L_SERVICE
-from agent.stack.render import UI, VLLM
+from agent.stack.render import PROXY, UI, VLLM
 
 if TYPE_CHECKING:
     from agent.engine import Container, DockerClient
@@ -99,8 +99,10 @@ def status(
 
 
 def wanted_services(settings: Settings) -> tuple[str, ...]:
-    """The services the settings ask for, in start order."""
-    return (VLLM, UI) if settings.ui.enabled else (VLLM,)
+    """The services the settings ask for, in start order (the proxy: when the door is open
+    under the name the settings give or the last `up` resolved)."""
+    services = (VLLM, UI) if settings.ui.enabled else (VLLM,)
+    return (*services, PROXY) if door.current(settings).on else services
 
 
 @dataclass(frozen=True)

@@ -7,20 +7,25 @@ they go to 0600 env files that the compose file names.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from agent import door as front
+from agent.door import Door
 from agent.errors import AgentError, BadInput
 from agent.files import atomic_write
 from agent.secrets import SecretStore
 from agent.settings import Settings
+from agent.stack.caddy import caddyfile
 
-VLLM, UI = "vllm", "open-webui"
+VLLM, UI, PROXY = "vllm", "open-webui", "proxy"
+CLOSED = Door(None, False, False)
 COMPOSE_FILE = "docker-compose.yml"
 
 
@@ -47,7 +52,7 @@ _SERVICE: dict[str, Any] = {
     **dict.fromkeys(("image", "command", "environment", "env_file")),
     "volumes": [None],
     "ports": [None],
-    **dict.fromkeys(("ipc", "shm_size", "restart", "depends_on")),
+    **dict.fromkeys(("ipc", "shm_size", "restart", "depends_on", "network_mode")),
     "healthcheck": _HEALTH,
     "deploy": {"resources": {"reservations": {"devices": [_DEVICE]}}},
 }
@@ -75,6 +80,7 @@ class StackSpec:
     max_model_len: int | None = None  # None: vLLM takes the model's own
     gpu_count: int | str | None = None  # an int, "all", or None: no GPU request
     secret_env: Mapping[str, Mapping[str, str]] | None = None  # service -> env file values
+    door: Door = CLOSED  # what the proxy serves (closed: no proxy service)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class Rendered:
     text: str
     path: Path
     env_files: Mapping[Path, str]
+    caddyfile: str | None = field(default=None)  # the proxy's, when it runs
 
 
 def env_file(settings: Settings, service: str) -> Path:
@@ -91,13 +98,16 @@ def env_file(settings: Settings, service: str) -> Path:
 
 def variables(settings: Settings, spec: StackSpec) -> dict[str, Any]:
     def host(bind: str) -> str:
-        return f"[{bind}]" if ":" in bind else bind
+        published = front.published(spec.door, bind)
+        return f"[{published}]" if ":" in published else published
 
-    p = settings.paths
+    p, door = settings.paths, spec.door
+    public_ui = front.ui_url(settings, door)
     return {
         "PROJECT": settings.project,
         "VLLM_IMAGE": settings.images.vllm,
         "WEBUI_IMAGE": settings.images.webui,
+        "PROXY_IMAGE": settings.images.proxy,
         "MODEL_PATH": spec.model_path,
         "SERVED_MODEL_NAME": settings.model.name,
         "MAX_MODEL_LEN": spec.max_model_len,
@@ -109,11 +119,28 @@ def variables(settings: Settings, spec: StackSpec) -> dict[str, Any]:
         "UI_DATA_DIR": str(p.ui_data),
         "VLLM_ENV_FILE": str(env_file(settings, VLLM)),
         "WEBUI_ENV_FILE": str(env_file(settings, UI)),
+        "PROXY_ENV_FILE": str(env_file(settings, PROXY)),
         "API_BIND": host(settings.api.bind),
         "API_PORT": settings.api.port,
         "UI_BIND": host(settings.ui.bind),
         "UI_PORT": settings.ui.port,
+        "PUBLIC_UI_URL": public_ui,
+        "UI_COOKIE_SECURE": "true" if public_ui else None,
+        # the proxy reaches the UI through its loopback port only
+        "UI_FORWARDED_ALLOW_IPS": "*" if public_ui else None,
+        "CADDYFILE": str(front.caddyfile(settings)),
+        "CADDYFILE_SHA256": _caddyfile_hash(settings, door),
+        "ACME_CA_ROOT": str(settings.https.acme_ca_root) if settings.https.acme_ca_root else None,
+        "PROXY_DATA": str(front.store(settings)),
+        "PROXY_CONFIG": str(front.config_dir(settings)),
+        "PROXY_HEALTH_PORT": settings.https.health_port,
     }
+
+
+def _caddyfile_hash(settings: Settings, door: Door) -> str | None:
+    if not door.on:
+        return None
+    return hashlib.sha256(caddyfile(settings, door).encode()).hexdigest()[:16]
 
 
 def render(settings: Settings, spec: StackSpec, template: str | None = None) -> Rendered:
@@ -135,6 +162,8 @@ def render(settings: Settings, spec: StackSpec, template: str | None = None) -> 
         )
     if not settings.ui.enabled:
         data.get("services", {}).pop(UI, None)
+    if not spec.door.on:
+        data.get("services", {}).pop(PROXY, None)
     filled, _ = _fill(data, values)
     for name, service in (filled.get("services") or {}).items():
         if not isinstance(service.get("image"), str) or not service["image"]:
@@ -154,7 +183,14 @@ def render(settings: Settings, spec: StackSpec, template: str | None = None) -> 
         path = env_file(settings, service)
         lines = "".join(_env_line(key, value, path) for key, value in env.items())
         env_files[path] = "# written by sandbox-agent\n" + lines
-    return Rendered(settings.project, out, settings.paths.stack / COMPOSE_FILE, env_files)
+    proxied = PROXY in filled.get("services", {})
+    return Rendered(
+        settings.project,
+        out,
+        settings.paths.stack / COMPOSE_FILE,
+        env_files,
+        caddyfile(settings, spec.door) if proxied else None,
+    )
 
 
 class _Dumper(yaml.SafeDumper):
@@ -195,6 +231,17 @@ def write_env_files(rendered: Rendered) -> None:
         SecretStore(folder).prepare_folder()
     for path, content in rendered.env_files.items():
         atomic_write(path, content, mode=0o600)
+
+
+def write_proxy_files(settings: Settings, rendered: Rendered) -> None:
+    """The Caddyfile (no secret in it) and the proxy's folders, before its container starts:
+    the certificate store 0700, never removed by any command."""
+    if rendered.caddyfile is None:
+        return
+    for folder in (front.store(settings), front.config_dir(settings)):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+    atomic_write(front.caddyfile(settings), rendered.caddyfile, mode=0o644)
 
 
 def write(rendered: Rendered) -> Path:

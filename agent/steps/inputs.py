@@ -64,7 +64,7 @@ def check_ports(settings: Settings, state: BootState) -> None:
     """Each published port free, unless this instance's stack already serves there (a run
     killed while it started the stack leaves its containers holding them)."""
     from agent import engine, stack
-    from agent.stack.apply import port_free
+    from agent.stack import port_free
 
     if state.marker("stack") is not None:
         return

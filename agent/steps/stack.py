@@ -33,6 +33,7 @@ def apply(ctx: StepContext) -> str | None:
         ctx.settings,
         root=ctx.root,
         token=ctx.token,
+        metadata=ctx.metadata,
         progress=lambda line: ctx.progress(META.id, line),
     )
     ctx.state.mark_done(META.id, f"ready in {result.seconds:.0f}s")

@@ -166,6 +166,22 @@ CASES: dict[str, tuple[str, str | None]] = {
         "    image: vllm/vllm-openai:v0.6.3\n    shm_size: 1g\n    restart: 'no'\n",
         None,
     ),
+    "proxy-host-network": (
+        "    image: caddy:2.10.2\n"
+        "    network_mode: host\n"
+        "    environment:\n"
+        "      SANDBOX_AGENT_CADDYFILE_SHA256: 3f2a\n"
+        "    volumes:\n"
+        "    - /opt/ai-sandbox/Caddyfile:/etc/caddy/Caddyfile:ro\n"
+        "    - /var/lib/sandbox-agent/proxy/data:/data\n"
+        "    healthcheck:\n"
+        "      test:\n"
+        "      - CMD\n"
+        "      - wget\n"
+        "      - -q\n"
+        "      - http://127.0.0.1:8472/health\n" + HEALTH + "    restart: unless-stopped\n",
+        None,
+    ),
     "env-file-merged": (
         f"    image: {IMAGE}\n"
         "    environment:\n"

@@ -37,12 +37,12 @@ def main() -> None:
 
         BootState.mark_done = mark_done  # type: ignore[method-assign]
     if os.environ.get("KILL_IN_GATE"):  # the stack's containers started, not yet answered
-        from agent import deploy
+        from agent import gate
 
         def killed(*_: Any, **__: Any) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
-        deploy.wait_ready = killed  # type: ignore[assignment]
+        gate.wait_ready = killed  # type: ignore[assignment]
     from agent.cli import main as cli
 
     cli(sys.argv[1:], prog_name="sandbox-agent")

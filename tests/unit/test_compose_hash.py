@@ -35,6 +35,7 @@ RECORDED = {
     "string-command-list-env": "cd76bf9852e91726776ab9fe50c69dab297733478a073960d96940876aefdc9d",
     "env-scalars-and-escapes": "206d13260a3b2c6146e744e0803f71e46eba6511d8584b089d5a6fe3c36308fd",
     "shm-size-restart-no": "c86c9d9321177988bdce3d18fd72d85ba15387e1087dfb150802fa4189c49b2f",
+    "proxy-host-network": "aff89e6388e29b4d8c1d03eee0b848f7a0725172e3f554ce3c22d5a3af48ef95",
     "env-file-merged": "a3fbc16beb111e41306823a59c83f9b433cb4667d203e60f046c55624f76afe7",
     "env-file-tricky-values": "0fe5ac55b6bbcef9dd366c7f4e189d92baad581c4bf5ecee09efcf7fc2d091a5",
 }
@@ -158,3 +159,17 @@ def test_a_container_is_kept_only_when_hash_and_image_id_both_match() -> None:
     assert action(_container("h", "sha256:a"), "h", "sha256:a", network) == "kept"
     assert action(_container("h", "sha256:a"), "h2", "sha256:a", network) == "recreated"
     assert action(_container("h", "sha256:a"), "h", "sha256:b", network) == "recreated"
+
+
+def test_a_host_network_container_is_judged_by_its_network_mode_not_the_stacks_network() -> None:
+    network = SimpleNamespace(name="p_default", id="n1")
+    on_host = SimpleNamespace(
+        labels={L_HASH: "h", L_IMAGE: "sha256:a"},
+        status="running",
+        attrs={"HostConfig": {"NetworkMode": "host"}, "NetworkSettings": {"Networks": {}}},
+    )
+    assert apply._action(on_host, "h", "sha256:a", network, host=True) == "kept"
+    assert apply._action(on_host, "h", "sha256:a", None, host=True) == "kept"
+    bridged = _container("h", "sha256:a")
+    assert apply._action(bridged, "h", "sha256:a", network, host=True) == "recreated"
+    assert apply._action(on_host, "h", "sha256:a", network) == "recreated"

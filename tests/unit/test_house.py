@@ -29,9 +29,20 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "maintenance",
         "state",
         "web",
+        "door",
     ),
     "peers": ("host", "probes", "gpu", "models", "stack", "sd", "linode", "motd"),
-    "work": ("health", "deploy", "doctor", "checks", "switch", "watchdog", "steps", "bootstrap"),
+    "work": (
+        "health",
+        "gate",
+        "deploy",
+        "doctor",
+        "checks",
+        "switch",
+        "watchdog",
+        "steps",
+        "bootstrap",
+    ),
     "cli": ("cli",),
 }
 LEVEL = {name: i for i, name in enumerate(FLOORS)}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent import deploy, probes
+from agent import gate, probes
 from agent import settings as settings_mod
 from agent.checks.stack import _stranger_view
 
@@ -166,8 +166,8 @@ def test_the_ready_wait_ends_at_timeouts_ready_even_inside_a_slow_probe(peer, wr
 
     began = time.monotonic()
     try:
-        with pytest.raises(deploy.NotReady) as err:
-            deploy.wait_ready(
+        with pytest.raises(gate.NotReady) as err:
+            gate.wait_ready(
                 s, Engine("wait-test"), "k-123456789", clock=clock, sleep=lambda _: None
             )
     finally:
