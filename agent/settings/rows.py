@@ -319,3 +319,16 @@ ROWS: tuple[Row, ...] = (
         "where the watchdog's notice goes",
     ),
 )
+
+
+def markdown_table() -> str:
+    """The settings as docs/settings.md lists them (a test keeps the two equal)."""
+    lines = ["| setting | environment (UDF) | default | what it is |", "| --- | --- | --- | --- |"]
+    for row in ROWS:
+        default = "" if row.default in (None, []) else str(row.default).lower()
+        if isinstance(row.default, (int, float, str)) and not isinstance(row.default, bool):
+            default = str(row.default)
+        env = f"`{row.env}`" if row.env else ""
+        shown = f"`{default}`" if default else ""
+        lines.append(f"| `{row.key}` | {env} | {shown} | {row.help} |")
+    return "\n".join(lines) + "\n"

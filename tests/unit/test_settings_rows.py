@@ -154,3 +154,10 @@ def test_two_listeners_on_one_port_are_refused(env: dict[str, str], words: str) 
 def test_proxy_ports_do_not_clash_when_the_proxy_is_off() -> None:
     s = settings.load(Path("/x/c.yaml"), env={"HTTPS_DOMAIN": "off", "HTTPS_PORT": "3000"})
     assert s.https.port == 3000
+
+
+def test_the_settings_doc_lists_every_row_as_it_is() -> None:
+    doc = (SETTINGS.parents[1] / "docs" / "settings.md").read_text()
+    start = doc.index("-->\n", doc.index("<!-- settings table")) + 4
+    end = doc.index("<!-- end of settings table -->")
+    assert doc[start:end] == settings.rows.markdown_table()
