@@ -128,6 +128,9 @@ def resolve_model_dir(model: str) -> str | None:
 # --- behaviour knobs ------------------------------------------------------------------------
 
 
+UNGUARDED = ("/invocations", "/tokenize", "/detokenize", "/pause", "/resume", "/collective_rpc")
+
+
 class Mode:
     def __init__(self) -> None:
         self.cond = threading.Condition()
@@ -366,6 +369,17 @@ class Handler(BaseHTTPRequestHandler):
                     0.2, fatal, args=("EngineCore died unexpectedly (stand-in crash)", code)
                 ).start()
             return
+        if path in UNGUARDED:
+            # As the real vLLM: its --api-key guards only /v1 (and /v2, /inference), so these
+            # answer anyone (vllm#58144); /invocations even runs a completion.
+            body = self._read_json()
+            if body is None:
+                return
+            if path == "/invocations":
+                self._complete(body, chat=True)
+            else:
+                self._send_json(200, {"path": path, "guarded": False})
+            return
         if path.startswith("/v1/"):
             if not self._authorized():
                 return
@@ -453,7 +467,8 @@ class Handler(BaseHTTPRequestHandler):
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         if isinstance(max_tokens, int) and 0 < max_tokens < len(words):
             words, finish = words[:max_tokens], "length"
-        self._generate(len(words))
+        if not body.get("stream"):  # a stream makes its tokens as it sends them
+            self._generate(len(words))
         usage = {
             "prompt_tokens": len(_words(prompt)),
             "completion_tokens": len(words),
@@ -535,6 +550,7 @@ class Handler(BaseHTTPRequestHandler):
                 }
             )
         for i, word in enumerate(words):
+            self._generate(1)
             piece = word if i == 0 else " " + word
             if chat:
                 chunk(
