@@ -45,12 +45,17 @@ def _confirm(yes: bool, question: str) -> None:
 @contextlib.contextmanager
 def _signals_raise() -> Iterator[None]:
     """SIGTERM (systemctl, kill) and SIGHUP (the ssh session closed) raise SystemExit while
-    a change runs, as Ctrl-C raises KeyboardInterrupt: its rollback runs on every way out."""
+    a change runs, as Ctrl-C raises KeyboardInterrupt: its rollback runs on every way out.
+    A signal this process was started ignoring (`nohup`) stays ignored."""
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {
+        sig: signal.signal(sig, stop)
+        for sig in (signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:
