@@ -39,6 +39,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         hub.add_repo("acme/other", repo())
         hub.add_repo("acme/observed", repo({"load_seconds": 3}))  # a gate that lasts a while
         hub.add_repo("acme/slow", repo({"load_seconds": 60}))  # never ready within 20 s
+        hub.add_repo("acme/raced", repo())
         folder = tmp_path_factory.mktemp("change")
         b = Box(folder, hub)
         fake_snapshot(folder / "models", "acme/tiny-chat")
@@ -150,6 +151,38 @@ def test_the_lock_is_free_while_the_model_downloads_and_held_through_the_gate(bo
     assert box.answers("acme/observed") and maintenance.current(state) is None
     ran = box.run("switch-model", "acme/other", "--yes")  # back, for the tests below
     assert ran.returncode == 0, ran.stderr[-3000:]
+
+
+def test_a_change_landing_while_the_model_downloads_is_not_overwritten(box: Box) -> None:
+    """The lock is free during the download, so another change can land meanwhile: the
+    switch sees it under the lock, before its save, and refuses."""
+    mine = box.config.read_text()
+    data = yaml.safe_load(mine)
+    data["model"]["served_name"] = "raced"
+    other = yaml.safe_dump(data)
+
+    def downloading(repo_id: str, path: str) -> None:
+        if repo_id == "acme/raced" and path == "model.safetensors":
+            box.config.write_text(other)  # what another switch-model saved meanwhile
+
+    box.hub.on_download = downloading
+    try:
+        ran = box.run("switch-model", "acme/raced", "--yes")
+    finally:
+        box.hub.on_download = None
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert (
+        "error: the settings changed while this change was prepared (another change ran "
+        "meanwhile); nothing was changed"
+    ) in ran.stderr
+    assert "fix: see `sandbox-agent status`, then run the command again" in ran.stderr
+    assert box.config.read_text() == other and box.answers("acme/other")
+    assert not (box.folder / "state" / "change.json").exists()
+    ran = box.run("up")  # the stack brought to the file as it is now
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert box.answers("raced")
+    box.config.write_text(mine)  # and back, for the tests below
+    assert box.run("up").returncode == 0 and box.answers("acme/other")
 
 
 def wait_for_phase(box: Box, phase: str, child: subprocess.Popen) -> None:
