@@ -83,6 +83,10 @@ class _Run:
         )
 
     def update(self, step_id: str, status: Any = "running", **changes: Any) -> None:
+        # what a record holds reaches the state file, --status, the console and the MOTD
+        for name in ("detail", "fix", "progress"):
+            if changes.get(name):
+                changes[name] = log.safe_text(changes[name])
         with self.lock:
             old = self.records[step_id]
             self.records[step_id] = replace(old, status=status, **changes)
@@ -98,7 +102,7 @@ class _Run:
 
     def progress(self, step_id: str, line: str) -> None:
         with self.lock:
-            self.records[step_id] = replace(self.records[step_id], progress=line)
+            self.records[step_id] = replace(self.records[step_id], progress=log.safe_text(line))
         self.listener(self.snapshot())
 
     def save(self, result: BootstrapResult) -> None:
@@ -144,9 +148,7 @@ def _run_step(ctx: StepContext, step: Step, run: _Run) -> None:
     except RebootNeeded as exc:
         run.update(meta.id, "reboot", detail=exc.message, fix=exc.fix, seconds=took(), progress="")
     except AgentError as exc:
-        run.update(
-            meta.id, "failed", detail=log.redact_text(exc.message), fix=exc.fix, seconds=took()
-        )
+        run.update(meta.id, "failed", detail=exc.message, fix=exc.fix, seconds=took())
     except Exception as exc:  # noqa: BLE001 - one step's bug must not hide the others' results
         run.log.error("step.crashed", step=meta.id, traceback=traceback.format_exc())
         run.update(

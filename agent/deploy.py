@@ -231,6 +231,12 @@ def check_inputs(
     return text
 
 
+def fetch_model(settings: Settings, *, root: Path = Path("/"), token: str | None = None) -> None:
+    """The configured model into the cache when it is missing, as `up` would fetch it: for
+    a caller that takes the maintenance lock only after the download (it can take hours)."""
+    _ensure_model(settings, token, gpus(settings, engine.connect(settings.docker.host), root))
+
+
 def _ensure_model(
     settings: Settings, token: str | None, found: tuple[list[int], int | str | None]
 ) -> None:

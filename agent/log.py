@@ -45,6 +45,25 @@ def redact_text(text: str) -> str:
     return _SECRET_SHAPES.sub(REDACTED, text)
 
 
+# A terminal escape sequence whole (CSI `ESC [ ... final`, OSC/DCS/APC/PM `ESC ] ... BEL|ST`,
+# two-byte `ESC x`), then any control character left: C0 but tab and newline, DEL, C1, and
+# the Unicode controls that reorder or hide text (bidi overrides, zero-width characters).
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]?"
+    r"|\x1b[\]PX^_][^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -~]?"
+    r"|\x9b[0-?]*[ -/]*[@-~]?"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
+)
+
+
+def safe_text(text: object) -> str:
+    """What may be shown to people: the MOTD, the console, the StackScript's log, a status
+    file. Every secret redacted and every control character or escape sequence removed
+    (a registry's error can carry `ESC ] 0 ; ... BEL`); tabs and newlines stay."""
+    return redact_text(_ESCAPES.sub("", str(text)))  # a secret split by an escape is found
+
+
 def redact_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """A byte stream (a container's log) redacted line by line: a secret split across two
     chunks is still found. What follows the last newline comes out when the stream ends."""
@@ -83,7 +102,14 @@ def redact(value: Any, key: str = "") -> Any:
 def _redact_processor(
     _logger: Any, _name: str, event: MutableMapping[str, Any]
 ) -> Mapping[str, Any]:
-    return {k: (v if k in ("level", "timestamp") else redact(v, k)) for k, v in event.items()}
+    return {k: (v if k in ("level", "timestamp") else _shown(v, k)) for k, v in event.items()}
+
+
+def _shown(value: Any, key: str) -> Any:
+    """An event's value redacted; a text value also loses its escape sequences (a terminal
+    prints the console renderer's lines as they are)."""
+    found = redact(value, key)
+    return _ESCAPES.sub("", found) if isinstance(found, str) else found
 
 
 def configure(*, verbose: bool = False, stream: Any = None) -> None:

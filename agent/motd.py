@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import log
 from agent.files import atomic_write
 
 MOTD = "etc/motd.d/sandbox-agent"
@@ -33,11 +34,13 @@ class Failed:
 
 
 def text(facts: Ready | Failed) -> str:
+    """The login message. Every line goes through `log.safe_text`: an error's words can come
+    from a registry or a crash, and the file is world-readable and printed on a terminal."""
     lines = [RULE, " sandbox-agent: private vLLM + Open WebUI"]
     if isinstance(facts, Failed):
         lines += [
             f" SETUP FAILED at step {facts.step}:",
-            f"   {facts.error}",
+            *(f"   {line}" for line in facts.error.splitlines() or [""]),
         ]
         if facts.fix:
             lines.append(f"   fix: {facts.fix}")
@@ -57,7 +60,7 @@ def text(facts: Ready | Failed) -> str:
         if facts.admin_file:
             lines.append(f" UI admin sign-in: in {facts.admin_file}")
     lines += [" Health: sandbox-agent doctor", RULE, ""]
-    return "\n".join(lines)
+    return "\n".join(log.safe_text(line) for line in lines)
 
 
 def write(root: Path, facts: Ready | Failed) -> Path:

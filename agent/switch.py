@@ -6,17 +6,19 @@ vLLM), prepared while the old stack serves (fetch, pull), then made one service 
 through `deploy.up`, the gate included. When a new service does not come up, the settings
 file from before the change is put back and `deploy.up` brings the old stack back before the
 error is raised: the whole change, a service an earlier step of the same `update` had moved
-included. A journal under `paths.state` records the change from its first write to its end
-(`before`: the file from before it), so a change killed at any point is repaired by the next
-`up`, `switch-model` or `update`; the maintenance lock keeps the watchdog (and a second
-change) away meanwhile.
+included; and so does every other way out of the gate (Ctrl-C, SIGTERM). A journal under
+`paths.state` (agent.maintenance) records the change from its first write to its end (`before`:
+the file from before it), so a change killed at any point is repaired by the next `up`,
+`switch-model` or `update`, and is shown half done until then. The maintenance lock keeps the
+watchdog (and a second change) away from the save to the end of the gate: not while the new
+model downloads or the new images pull, which can take hours while the old stack serves.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,11 @@ from typing import Any
 from agent import deploy, gpu, linode, log, maintenance, models, stack
 from agent.errors import AgentError
 from agent.files import atomic_write
+from agent.maintenance import ChangeInProgress
 from agent.refs import ModelRef
 from agent.results import Result
 from agent.settings import VLLM_IMAGE, WEBUI_IMAGE, Settings, save
 
-JOURNAL = "change.json"
 Reload = Callable[[dict[str, Any] | None], Settings]  # the CLI's loader, flags on top
 Progress = Callable[[str], None]
 
@@ -51,31 +53,11 @@ def _quiet(_: str) -> None:
     pass
 
 
-# --- the journal --------------------------------------------------------------------------
+# --- the journal and the rollback ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Journal:
-    path: Path
-    config: Path
-
-    def write(self, kind: str, phase: str, before: str | None) -> None:
-        record = {"kind": kind, "phase": phase, "config": str(self.config), "before": before}
-        atomic_write(self.path, json.dumps(record), mode=0o600)
-
-    def read(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _journal(settings: Settings, config: Path) -> Journal:
-    return Journal(settings.paths.state / JOURNAL, config)
+def _journal(settings: Settings) -> maintenance.Journal:
+    return maintenance.journal(settings.paths.state)
 
 
 def _restore(config: Path, before: str | None) -> None:
@@ -88,15 +70,17 @@ def _restore(config: Path, before: str | None) -> None:
 def recover(settings: Settings, config: Path, reload: Reload, **up: Any) -> Settings:
     """Repair a change that was killed: settings put back as they were before it, the stack
     brought back to them. Returns the settings to go on with. Call with the lock held."""
-    journal = _journal(settings, config)
+    journal = _journal(settings)
     record = journal.read()
     if record is None:
         return settings
-    if record.get("phase") in ("saved", "starting"):
+    if record.get("phase") in maintenance.HALF_DONE:
         up.get("progress", _quiet)(
             f"an interrupted {record.get('kind')} is repaired first: previous settings back"
         )
-        _restore(Path(record.get("config") or config), record.get("before"))
+        # the file the change wrote (recorded absolute); an older relative record: this one
+        recorded = Path(str(record.get("config") or ""))
+        _restore(recorded if recorded.is_absolute() else config, record.get("before"))
         settings = reload(None)
         deploy.up(settings, **up)
     log.get("switch").warning("change.repaired", kind=record.get("kind"), phase=record.get("phase"))
@@ -111,8 +95,26 @@ def up(settings: Settings, config: Path, reload: Reload, **kw: Any) -> deploy.De
     deploy.check_inputs(
         settings, template=kw.get("template"), token=kw.get("token"), front=kw["front"]
     )
-    with maintenance.hold(settings.paths.state, "up"):
+    state = settings.paths.state
+    if maintenance.current(state) is None and maintenance.pending(state) is None:
+        # before the lock: the watchdog keeps watching while a missing model downloads
+        deploy.fetch_model(settings, root=kw.get("root", Path("/")), token=kw.get("token"))
+    with maintenance.hold(state, "up"):
         return deploy.up(recover(settings, config, reload, **kw), **kw)
+
+
+def _unchanged(planned: Settings, config: Path, reload: Reload, **up: Any) -> None:
+    """Under the lock, before the first save: the settings are still those the change was
+    prepared from (another change may have run, or been killed, while this one fetched)."""
+    now = recover(planned, config, reload, **up)
+    if now is planned:
+        now = reload(None)
+    if now != planned:
+        raise ChangeInProgress(
+            "the settings changed while this change was prepared (another change ran "
+            "meanwhile); nothing was changed",
+            fix="see `sandbox-agent status`, then run the command again",
+        )
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,71 @@ class Stage:
     settings: Settings
     said: str = ""  # the progress line when it starts
     undo: str = ""  # what putting it back means, once it came up: for the rollback's message
+
+
+def _said(progress: Progress) -> Progress:
+    """Progress that cannot break a rollback: the terminal may be gone (SIGHUP)."""
+
+    def say(line: str) -> None:
+        with contextlib.suppress(OSError):
+            progress(line)
+
+    return say
+
+
+@dataclass
+class _Change:
+    kind: str
+    config: Path
+    journal: maintenance.Journal
+    before: str | None
+    came_up: list[Stage] = field(default_factory=list)
+
+    def starting(self) -> None:
+        """The stack is being changed: a kill from here on needs the repair."""
+        self.journal.write(self.kind, "starting", self.config, self.before)
+
+    def rolled_back(self) -> str:
+        undone = "; ".join(s.undo for s in self.came_up if s.undo)
+        back = f"rolled back the whole {self.kind}: {undone}; " if undone else "rolled back: "
+        return f"{back}the previous configuration serves again"
+
+
+@contextlib.contextmanager
+def _rollback_unless_done(
+    kind: str, old: Settings, config: Path, reload: Reload, up: dict[str, Any]
+) -> Iterator[_Change]:
+    """The change's block, journalled. Every way out of it but its end (an error, Ctrl-C,
+    SIGTERM raised as SystemExit in the CLI) puts the settings from before back, and
+    `deploy.up` brings the stack back to them, before the exception goes on: an AgentError as
+    ChangeFailed, anything else as itself. A rollback itself interrupted leaves the journal:
+    the next `up` or change repairs."""
+    journal = _journal(old)
+    change = _Change(kind, config, journal, config.read_text() if config.exists() else None)
+    journal.write(kind, "saved", config, change.before)
+    try:
+        yield change
+    except BaseException as exc:
+        say = _said(up.get("progress", _quiet))
+        failed = isinstance(exc, AgentError)
+        what = "the new configuration did not come up" if failed else "interrupted"
+        say(f"{what}: putting the previous one back")
+        _restore(config, change.before)
+        try:
+            deploy.up(reload(None), **{**up, "progress": say})
+        except AgentError as again:
+            journal.clear()  # the file is back: a repair would only run this `up` again
+            raise ChangeFailed(
+                f"{exc.message if isinstance(exc, AgentError) else what}\nand the previous "
+                f"configuration did not come back either: {again.message}",
+                fix=again.fix,
+            ) from None
+        journal.clear()
+        if isinstance(exc, AgentError):
+            raise ChangeFailed(f"{exc.message}\n{change.rolled_back()}", fix=exc.fix) from None
+        say(change.rolled_back())
+        raise
+    journal.clear()
 
 
 def _apply(
@@ -137,42 +204,19 @@ def _apply(
     recreated, and gated). When one does not come up, the settings from before the first
     stage are put back and `deploy.up` brings the stack back to them: the whole change, the
     stages that came up included. Returns each service's action (`kept` only when no stage
-    changed it)."""
-    journal = _journal(old, config)
-    before = config.read_text() if config.exists() else None
-    journal.write(kind, "saved", before)
+    changed it). Call with the lock held."""
     actions: dict[str, str] = {}
-    came_up: list[Stage] = []
-    try:
+    with _rollback_unless_done(kind, old, config, reload, {**up, "progress": progress}) as change:
         for stage in stages:
             if stage.said:
                 progress(stage.said)
-            save(stage.settings, config, keep_backup=not came_up)  # .bak: the file before
-            journal.write(kind, "starting", before)
+            save(stage.settings, config, keep_backup=not change.came_up)  # .bak: from before
+            change.starting()
             result = deploy.up(stage.settings, progress=progress, **up)
             for name, action in result.actions.items():
                 if action != "kept" or name not in actions:
                     actions[name] = action
-            came_up.append(stage)
-    except AgentError as exc:
-        progress("the new configuration did not come up: putting the previous one back")
-        _restore(config, before)
-        try:
-            deploy.up(reload(None), progress=progress, **up)
-        except AgentError as again:
-            journal.clear()
-            raise ChangeFailed(
-                f"{exc.message}\nand the previous configuration did not come back either: "
-                f"{again.message}",
-                fix=again.fix,
-            ) from None
-        journal.clear()
-        undone = "; ".join(s.undo for s in came_up if s.undo)
-        back = f"rolled back the whole {kind}: {undone}; " if undone else "rolled back: "
-        raise ChangeFailed(
-            f"{exc.message}\n{back}the previous configuration serves again", fix=exc.fix
-        ) from None
-    journal.clear()
+            change.came_up.append(stage)
     return actions
 
 
@@ -192,31 +236,34 @@ def switch_model(
     """Serve `ref` instead of the current model, or keep the current one serving."""
     started = time.monotonic()
     up = {"root": root, "token": token, **up}
-    with maintenance.hold(settings.paths.state, f"switch-model {ref}"):
+    what = f"switch-model {ref}"
+    with maintenance.hold(settings.paths.state, what):  # a change killed earlier: repaired
         current = recover(settings, config, reload, progress=progress, **up)
-        new = reload(
-            {
-                "model.id": ref.repo_id,
-                "model.revision": ref.revision,
-                "model.served_name": served_name or "",
-                "model.max_model_len": max_model_len or "auto",
-                "model.tensor_parallel_size": "auto",
-            }
-        )
-        before = {"model": str(current.model.ref), "served_name": current.model.name}
-        after = {"model": str(new.model.ref), "served_name": new.model.name}
-        if new.model == current.model:
-            return ChangeResult("switch-model", False, before, after)
-        memory = deploy.gpu_memory(new, root)
-        progress(f"checking {ref} on the Hub")
-        if memory:
-            plan = models.fit_model(new, ref, memory, token).plan
-            if not plan.fits:
-                raise models.NoFit(plan.reason, fix=models.NO_FIT_FIX)
-        else:
-            models.resolve(new, ref, token)  # exists, and we may fetch it
-        progress(f"fetching {ref} while {current.model.ref} keeps serving")
-        models.pull(new, ref, token=token, gpu_memory=memory or None)
+    new = reload(
+        {
+            "model.id": ref.repo_id,
+            "model.revision": ref.revision,
+            "model.served_name": served_name or "",
+            "model.max_model_len": max_model_len or "auto",
+            "model.tensor_parallel_size": "auto",
+        }
+    )
+    before = {"model": str(current.model.ref), "served_name": current.model.name}
+    after = {"model": str(new.model.ref), "served_name": new.model.name}
+    if new.model == current.model:
+        return ChangeResult("switch-model", False, before, after)
+    memory = deploy.gpu_memory(new, root)
+    progress(f"checking {ref} on the Hub")
+    if memory:
+        plan = models.fit_model(new, ref, memory, token).plan
+        if not plan.fits:
+            raise models.NoFit(plan.reason, fix=models.NO_FIT_FIX)
+    else:
+        models.resolve(new, ref, token)  # exists, and we may fetch it
+    progress(f"fetching {ref} while {current.model.ref} keeps serving")
+    models.pull(new, ref, token=token, gpu_memory=memory or None)  # no lock: the watchdog
+    with maintenance.hold(settings.paths.state, what):  # keeps the old model up meanwhile
+        _unchanged(current, config, reload, progress=progress, **up)
         actions = _apply("switch-model", current, [Stage(new)], config, reload, progress, up)
     return ChangeResult(
         "switch-model", True, before, after, actions, round(time.monotonic() - started, 1)
@@ -259,39 +306,41 @@ def update(
     started = time.monotonic()
     up = {"root": root, **up}
     pinned = vllm_image is None and webui_image is None
-    with maintenance.hold(settings.paths.state, "update"):
+    with maintenance.hold(settings.paths.state, "update"):  # a change killed earlier: repaired
         current = recover(settings, config, reload, progress=progress, **up)
-        wanted: dict[str, Any] = {}
-        if vllm_image or pinned:
-            wanted["images.vllm"] = vllm_image or VLLM_IMAGE
-        if current.ui.enabled and (webui_image or pinned):
-            wanted["images.webui"] = webui_image or WEBUI_IMAGE
-        target = reload(wanted)  # validates the references
-        before = {"vllm": current.images.vllm, "webui": current.images.webui}
-        after = {"vllm": target.images.vllm, "webui": target.images.webui}
-        steps = [
-            (service, key, after[key])
-            for service, key in ((stack.VLLM, "vllm"), (stack.UI, "webui"))
-            if f"images.{key}" in wanted and after[key] != before[key]
-        ]
-        if not steps:
-            return ChangeResult("update", False, before, after)
-        if any(key == "vllm" for _, key, _ in steps):
-            _check_driver(after["vllm"], root)
-        client = engine.connect(current.docker.host)
-        for _, _, ref in steps:  # every new image is here before any container changes
-            stack.ensure_image(client, ref, progress)
-        stages: list[Stage] = []
-        done: dict[str, Any] = {}
-        for service, key, ref in steps:
-            done[f"images.{key}"] = ref
-            stages.append(
-                Stage(
-                    reload(dict(done)),
-                    said=f"moving {service} to {ref}",
-                    undo=f"{service} is back on {before[key]} too (it had come up on {ref})",
-                )
+    wanted: dict[str, Any] = {}
+    if vllm_image or pinned:
+        wanted["images.vllm"] = vllm_image or VLLM_IMAGE
+    if current.ui.enabled and (webui_image or pinned):
+        wanted["images.webui"] = webui_image or WEBUI_IMAGE
+    target = reload(wanted)  # validates the references
+    before = {"vllm": current.images.vllm, "webui": current.images.webui}
+    after = {"vllm": target.images.vllm, "webui": target.images.webui}
+    steps = [
+        (service, key, after[key])
+        for service, key in ((stack.VLLM, "vllm"), (stack.UI, "webui"))
+        if f"images.{key}" in wanted and after[key] != before[key]
+    ]
+    if not steps:
+        return ChangeResult("update", False, before, after)
+    if any(key == "vllm" for _, key, _ in steps):
+        _check_driver(after["vllm"], root)
+    client = engine.connect(current.docker.host)
+    for _, _, ref in steps:  # every new image is here before any container changes; no lock:
+        stack.ensure_image(client, ref, progress)  # the watchdog keeps the old ones up meanwhile
+    stages: list[Stage] = []
+    done: dict[str, Any] = {}
+    for service, key, ref in steps:
+        done[f"images.{key}"] = ref
+        stages.append(
+            Stage(
+                reload(dict(done)),
+                said=f"moving {service} to {ref}",
+                undo=f"{service} is back on {before[key]} too (it had come up on {ref})",
             )
+        )
+    with maintenance.hold(settings.paths.state, "update"):
+        _unchanged(current, config, reload, progress=progress, **up)
         actions = _apply("update", current, stages, config, reload, progress, up)
     return ChangeResult(
         "update", True, before, after, actions, round(time.monotonic() - started, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from agent import engine, health, probes, stack
+from agent import engine, health, maintenance, probes, stack
 from agent.checks.base import Check, CheckSpec, DoctorContext
 from agent.secrets import API_KEY, SecretStore
 
@@ -214,8 +214,34 @@ def _stranger_view(service: str, url: str, served_name: str) -> list[str]:
     return []
 
 
+def check_change(ctx: DoctorContext) -> Check:
+    """A switch-model or update killed half done (its journal, nobody holding the lock): the
+    settings file may name what never came up, and the watchdog stands back until `up`."""
+    state = ctx.settings.paths.state
+    found = maintenance.pending(state)
+    if found is not None:
+        return Check(
+            "stack.change",
+            "fail",
+            found.summary,
+            detail=f"the change's journal is {maintenance.journal(state).path}; the watchdog "
+            "leaves the services alone until it is repaired",
+            fix=found.fix,
+        )
+    held = maintenance.current(state)
+    if held is not None:
+        return Check(
+            "stack.change",
+            "warn",
+            f"a change is running: {held.describe()}",
+            fix="wait for it to finish; the watchdog stands back meanwhile",
+        )
+    return Check("stack.change", "ok", "no change running or half done")
+
+
 CHECKS: list[CheckSpec] = [
     CheckSpec("stack.api", check_api, timeout=20),
     CheckSpec("stack.ui", check_ui, timeout=15),
     CheckSpec("stack.exposure", check_exposure, timeout=15),
+    CheckSpec("stack.change", check_change, timeout=5),
 ]

@@ -21,6 +21,7 @@ from agent.cli.options import (
 )
 from agent.cli.render import guarded, render
 from agent.errors import AgentError
+from agent.log import safe_text
 
 if TYPE_CHECKING:
     from agent.bootstrap import BootstrapResult, PlanResult
@@ -130,7 +131,7 @@ class _Board:
         self.lines = 0
 
     def draw(self, result: BootstrapResult, final: bool = False) -> None:
-        out = list(checklist_text(result, summary=False))
+        out = [safe_text(line) for line in checklist_text(result, summary=False)]
         if self.lines:
             sys.stdout.write(f"\x1b[{self.lines}F\x1b[J")
         sys.stdout.write("\n".join(out) + "\n")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
@@ -18,7 +21,7 @@ from agent.cli.options import (
     json_option,
     load_settings,
     progress_printer,
-    refuse_environment_over,
+    refuse_settings_environment,
     reloader,
 )
 from agent.cli.render import guarded, render
@@ -27,14 +30,6 @@ from agent.errors import BadInput
 if TYPE_CHECKING:
     from agent.switch import ChangeResult
 
-# what switch-model writes (agent.switch.switch_model)
-MODEL_KEYS = {
-    "model.id",
-    "model.revision",
-    "model.served_name",
-    "model.max_model_len",
-    "model.tensor_parallel_size",
-}
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 
 
@@ -45,6 +40,27 @@ def _confirm(yes: bool, question: str) -> None:
         raise BadInput("--yes", "this changes the running stack", fix="pass --yes to confirm")
     if not click.confirm(question, default=False):
         raise BadInput("--yes", "not confirmed; nothing was changed")
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM (systemctl, kill) and SIGHUP (the ssh session closed) raise SystemExit while
+    a change runs, as Ctrl-C raises KeyboardInterrupt: its rollback runs on every way out.
+    A signal this process was started ignoring (`nohup`) stays ignored."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {
+        sig: signal.signal(sig, stop)
+        for sig in (signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @click.command(name="switch-model")
@@ -69,23 +85,24 @@ def switch_model(
     from agent import switch
     from agent.refs import ModelRef
 
+    refuse_settings_environment("switch-model")
     settings = load_settings(config_path)
     ref = ModelRef.parse(name)
-    refuse_environment_over(MODEL_KEYS, "switch-model")
     if served_name is not None:
         load_settings(config_path, {"model.served_name": served_name})  # validated first
     _confirm(yes, f"Switch {settings.model.ref} to {ref}?")
-    result = switch.switch_model(
-        settings,
-        config_file(config_path),
-        ref,
-        reloader(config_path),
-        served_name=served_name,
-        max_model_len=max_model_len,
-        token=hf_token(settings),
-        root=host_root(),
-        progress=progress_printer(as_json),
-    )
+    with _signals_raise():
+        result = switch.switch_model(
+            settings,
+            config_file(config_path),
+            ref,
+            reloader(config_path),
+            served_name=served_name,
+            max_model_len=max_model_len,
+            token=hf_token(settings),
+            root=host_root(),
+            progress=progress_printer(as_json),
+        )
     render(result, as_json, change_text)
 
 
@@ -108,21 +125,22 @@ def update(
     images this agent pins; with one, only that service changes."""
     from agent import switch
 
+    refuse_settings_environment("update")
     settings = load_settings(config_path)
-    refuse_environment_over({"images.vllm", "images.webui"}, "update")
     flags = {"images.vllm": vllm_image, "images.webui": webui_image}
     load_settings(config_path, {k: v for k, v in flags.items() if v})  # validated first
     _confirm(yes, "Update the stack's images?")
-    result = switch.update(
-        settings,
-        config_file(config_path),
-        reloader(config_path),
-        vllm_image=vllm_image,
-        webui_image=webui_image,
-        root=host_root(),
-        progress=progress_printer(as_json),
-        token=hf_token(settings),
-    )
+    with _signals_raise():
+        result = switch.update(
+            settings,
+            config_file(config_path),
+            reloader(config_path),
+            vllm_image=vllm_image,
+            webui_image=webui_image,
+            root=host_root(),
+            progress=progress_printer(as_json),
+            token=hf_token(settings),
+        )
     render(result, as_json, change_text)
 
 

@@ -57,19 +57,26 @@ def load_settings(config_path: Path | None, flags: dict[str, Any] | None = None)
     return settings.load(config_path, env=os.environ, flags=flags)
 
 
-def refuse_environment_over(keys: set[str], verb: str) -> None:
-    """A change saves `keys` in the settings file, but the environment outranks that file: a
-    setting this shell sets would undo the change at the next command. Refused, exit 2."""
+def refuse_settings_environment(verb: str) -> None:
+    """A change saves the settings file and brings the stack to it, but the environment
+    outranks that file: a settings variable this shell sets (one the change writes, or any
+    other left exported: API_PORT, HF_ENDPOINT, UI_DATA_DIR) would be applied unasked and
+    saved into the file, or undo the change at the next command. Refused, exit 2, every such
+    variable named."""
     from agent.settings import ENV_KEYS
 
-    for name, key in ENV_KEYS.items():
-        if key in keys and os.environ.get(name):
-            raise BadInput(
-                name,
-                f"is set in this environment and outranks the settings file, so {key} would "
-                f"go back at the next command; nothing was changed",
-                fix=f"unset {name}, then run `sandbox-agent {verb}` again",
-            )
+    found = [name for name in ENV_KEYS if os.environ.get(name)]
+    if not found:
+        return
+    one = len(found) == 1
+    raise BadInput(
+        ", ".join(found),
+        f"{'is' if one else 'are'} set in this environment and {'outranks' if one else 'outrank'}"
+        f" the settings file; a change applies and saves only what it changes, so `{verb}` "
+        "refuses while a settings variable is set; nothing was changed",
+        fix=f"unset {' '.join(found)}, then run `sandbox-agent {verb}` again (to change "
+        "another setting: edit the settings file, then run `sandbox-agent up`)",
+    )
 
 
 def config_file(config_path: Path | None) -> Path:
@@ -77,7 +84,8 @@ def config_file(config_path: Path | None) -> Path:
     $SANDBOX_AGENT_CONFIG, else the default (it need not exist yet)."""
     from agent.settings import DEFAULT_CONFIG
 
-    return config_path or Path(os.environ.get("SANDBOX_AGENT_CONFIG") or DEFAULT_CONFIG)
+    found = config_path or Path(os.environ.get("SANDBOX_AGENT_CONFIG") or DEFAULT_CONFIG)
+    return Path(os.path.abspath(found))  # a change's journal names it; a repair runs anywhere
 
 
 def reloader(config_path: Path | None) -> Callable[[dict[str, Any] | None], Settings]:
@@ -107,7 +115,9 @@ def hf_token(settings: Settings) -> str | None:
 
 def progress_printer(as_json: bool) -> Callable[[str], None]:
     """Progress lines go to stdout for a person, to stderr when stdout carries the JSON."""
-    return lambda line: click.echo(line, err=as_json)
+    from agent.log import safe_text
+
+    return lambda line: click.echo(safe_text(line), err=as_json)
 
 
 def bootstrap_env() -> dict[str, tuple[str | None, str]]:

@@ -40,7 +40,7 @@ def render(result: R, as_json: bool, text: Callable[[R], Iterable[str]]) -> NoRe
         emit_json(result.as_dict())
     else:
         for line in text(result):
-            click.echo(line, err=isinstance(line, ToStderr))
+            click.echo(log.safe_text(line), err=isinstance(line, ToStderr))
     sys.exit(result.exit_code)
 
 
@@ -52,10 +52,9 @@ def fail(exc: AgentError, as_json: bool) -> NoReturn:
     if as_json:
         emit_json(exc.as_dict())
     else:
-        message = log.redact_text(exc.message)
-        click.echo(f"error: {message}", err=True)
+        click.echo(f"error: {log.safe_text(exc.message)}", err=True)
         if exc.fix:
-            click.echo(f"  fix: {log.redact_text(exc.fix)}", err=True)
+            click.echo(f"  fix: {log.safe_text(exc.fix)}", err=True)
     sys.exit(exc.exit_code)
 
 

@@ -106,6 +106,9 @@ def status_text(result: StackStatus) -> Iterator[str]:
         )
     if result.maintenance:
         yield f"change running: {result.maintenance} (the watchdog stands back meanwhile)"
+    if result.pending_change:
+        yield f"CHANGE HALF DONE: {result.pending_change['summary']}"
+        yield f"  fix: {result.pending_change['fix']}"
     yield from watchdog_text(result.watchdog)
     yield f"API key: {result.key_file}"
     if result.admin_login_file:

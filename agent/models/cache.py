@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import log
-from agent.errors import BadInput
+from agent.errors import AgentError, BadInput
 from agent.models.errors import ModelInUse, ModelNotCached
 from agent.refs import ModelRef
 from agent.results import Result
@@ -92,13 +92,23 @@ def pull_lock(settings: Settings) -> Iterator[None]:
     """One fetch or removal at a time under paths.models (the sweep must not hit a live pull)."""
     path = settings.paths.models / MARKERS / "pull.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
+    # never through a link: O_CREAT through a planted one would create its target as root
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise AgentError(
+            f"the pull lock {path} cannot be opened: {exc.strerror} (a link is never followed)",
+            fix=f"remove {path}; the next pull makes a new one",
+        ) from None
+    try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             log.get().info("model.pull.waiting", reason="another pull or rm holds the lock")
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)
 
 
 def _downloading(folder: Path, leftover: Path) -> bool:

@@ -116,6 +116,7 @@ class StackStatus(Result):
     admin_login_file: Path | None
     watchdog: dict[str, Any] | None = None  # the watchdog's view (agent.watchdog.summary)
     maintenance: str | None = None  # the change holding the maintenance lock now, if any
+    pending_change: dict[str, str] | None = None  # one killed half done: summary and fix
 
     @property
     def exit_code(self) -> int:
@@ -128,6 +129,7 @@ def stack_status(client: DockerClient, settings: Settings) -> StackStatus:
     services = status(client, settings.project, wanted)
     store = SecretStore(settings.paths.secrets)
     held = maintenance.current(settings.paths.state)  # read, never taken
+    pending = maintenance.pending(settings.paths.state)
     return StackStatus(
         project=settings.project,
         running=all(s.state == "running" for s in services if s.service in wanted),
@@ -135,6 +137,7 @@ def stack_status(client: DockerClient, settings: Settings) -> StackStatus:
         key_file=store.path(API_KEY),
         admin_login_file=store.path(WEBUI_ADMIN) if settings.ui.enabled else None,
         maintenance=held.describe() if held else None,
+        pending_change={"summary": pending.summary, "fix": pending.fix} if pending else None,
     )
 
 

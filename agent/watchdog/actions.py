@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from agent import stack
+from agent import log, stack
 from agent.errors import AgentError
 from agent.files import atomic_write
+from agent.maintenance import PendingChange
 from agent.sd import Notifier
 from agent.settings import Settings
 from agent.stack import ServiceStatus, StackEvent
@@ -79,6 +80,7 @@ class Actions:
         self.watchdog_every, self.wall = watchdog_every, wall
         self.pid = os.getpid()
         self.failed_reason: dict[str, str] = {}
+        self.pending: PendingChange | None = None  # a change killed half done
         self.gpu_notes: list[str] = []
         self._own: dict[str, tuple[float, float]] = {}
         self._died: dict[str, str] = {}
@@ -232,17 +234,39 @@ class Actions:
         )  # fmt: skip
         self.write_motd()
 
+    def change_pending(self, pending: PendingChange | None) -> None:
+        """A change killed half done: said once (at error, with its fix) and on the login
+        message until `up` repairs it; the loop leaves the services alone meanwhile."""
+        if pending == self.pending:
+            return
+        self.pending = pending
+        if pending is not None:
+            self.report.event(
+                "change_interrupted",
+                "error",
+                f"{pending.summary}; the watchdog leaves the services alone. Fix: {pending.fix}",
+                kind=pending.kind,
+                config=pending.config,
+                fix=pending.fix,
+            )
+        self.write_motd()
+
     def write_motd(self) -> None:
+        """The login message: a change half done, a failed service, each with its fix;
+        removed when there is neither. Words from a service's failure: `log.safe_text`."""
         path = self.settings.watch.motd
+        lines = []
+        if self.pending is not None:
+            lines += [f"  CHANGE HALF DONE: {self.pending.summary}", f"    fix: {self.pending.fix}"]
+        for service, reason in sorted(self.failed_reason.items()):
+            lines.append(f"  {service} FAILED: {reason}")
+            lines.append(f"    fix: {FAILED_FIX.format(service=service)}")
         with contextlib.suppress(OSError):
-            if not self.failed_reason:
+            if not lines:
                 path.unlink(missing_ok=True)
                 return
-            lines = ["sandbox-agent watchdog:"]
-            for service, reason in sorted(self.failed_reason.items()):
-                lines.append(f"  {service} FAILED: {reason}")
-                lines.append(f"    fix: {FAILED_FIX.format(service=service)}")
-            atomic_write(path, "\n".join(lines) + "\n", mode=0o644)
+            text = "\n".join(log.safe_text(line) for line in ["sandbox-agent watchdog:", *lines])
+            atomic_write(path, text + "\n", mode=0o644)
 
     # --- alive ----------------------------------------------------------------------------
 

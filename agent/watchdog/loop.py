@@ -310,14 +310,16 @@ class Watch:
 
     def _check_maintenance(self, now: float) -> None:
         found = maintenance.current(self.settings.paths.state)
-        what = found.what if found is not None else None
+        pending = None if found else maintenance.pending(self.settings.paths.state)
+        self.actions.change_pending(pending)  # half done: stand back, as for a change running
+        what = found.what if found else pending.kind + " half done" if pending else None
         if what == self.maintenance:
             return
-        if what is not None:
+        if what is not None and pending is None:
             self.actions.report.event(
                 "maintenance_started", "notice", f"standing back: {what}", what=what
             )
-        else:
+        elif what is None:
             self.actions.report.event("maintenance_ended", "notice", "watching again")
             self._read_containers(now)  # what the change left
             for service, machine in self.machines.items():

@@ -22,7 +22,7 @@ class Reporter:
 
     def event(self, event: str, level: str, message: str, **fields: Any) -> None:
         clean = {k: log.redact(v, k) for k, v in fields.items() if v is not None}
-        message = log.redact_text(message)
+        message = log.safe_text(message)
         self.sent = [*self.sent[-49:], {"event": event, "level": level, **clean}]
         if self.journal is not None:
             extra = {f"SANDBOX_{k.upper()}": v for k, v in clean.items()}

@@ -172,7 +172,12 @@ def test_status_logs_and_doctor_see_the_stack(stack: Stack) -> None:
     assert "chat/completions" in stack.run("logs", "vllm").stdout
     doctor = json.loads(stack.run("doctor", "--json").stdout)
     checks = {c["id"]: c["status"] for c in doctor["checks"] if c["id"].startswith("stack.")}
-    assert checks == {"stack.api": "ok", "stack.ui": "ok", "stack.exposure": "ok"}
+    assert checks == {
+        "stack.api": "ok",
+        "stack.ui": "ok",
+        "stack.exposure": "ok",
+        "stack.change": "ok",
+    }
 
 
 def test_changing_the_served_name_recreates_only_vllm(stack: Stack) -> None:

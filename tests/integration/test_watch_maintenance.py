@@ -75,3 +75,63 @@ def _uptime(st: Stack) -> float:
     from agent.stack.observe import uptime
 
     return uptime(st.container().attrs["State"]["StartedAt"]) or 0.0
+
+
+def test_a_change_killed_half_done_is_shown_everywhere_and_the_watchdog_leaves_it_alone(
+    tmp_path: Path,
+) -> None:
+    """The journal of a switch-model killed after its save (nobody holds the lock): the
+    watchdog reports it once with its fix, puts it on the login message and restarts nothing;
+    `status` and doctor say it with the fix; `up` repairs it and the watchdog acts again."""
+    st = Stack(tmp_path / "stack", watch={"start_grace": GRACE})
+    w = Watcher(st.config)
+    try:
+        w.wait_for("service_healthy", 30, service="vllm")
+        container = st.container()
+        before = st.config.read_text()
+        journal = maintenance.journal(st.folder / "state")
+        journal.write("switch-model", "starting", st.config, before)  # as kill -9 leaves it
+        said = w.wait_for("change_interrupted", 10)
+        assert said["level"] == "error" and said["kind"] == "switch-model", said
+        assert said["fix"].startswith("run `sandbox-agent up`: it puts the settings from before")
+        motd = Path(st.folder / "motd").read_text()
+        assert "CHANGE HALF DONE: an interrupted switch-model left the settings half changed" in (
+            motd
+        )
+        assert "    fix: run `sandbox-agent up`" in motd
+        st.mode(health="fail")
+        failing = time.monotonic()
+        shown = status(st)
+        assert shown["maintenance"] is None  # nobody runs it: it is half done, not running
+        assert shown["pending_change"]["fix"] == said["fix"]
+        text = st.run("status").stdout
+        assert "CHANGE HALF DONE: an interrupted switch-model left the settings half changed: " in (
+            text
+        )
+        assert f"{st.config} may name what did not come up" in text
+        assert (
+            "  fix: run `sandbox-agent up`: it puts the settings from before the switch-model"
+            in (text)
+        )
+        doctor = st.run("doctor", "--json")
+        checks = {c["id"]: c for c in json.loads(doctor.stdout)["checks"]}
+        assert doctor.returncode == 1 and checks["stack.change"]["status"] == "fail"
+        assert checks["stack.change"]["fix"] == said["fix"]
+        while time.monotonic() - failing < 8 or _uptime(st) <= GRACE + 1:
+            time.sleep(0.5)
+        for name in ("service_suspect", "service_unhealthy", "service_restarted"):
+            assert w.named(name) == [], w.dump()  # the services are left alone
+        assert st.container().id == container.id
+        assert len(w.named("change_interrupted")) == 1  # said once, not every 2 s
+        st.mode(health="ok")
+        repaired = st.run("up")
+        assert repaired.returncode == 0, repaired.stderr[-2000:]
+        assert "an interrupted switch-model is repaired first" in repaired.stdout
+        w.wait_for("maintenance_ended", 30)
+        assert not (st.folder / "motd").exists()  # nothing left to say at login
+        assert status(st)["pending_change"] is None and st.config.read_text() == before
+        checks = {c["id"]: c for c in json.loads(st.run("doctor", "--json").stdout)["checks"]}
+        assert checks["stack.change"]["status"] == "ok"
+    finally:
+        w.stop()
+        st.remove()

@@ -73,4 +73,5 @@ def test_every_check_id_is_unique_and_stable() -> None:
         "stack.api",
         "stack.ui",
         "stack.exposure",
+        "stack.change",
     } == set(ids)
