@@ -11,6 +11,8 @@ What these pin about Caddy 2.6.2, for the Caddyfile the agent renders (caddy_sup
   "Bearer {env.SANDBOX_API_KEY}"`` + ``respond 401`` gates /v1/*, the key given only through the
   container's environment.
 - An unmatched request gets an empty 200 from Caddy, so every site ends in ``respond 404``.
+- ``request_body max_size`` alone answers an announced oversize body with 502 once the upstream
+  has read part of it (caddy#5652): a ``header_regexp Content-Length`` guard answers 413 first.
 - Plain http on http_port: 308 to ``https://NAME{uri}``; Caddy leaves the port out when the
   target is its own https_port (it assumes https_port is what clients reach as 443).
 - A name whose challenges fail: TLS handshakes for it get an "internal error" alert, the other
