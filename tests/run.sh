@@ -11,6 +11,12 @@ need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v ip >/dev/null || need_apt+=(iproute2)  # the private dockerd's bridge
+# The proxy's tests: Debian's caddy 2.6.2 and busybox wget go into the caddy stand-in image,
+# pebble is a real ACME CA on loopback, openssl makes its listener certificate.
+command -v caddy >/dev/null || need_apt+=(caddy)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)
+command -v pebble >/dev/null || need_apt+=(pebble)
+command -v openssl >/dev/null || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt: ${need_apt[*]}"
   apt-get update -qq

@@ -8,7 +8,7 @@ Tags carry a hash of their inputs, so a second call (or a second test run) finds
 and returns at once:
 
 - ``sandbox-test/base:<hash>``  hash of the package list, the debootstrap command, the clean-up
-- ``sandbox-test/<name>:<hash>`` hash of the base tag and every file in the image's folder
+- ``sandbox-test/<name>:<hash>`` hash of the base tag, the folder's files, its HOST_FILES' files
 - ``sandbox-test/<name>:current`` the same image, for humans
 
 Usable as a module (``ensure_base()``, ``ensure_image(name)``) and as a script::
@@ -34,6 +34,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `tests.fakes` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.fakes import host_files  # noqa: E402
 
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
 REPO = "sandbox-test"
@@ -120,6 +125,10 @@ def image_tag(name: str, base: str | None = None) -> str:
         digest.update(rel.encode() + b"\0")
         digest.update(oct(path.stat().st_mode & 0o777).encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
+    try:
+        host_files.digest_into(folder, digest)
+    except host_files.HostFileMissing as exc:
+        raise ImageBuildError(f"stand-in {name}: {exc}") from exc
     return f"{REPO}/{name}:{digest.hexdigest()[:16]}"
 
 
@@ -245,7 +254,14 @@ def _import_rootfs(rootfs: Path, tag: str) -> None:
 
 
 def _build_image(name: str, tag: str, base: str) -> None:
-    folder = _image_dir(name)
+    try:
+        with host_files.build_context(_image_dir(name), WORK_ROOT) as context:
+            _docker_build(name, tag, base, context)
+    except host_files.HostFileMissing as exc:
+        raise ImageBuildError(f"stand-in {name}: {exc}") from exc
+
+
+def _docker_build(name: str, tag: str, base: str, context: Path) -> None:
     cmd = [
         DOCKER,
         "build",
@@ -255,7 +271,7 @@ def _build_image(name: str, tag: str, base: str) -> None:
         f"{LABEL}={name}",
         "-t",
         tag,
-        str(folder),
+        str(context),
     ]
     _log(f"building {tag}")
     # The classic builder uses the local base as is; BuildKit may try to resolve it remotely.
