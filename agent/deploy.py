@@ -9,6 +9,7 @@ fit) is refused before a secret is written or a container touched.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from agent import door, engine, gate, gpu, health, linode, log, models, stack
 from agent.door import Door
-from agent.errors import BadInput
+from agent.errors import AgentError, BadInput
 from agent.refs import ModelRef
 from agent.results import INTERNAL, Result
 from agent.secrets import API_KEY, WEBUI_ADMIN, WEBUI_SECRET_KEY, SecretStore
@@ -143,6 +144,7 @@ def up(
             "WEBUI_ADMIN_PASSWORD": login.password,
         }
     if front.on:
+        _check_key_for_proxy(api_key, store.path(API_KEY))
         secret_env[stack.PROXY] = {stack.caddy.KEY_ENV: api_key}
         if settings.https.domain == "auto" and front.name:
             door.save_name(settings, front.name)  # doctor, status, the watchdog read it
@@ -174,6 +176,18 @@ def up(
     )
     log.get("deploy").info("stack.ready", **result.as_dict())
     return result
+
+
+def _check_key_for_proxy(key: str, path: Path) -> None:
+    """The proxy compares the key as a header pattern, where `*` is a wildcard: a key of the
+    token characters only (the agent makes such keys) means exactly itself."""
+    if not re.fullmatch(r"[A-Za-z0-9._~+/=-]{16,}", key):
+        raise AgentError(
+            f"the API key in {path} holds characters the proxy cannot compare exactly (or is "
+            "shorter than 16)",
+            fix=f"delete {path} to have a new key generated (or write one of letters, digits "
+            "and - _ . ~ + / =), then run `sandbox-agent up`",
+        )
 
 
 def resolve_door(settings: Settings, metadata: str = linode.METADATA) -> Door:

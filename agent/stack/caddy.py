@@ -18,7 +18,10 @@ from agent.settings import Settings
 KEY_ENV = "SANDBOX_AGENT_API_KEY"  # the proxy's env file holds the key under this name
 CA_ROOT_IN_PROXY = "/etc/caddy/acme-ca-root.pem"
 HSTS = 'header Strict-Transport-Security "max-age=31536000"'
-API_BODY_LIMIT = "16MB"  # a chat request with a long context is well under this
+API_BODY_LIMIT = "10MB"  # a chat request with a long context is well under this
+# A declared length of 8+ digits (10 MB or more) is refused before anything goes upstream:
+# request_body alone answers 502 after part of the body has passed (caddy#5652).
+API_TOO_LARGE = "^[0-9]{8,}$"
 UI_BODY_LIMIT = "512MB"  # uploads to Open WebUI
 # Addresses Let's Encrypt refuses as an account's contact: such an email is left out.
 _NO_CONTACT = frozenset(
@@ -42,7 +45,8 @@ def caddyfile(settings: Settings, door: Door) -> str:
     if door.name is None:
         raise ValueError("no proxy: the door has no name")
     h, name = settings.https, door.name
-    options = ["admin off", f"http_port {h.http_port}"]
+    # HTTP/3 off: every public port is TCP and this guard's (no UDP door beside it)
+    options = ["admin off", "servers {", "\tprotocols h1 h2", "}", f"http_port {h.http_port}"]
     options.append(f"https_port {h.port}")
     email = contact(settings)
     options += [f"email {email}"] if email else []
@@ -61,6 +65,8 @@ def caddyfile(settings: Settings, door: Door) -> str:
             f'\theader Authorization "Bearer {{env.{KEY_ENV}}}"',
             "}",
             "handle @v1_with_key {",
+            f"\t@too_large header_regexp Content-Length {API_TOO_LARGE}",
+            "\trespond @too_large 413",
             *("\t" + line for line in _proxy_to(settings.api.port).splitlines()),
             "}",
             "handle /v1/* {",
