@@ -148,3 +148,23 @@ def fake_nvml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 AGENT = str(Path(sys.executable).with_name("sandbox-agent"))
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real ACME CA (pebble) and its mock DNS on 127.0.0.1, for the whole session (every
+    tier: the proxy's integration tests, the browser over https, the systemd box).
+
+    Issuances are counted from pebble's start: take ``pebble.issued()`` before an action and
+    compare after. A test that points a name elsewhere (``pebble.answer``) puts it back
+    (``pebble.forget``)."""
+    import contextlib
+
+    from tests.fakes import acme
+
+    with contextlib.ExitStack() as stack:
+        try:
+            ca = stack.enter_context(acme.running_pebble(tmp_path_factory.mktemp("pebble")))
+        except acme.AcmeFixtureError as exc:
+            pytest.fail(f"the ACME fixture did not start: {exc}")
+        yield ca

@@ -44,7 +44,10 @@ ANSWER_TIMEOUT_S = 60.0
 
 @contextlib.contextmanager
 def launch(
-    playwright: Playwright | None = None, *, executable: str = CHROMIUM
+    playwright: Playwright | None = None,
+    *,
+    executable: str = CHROMIUM,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[Browser]:
     """Start Debian's chromium headless; closed (and playwright stopped) on exit."""
     with contextlib.ExitStack() as stack:
@@ -54,7 +57,9 @@ def launch(
             raise AssertionError(
                 f"{executable} is missing: run tests/e2e/setup_browser.sh (apt-get install chromium)"
             )
-        browser = playwright.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=[*CHROMIUM_ARGS, *extra_args]
+        )
         stack.callback(browser.close)
         yield browser
 
@@ -62,9 +67,12 @@ def launch(
 _PAGE_ERRORS: dict[int, list[str]] = {}
 
 
-def new_page(browser: Browser) -> Page:
-    """A fresh context and page; the page's script errors are kept for assertion messages."""
-    page = browser.new_context(viewport=VIEWPORT).new_page()
+def new_page(browser: Browser, *, ignore_https_errors: bool = False) -> Page:
+    """A fresh context and page; the page's script errors are kept for assertion messages.
+    `ignore_https_errors`: for a test CA the browser's own store does not hold (the test
+    verifies the chain itself, against that CA's root)."""
+    context = browser.new_context(viewport=VIEWPORT, ignore_https_errors=ignore_https_errors)
+    page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     errors = _PAGE_ERRORS.setdefault(id(page), [])
     page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
