@@ -61,18 +61,12 @@ def _quiet(_: str) -> None:
     pass
 
 
-def gpu_memory(settings: Settings, root: Path) -> list[int]:
-    """Memory totals of the healthy GPUs a model may be fit on (none when `gpus: none`)."""
-    return gpu.read_inventory(root).healthy_memory if settings.gpus != "none" else []
-
-
-def gpus(
-    settings: Settings, client: DockerClient, root: Path
-) -> tuple[list[int], int | str | None]:
-    """Memory totals of the healthy GPUs, and the GPU request vLLM gets (None: no GPU)."""
-    memory = gpu_memory(settings, root)
-    request = stack.gpu_request(settings.gpus, len(memory), engine.info(client).has_nvidia_runtime)
-    return memory, request
+def gpu_plan(settings: Settings, client: DockerClient, root: Path) -> gpu.GpuPlan:
+    """The GPUs vLLM gets and the model is fit on (agent.gpu.plan), read once per command."""
+    if settings.gpus == "none":
+        return gpu.GpuPlan(None, ())
+    healthy = gpu.read_inventory(root).healthy_memory
+    return gpu.choose(settings.gpus, healthy, engine.info(client).has_nvidia_runtime)
 
 
 def plan(
@@ -80,20 +74,19 @@ def plan(
     client: DockerClient,
     *,
     root: Path = Path("/"),
-    found: tuple[list[int], int | str | None] | None = None,
+    found: gpu.GpuPlan | None = None,
 ) -> Plan:
     """The snapshot to serve and the GPU request, tensor-parallel size and context length."""
     snapshot = models.snapshot_path(settings)
     container_path = models.snapshot_path(settings, mount=HF_HOME_IN_VLLM)
     m = settings.model
-    memory, request = found or gpus(settings, client, root)
+    chosen = found or gpu_plan(settings, client, root)
     tp = m.tensor_parallel_size if m.tensor_parallel_size != "auto" else 1
     max_len = m.max_model_len if m.max_model_len != "auto" else None
-    if request is not None and memory:
-        count = None if request == "all" else int(request)
+    if chosen.fit_on:
         fitted: models.FitPlan | None
         try:
-            fitted = models.fit_cached(settings, memory, count)
+            fitted = models.fit_cached(settings, chosen.fit_on)
         except models.UnsizedModel:
             if "auto" in (m.tensor_parallel_size, m.max_model_len):
                 raise
@@ -102,7 +95,7 @@ def plan(
             if not fitted.fits:
                 raise models.NoFit(fitted.reason, fix=models.NO_FIT_FIX)
             tp, max_len = fitted.tensor_parallel_size or tp, fitted.max_model_len
-    return Plan(snapshot, stack.StackSpec(str(container_path), tp, max_len, request))
+    return Plan(snapshot, stack.StackSpec(str(container_path), tp, max_len, chosen.request))
 
 
 def up(
@@ -123,8 +116,10 @@ def up(
     started = clock()
     client = client or engine.connect(settings.docker.host)
     front = front if front is not None else resolve_door(settings, metadata)
-    found = gpus(settings, client, root)
-    text = check_inputs(settings, template=template, token=token, gpu_count=found[1], front=front)
+    found = gpu_plan(settings, client, root)
+    text = check_inputs(
+        settings, template=template, token=token, gpu_count=found.request, front=front
+    )
     _ensure_model(settings, token, found)
     planned = plan(settings, client, root=root, found=found)
     planned = dataclasses.replace(planned, spec=dataclasses.replace(planned.spec, door=front))
@@ -248,12 +243,10 @@ def check_inputs(
 def fetch_model(settings: Settings, *, root: Path = Path("/"), token: str | None = None) -> None:
     """The configured model into the cache when it is missing, as `up` would fetch it: for
     a caller that takes the maintenance lock only after the download (it can take hours)."""
-    _ensure_model(settings, token, gpus(settings, engine.connect(settings.docker.host), root))
+    _ensure_model(settings, token, gpu_plan(settings, engine.connect(settings.docker.host), root))
 
 
-def _ensure_model(
-    settings: Settings, token: str | None, found: tuple[list[int], int | str | None]
-) -> None:
+def _ensure_model(settings: Settings, token: str | None, found: gpu.GpuPlan) -> None:
     """The configured model complete in the cache: fetched as `model pull` does (access,
     fit on the GPUs vLLM gets, disk space checked first; the same progress)."""
     try:
@@ -261,11 +254,8 @@ def _ensure_model(
         return
     except models.ModelNotCached:
         pass
-    memory, request = found
-    count = None if request in (None, "all") else int(request)
-    fit_on = (memory[:count] if count else memory) if request is not None and memory else None
     log.get("deploy").info("model.missing", model=str(settings.model.ref), action="pull")
-    models.pull(settings, token=token, gpu_memory=fit_on)
+    models.pull(settings, token=token, gpu_memory=found.fit_on)
 
 
 def _read_template(template: Path | None) -> str | None:

@@ -5,6 +5,7 @@ No network, no huggingface_hub: the cache and our verification markers are read 
 
 from __future__ import annotations
 
+from agent import gpu
 from agent.checks.base import Check, CheckSpec, DoctorContext
 from agent.errors import AgentError
 from agent.models import (
@@ -63,8 +64,8 @@ def _gpu_memory(ctx: DoctorContext) -> tuple[list[int], str]:
     memory = inv.healthy_memory
     if not memory:
         return [], f"no usable GPU ({inv.detail or 'none found'})"
-    count = ctx.settings.gpus
-    return (memory[:count] if isinstance(count, int) else memory), ""
+    # the GPUs vLLM gets (agent.gpu.plan); the runtime is doctor's docker.nvidia check
+    return list(gpu.choose(ctx.settings.gpus, memory, True).memory), ""
 
 
 def check_fit(ctx: DoctorContext) -> Check:

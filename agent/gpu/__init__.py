@@ -5,6 +5,7 @@ from agent.gpu.health import MAX_TEMP_C, GpuProblem, ProblemKind, problems
 from agent.gpu.inventory import Gpu, GpuInventory, State
 from agent.gpu.nvml import NvmlSession, read_inventory
 from agent.gpu.pci import PciDevice, kernel_module_version, pci_devices
+from agent.gpu.plan import GpuPlan, choose, gpu_request
 from agent.gpu.xid import XidEvent, XidWatch
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "DriverFit",
     "Gpu",
     "GpuInventory",
+    "GpuPlan",
     "GpuProblem",
     "NvmlSession",
     "PciDevice",
@@ -20,7 +22,9 @@ __all__ = [
     "State",
     "XidEvent",
     "XidWatch",
+    "choose",
     "driver_fit",
+    "gpu_request",
     "image_cuda",
     "kernel_module_version",
     "pci_devices",

@@ -52,11 +52,10 @@ def fit_model(
     return FitReport(ref, fit.plan(shape, gpu_memory, **options))
 
 
-def fit_cached(settings: Settings, gpu_memory: list[int], count: int | None = None) -> fit.FitPlan:
-    """The fit plan of the configured model from its complete snapshot: no network needed.
-
-    `count` limits the GPUs to the first N (the GPU request). ModelNotCached when the snapshot
-    is not complete; ModelError when its config.json cannot be read.
+def fit_cached(settings: Settings, gpu_memory: list[int]) -> fit.FitPlan:
+    """The fit plan of the configured model from its complete snapshot on the GPUs it gets
+    (agent.gpu.plan): no network needed. ModelNotCached when the snapshot is not complete;
+    ModelError when its config.json cannot be read.
     """
     ref = settings.model.ref
     snap = snapshot_path(settings, ref)
@@ -68,5 +67,4 @@ def fit_cached(settings: Settings, gpu_memory: list[int], count: int | None = No
             f"cannot read {config}: {exc}", fix=f"run `sandbox-agent model pull {ref}`"
         ) from None
     weights = sum(p.stat().st_size for p in snap.iterdir() if p.name.endswith(WEIGHT_FORMATS))
-    memory = gpu_memory[:count] if count else gpu_memory
-    return fit.plan(shape, memory, **fit_options(settings, ref, weights))
+    return fit.plan(shape, gpu_memory, **fit_options(settings, ref, weights))

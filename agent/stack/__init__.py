@@ -7,7 +7,7 @@
 """
 
 from agent.stack.apply import ImageUnavailable, down, ensure_image, ensure_images, reconcile
-from agent.stack.containers import gpu_request, port_free, restart_service, stop
+from agent.stack.containers import port_free, restart_service, stop
 from agent.stack.observe import (
     EventStream,
     ServiceStatus,
@@ -71,7 +71,6 @@ __all__ = [
     "ensure_image",
     "ensure_images",
     "env_file",
-    "gpu_request",
     "port_free",
     "last_lines",
     "load_project",

@@ -131,24 +131,6 @@ def engine_healthcheck(hc: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def gpu_request(setting: int | str, detected: int, has_nvidia_runtime: bool) -> int | str | None:
-    """The GPU request for vLLM: `auto` asks only when GPUs and the runtime are both there."""
-    if setting == "none" or (setting == "auto" and not detected):
-        return None
-    if setting == "auto":
-        if not has_nvidia_runtime:
-            log.get("stack").warning("gpu.no_runtime", detected=detected)
-            return None
-        return "all"
-    if not has_nvidia_runtime:
-        raise AgentError(
-            f"gpus: {setting} asks for GPUs, but the Docker engine has no NVIDIA runtime",
-            fix="run `sandbox-agent bootstrap` (installs and configures the NVIDIA Container "
-            "Toolkit), or set `gpus: none` in config.yaml",
-        )
-    return int(setting) if setting != "all" else "all"
-
-
 def restart_service(client: DockerClient, project: str, service: str, timeout: int = 10) -> str:
     """Restart one service's existing container (stop within `timeout` s, start): its name,
     labels and config hash stay Compose's. Returns the container's id."""

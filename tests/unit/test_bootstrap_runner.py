@@ -83,7 +83,7 @@ def test_a_step_starts_as_soon_as_its_needs_are_done_not_after_slower_siblings(c
     # the model started before the driver ended: they overlapped
     assert box.events.index("start model") < box.events.index("end driver")
     assert box.events.index("start stack") > box.events.index("end driver")
-    assert result.seconds < 0.55  # 0.4 + 0.2 one after the other would be 0.6
+    # no wall-clock bound: the order of events proves the overlap; a busy machine is slow
 
 
 def test_markers_are_written_only_after_success_and_a_failed_step_runs_again(ctx) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent import gpu, stack
 from agent import settings as settings_mod
-from agent import stack
 from agent.errors import AgentError, BadInput
 
 MODEL_PATH = "/root/.cache/huggingface/hub/models--acme--tiny/snapshots/" + "a" * 40
@@ -224,12 +224,12 @@ def test_a_secret_that_would_land_in_the_file_is_refused(make_settings) -> None:
     ],
 )
 def test_gpu_request_follows_the_setting(setting, detected, runtime, expected) -> None:
-    assert stack.gpu_request(setting, detected, runtime) == expected
+    assert gpu.gpu_request(setting, detected, runtime) == expected
 
 
 def test_gpus_requested_without_a_runtime_says_how_to_fix_it() -> None:
     with pytest.raises(AgentError) as err:
-        stack.gpu_request("all", 0, False)
+        gpu.gpu_request("all", 0, False)
     assert "the Docker engine has no NVIDIA runtime" in err.value.message
     assert "sandbox-agent bootstrap" in err.value.fix and "gpus: none" in err.value.fix
 
