@@ -10,7 +10,7 @@ an offline wheelhouse, and the pinned images as `docker save` tarballs.
 
 `release` writes OUT/ to publish at URL: the agent's wheel, requirements.txt (every pin of
 constraints.txt the agent needs, with the sha256 of each of its wheels for CPython 3.10-3.13 on
-manylinux x86_64 and aarch64: packaging/lockfile.py), and stackscript.sh, the template at the
+manylinux x86_64 and aarch64: packaging/hashlock.py), and stackscript.sh, the template at the
 top of the checkout stamped with URL and the sha256 of the wheel and of requirements.txt: the
 StackScript to deploy. The dependencies' wheels come from the index pip is configured with, or
 with --find-links from a folder only (the hashes are then those of the wheels found there).
@@ -41,7 +41,7 @@ PROJECT = "linode-ai-sandbox-agent"  # the distribution; the import package is `
 WHEEL_PREFIX = PROJECT.replace("-", "_") + "-"
 if str(ROOT / "packaging") not in sys.path:
     sys.path.insert(0, str(ROOT / "packaging"))
-import lockfile  # noqa: E402  (packaging/lockfile.py, beside this script)
+import hashlock  # noqa: E402  (packaging/hashlock.py, beside this script)
 
 
 def _name(text: str) -> str:
@@ -58,14 +58,15 @@ def read_pins(path: Path = CONSTRAINTS) -> dict[str, str]:
 
 
 def runtime_pins(old: dict[str, str] | None = None) -> dict[str, str]:
-    """name -> version of every runtime dependency on every target (lockfile.TARGETS): the
+    """name -> version of every runtime dependency on every target (hashlock.TARGETS): the
     version installed here, else the pin kept from `old` (a dependency only another Python
     needs, such as tomli on 3.10, is not installed here; its own ones must be pinned too)."""
     from packaging.requirements import Requirement
 
+    old = old or {}
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins: dict[str, str] = {}
-    for target in lockfile.TARGETS:
+    for target in hashlock.TARGETS:
         env = target.environment()
         todo = [(text, PROJECT) for text in project["dependencies"]]
         seen: set[str] = set()
@@ -79,12 +80,12 @@ def runtime_pins(old: dict[str, str] | None = None) -> dict[str, str]:
             try:
                 dist = metadata.distribution(req.name)
             except metadata.PackageNotFoundError:
-                if name not in (old or {}):
-                    raise lockfile.LockError(
+                if name not in old:
+                    raise hashlock.LockError(
                         f"{name} (needed by {by} on {target}) is not installed here: add "
                         f"`{name}==VERSION` to {CONSTRAINTS.name} by hand"
                     ) from None
-                pins[name] = (old or {})[name]
+                pins[name] = old[name]
                 continue
             pins[name] = dist.version
             todo += [(t, name) for t in dist.requires or []]
@@ -95,8 +96,8 @@ def write_constraints(path: Path = CONSTRAINTS) -> Path:
     old = read_pins(path) if path.exists() else {}
     lines = [f"{name}=={version}" for name, version in runtime_pins(old).items()]
     header = (
-        f"# Runtime dependencies of {PROJECT} on CPython {lockfile.PYTHONS[0]}-"
-        f"{lockfile.PYTHONS[-1]}, pinned (packaging/build.py constraints).\n"
+        f"# Runtime dependencies of {PROJECT} on CPython {hashlock.PYTHONS[0]}-"
+        f"{hashlock.PYTHONS[-1]}, pinned (packaging/build.py constraints).\n"
     )
     path.write_text(header + "\n".join(lines) + "\n")
     return path
@@ -105,23 +106,9 @@ def write_constraints(path: Path = CONSTRAINTS) -> Path:
 def build_dist(out: Path) -> list[Path]:
     """The wheel and the sdist, built here without network (no build isolation)."""
     out.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "-q",
-                "--no-deps",
-                "--no-build-isolation",
-                "-w",
-                str(out),
-                str(ROOT),
-            ],
-            check=True,
-            cwd=tmp,
-        )
+        subprocess.run([*pip, "-w", str(out), str(ROOT)], check=True, cwd=tmp)
     code = "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))"
     subprocess.run(
         [sys.executable, "-c", code, str(out)], check=True, cwd=ROOT, capture_output=True
@@ -133,22 +120,22 @@ def build_dist(out: Path) -> list[Path]:
 def download_deps(out: Path) -> Path:
     """Every pin's wheel for this interpreter (what a bundle for a box like this one needs)."""
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([*lockfile.PIP_DOWNLOAD, "-d", str(out), "-r", str(CONSTRAINTS)], check=True)
+    subprocess.run([*hashlock.PIP_DOWNLOAD, "-d", str(out), "-r", str(CONSTRAINTS)], check=True)
     return out
 
 
 def write_lock(
     out: Path, wheel: Path, folder: Path, pins: dict[str, str] | None = None
-) -> tuple[Path, lockfile.Lock]:
+) -> tuple[Path, hashlock.Lock]:
     """OUT/requirements.txt for `wheel` and the dependencies' wheels in `folder`."""
-    locked = lockfile.lock(wheel, folder, read_pins() if pins is None else pins)
-    version = lockfile.wheel(wheel).version
+    locked = hashlock.lock(wheel, folder, read_pins() if pins is None else pins)
+    version = hashlock.wheel(wheel).version
     header = (
         f"{PROJECT} {version}: every wheel pip may install, by sha256 (packaging/build.py).\n"
-        f"pip install --require-hashes --only-binary=:all: -r requirements.txt, from this folder."
+        "pip install --require-hashes --only-binary=:all: -r requirements.txt, from this folder."
     )
     path = out / "requirements.txt"
-    path.write_text(lockfile.requirements_txt(locked, header))
+    path.write_text(hashlock.requirements_txt(locked, header))
     return path, locked
 
 
@@ -168,9 +155,9 @@ def build_wheelhouse(out: Path, deps_cache: Path | None = None) -> Path:
     return out
 
 
-def build_release(out: Path, base_url: str, find_links: Path | None = None) -> lockfile.Lock:
+def build_release(out: Path, base_url: str, find_links: Path | None = None) -> hashlock.Lock:
     """OUT/: the agent's wheel, requirements.txt and the stamped stackscript.sh."""
-    url = lockfile.base_url(base_url)
+    url = hashlock.base_url(base_url)
     if find_links is not None and not find_links.is_dir():
         raise ValueError(f"--find-links {find_links}: not a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -180,16 +167,16 @@ def build_release(out: Path, base_url: str, find_links: Path | None = None) -> l
         folder = find_links or Path(tmp) / "wheels"
         if find_links is None:
             folder.mkdir()
-            lockfile.download(read_pins(), folder)
+            hashlock.download(read_pins(), folder)
         requirements, locked = write_lock(out, wheel, folder)
     values = {
         "RELEASE_URL": url,
         "AGENT_WHEEL": wheel.name,
         "AGENT_SHA256": locked.agent_sha256,
-        "REQUIREMENTS_SHA256": lockfile.sha256(requirements),
+        "REQUIREMENTS_SHA256": hashlock.sha256(requirements),
     }
     script = out / "stackscript.sh"
-    script.write_text(lockfile.stamp(TEMPLATE.read_text(), values))
+    script.write_text(hashlock.stamp(TEMPLATE.read_text(), values))
     script.chmod(0o755)
     return locked
 
@@ -220,7 +207,7 @@ def pinned_images() -> list[str]:
     return [VLLM_IMAGE, WEBUI_IMAGE]
 
 
-def report(locked: lockfile.Lock) -> str:
+def report(locked: hashlock.Lock) -> str:
     """Which targets the release installs on, and what each of the others lacks."""
     lines = [f"complete for: {', '.join(map(str, locked.complete())) or 'no target'}"]
     lines += [
@@ -271,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # a bad argument
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except lockfile.LockError as exc:
+    except hashlock.LockError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -51,11 +51,11 @@ def test_a_release_from_a_local_folder_is_hashed_and_stamped(tmp_path: Path) -> 
     text = (out / "requirements.txt").read_text()
     assert f"\n./{wheel.name} --hash=sha256:{sha(wheel)}\n" in text
     hashes = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", text)) - {sha(wheel)}
-    lockfile = build_module().lockfile
-    py310 = [t for t in lockfile.TARGETS if t.python == "3.10"]
-    wheels = [lockfile.wheel(p) for p in deps.glob("*.whl")]
+    hashlock = build_module().hashlock
+    py310 = [t for t in hashlock.TARGETS if t.python == "3.10"]
+    wheels = [hashlock.wheel(p) for p in deps.glob("*.whl")]
     # tomli and exceptiongroup are needed on 3.10 only: a wheel of theirs counts if 3.10 takes it
-    fits = [w for w in wheels if w.fits(py310 if w.name in OLD_ONLY else lockfile.TARGETS)]
+    fits = [w for w in wheels if w.fits(py310 if w.name in OLD_ONLY else hashlock.TARGETS)]
     assert hashes == {sha(w.path) for w in fits}
     assert set(re.findall(r"^([a-z0-9-]+)==", text, re.M)) == {w.name for w in fits}
     assert {w.name for w in wheels} == set(build_module().read_pins())

@@ -19,7 +19,7 @@ from tests.fakes.wheels import make_wheel, rebuilt
 
 ROOT = Path(__file__).resolve().parents[2]
 build = build_module()
-lockfile = build.lockfile
+hashlock = build.hashlock
 AGENT = "linode_ai_sandbox_agent-0.1.0-py3-none-any.whl"
 
 
@@ -41,7 +41,7 @@ def test_every_runtime_dependency_is_pinned_exactly() -> None:
 
 
 def test_a_dependency_not_installed_here_and_not_pinned_is_named() -> None:
-    with pytest.raises(lockfile.LockError) as caught:
+    with pytest.raises(hashlock.LockError) as caught:
         build.runtime_pins(old={})
     assert str(caught.value) == (
         "tomli (needed by huggingface-hub on cp310-manylinux-x86_64) is not installed here: "
@@ -87,7 +87,7 @@ PINS = {"dep-pure": "1.0", "dep-native": "2.0", "dep-extra": "3.0", "dep-old-pyt
 
 
 def test_the_lock_hashes_every_wheel_a_target_accepts_and_no_other(folder: Path) -> None:
-    locked = lockfile.lock(folder.parent / "agent" / AGENT, folder, PINS)
+    locked = hashlock.lock(folder.parent / "agent" / AGENT, folder, PINS)
     assert locked.agent_sha256 == sha(folder.parent / "agent" / AGENT)
     native = {
         f"dep_native-2.0-{tag}.whl"
@@ -104,17 +104,17 @@ def test_the_lock_hashes_every_wheel_a_target_accepts_and_no_other(folder: Path)
     assert list(locked.hashes["dep-pure"]) == ["dep_pure-1.0-py3-none-any.whl"]
     assert list(locked.hashes["dep-extra"]) == ["dep_extra-3.0-py3-none-any.whl"]  # the extra
     assert "pywin32" not in locked.needed  # never on a target: no pin needed
-    assert locked.needed["dep-old-python"] == {t for t in lockfile.TARGETS if t.python == "3.10"}
+    assert locked.needed["dep-old-python"] == {t for t in hashlock.TARGETS if t.python == "3.10"}
     # dep-native has no wheel for CPython 3.11 on x86_64 (only glibc 2.40, musl, Windows)
     assert {str(t): gaps for t, gaps in locked.gaps.items()} == {
         "cp311-manylinux-x86_64": ["dep-native==2.0"]
     }
-    assert len(locked.complete()) == len(lockfile.TARGETS) - 1
+    assert len(locked.complete()) == len(hashlock.TARGETS) - 1
 
 
 def test_requirements_txt_pins_each_wheel_with_a_marker_where_needed(folder: Path) -> None:
-    locked = lockfile.lock(folder.parent / "agent" / AGENT, folder, PINS)
-    text = lockfile.requirements_txt(locked, "release 0.1.0\nsecond line")
+    locked = hashlock.lock(folder.parent / "agent" / AGENT, folder, PINS)
+    text = hashlock.requirements_txt(locked, "release 0.1.0\nsecond line")
     lines = text.splitlines()
     assert lines[:3] == [
         "# release 0.1.0",
@@ -133,13 +133,13 @@ def test_requirements_txt_pins_each_wheel_with_a_marker_where_needed(folder: Pat
 
 
 def test_a_marker_names_exactly_the_targets_where_a_dependency_is_needed() -> None:
-    targets = lockfile.TARGETS
+    targets = hashlock.TARGETS
     by = {str(t): t for t in targets}
-    assert lockfile.marker(set(targets), targets) == ""
-    assert lockfile.marker({t for t in targets if t.python in ("3.10", "3.12")}, targets) == (
+    assert hashlock.marker(set(targets), targets) == ""
+    assert hashlock.marker({t for t in targets if t.python in ("3.10", "3.12")}, targets) == (
         'python_version == "3.10" or python_version == "3.12"'
     )
-    assert lockfile.marker(
+    assert hashlock.marker(
         {
             by["cp311-manylinux-aarch64"],
             by["cp313-manylinux-x86_64"],
@@ -153,14 +153,14 @@ def test_a_marker_names_exactly_the_targets_where_a_dependency_is_needed() -> No
 
 def test_a_missing_or_unfitting_pin_stops_the_lock_with_its_name(folder: Path) -> None:
     agent = folder.parent / "agent" / AGENT
-    with pytest.raises(lockfile.LockError) as caught:
-        lockfile.lock(agent, folder, {k: v for k, v in PINS.items() if k != "dep-extra"})
+    with pytest.raises(hashlock.LockError) as caught:
+        hashlock.lock(agent, folder, {k: v for k, v in PINS.items() if k != "dep-extra"})
     assert str(caught.value).startswith(
         "dep-extra (required by dep-pure on cp310-manylinux-x86_64) has no pin in "
         "packaging/constraints.txt"
     )
-    with pytest.raises(lockfile.LockError) as caught:
-        lockfile.lock(agent, folder, {**PINS, "dep-pure": "0.9"})
+    with pytest.raises(hashlock.LockError) as caught:
+        hashlock.lock(agent, folder, {**PINS, "dep-pure": "0.9"})
     assert str(caught.value) == (
         "dep-pure==0.9 does not satisfy linode-ai-sandbox-agent's requirement `dep-pure[fast]>=1`"
     )
@@ -174,7 +174,7 @@ def test_the_stamp_sets_the_four_release_lines_of_the_template_only() -> None:
         "AGENT_SHA256": "a" * 64,
         "REQUIREMENTS_SHA256": "b" * 64,
     }
-    stamped = lockfile.stamp(template, values)
+    stamped = hashlock.stamp(template, values)
     changed = [
         (old, new)
         for old, new in zip(template.splitlines(), stamped.splitlines(), strict=True)
@@ -182,11 +182,11 @@ def test_the_stamp_sets_the_four_release_lines_of_the_template_only() -> None:
     ]
     assert changed == [(f"{k}=''", f"{k}='{v}'") for k, v in values.items()]
     with pytest.raises(
-        lockfile.LockError, match="the template has no single `RELEASE_URL=''` line"
+        hashlock.LockError, match="the template has no single `RELEASE_URL=''` line"
     ):
-        lockfile.stamp(stamped, values)
+        hashlock.stamp(stamped, values)
     with pytest.raises(ValueError, match=r"AGENT_WHEEL: \"x'; rm -rf /\" cannot be stamped"):
-        lockfile.stamp(template, {**values, "AGENT_WHEEL": "x'; rm -rf /"})
+        hashlock.stamp(template, {**values, "AGENT_WHEEL": "x'; rm -rf /"})
 
 
 @pytest.mark.parametrize(
@@ -201,13 +201,13 @@ def test_the_stamp_sets_the_four_release_lines_of_the_template_only() -> None:
 )
 def test_a_base_url_that_is_not_plain_http_is_refused(url: str) -> None:
     with pytest.raises(ValueError) as caught:
-        lockfile.base_url(url)
+        hashlock.base_url(url)
     assert str(caught.value) == (
         f"--base-url {url!r} is not an http(s) URL of plain characters "
         "(letters, digits and ._~%+=,@- in its path; no query, no quotes)"
     )
     assert (
-        lockfile.base_url("http://127.0.0.1:8080/rel/v0.1.0/") == "http://127.0.0.1:8080/rel/v0.1.0"
+        hashlock.base_url("http://127.0.0.1:8080/rel/v0.1.0/") == "http://127.0.0.1:8080/rel/v0.1.0"
     )
 
 
