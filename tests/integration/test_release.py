@@ -11,7 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.wheelhouse import build_module, dependency_wheels
+from tests.fakes.wheels import make_wheel
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = [sys.executable, str(REPO / "packaging" / "build.py")]
@@ -81,3 +84,33 @@ def test_a_release_refuses_a_bad_url_or_folder_with_exit_2(tmp_path: Path) -> No
     assert gone.returncode == 2
     assert gone.stderr == f"error: --find-links {tmp_path / 'nowhere'}: not a folder\n"
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_download_takes_each_wheel_a_glibc_of_ours_prefers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real pip, a local folder standing in for the index: Ubuntu 22.04 (glibc 2.35) takes a
+    manylinux_2_17 build where Ubuntu 24.04 (2.39) takes the 2_38 one, so both are fetched; a
+    pin with no wheel for the target leaves the others fetched."""
+    index = tmp_path / "index"
+    make_wheel(index, "dep-native", "2.0", tag="cp310-cp310-manylinux_2_17_x86_64")
+    make_wheel(index, "dep-native", "2.0", tag="cp310-cp310-manylinux_2_38_x86_64")
+    make_wheel(index, "dep-native", "2.0", tag="cp310-cp310-manylinux_2_17_aarch64")
+    make_wheel(index, "dep-pure", "1.0")
+    make_wheel(index, "dep-windows", "3.0", tag="cp310-cp310-win_amd64")
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")  # this machine's pip.conf left out
+    hashlock = build_module().hashlock
+    got = tmp_path / "got"
+    pins = {"dep-native": "2.0", "dep-pure": "1.0", "dep-windows": "3.0"}
+    hashlock.download(
+        pins,
+        got,
+        targets=(hashlock.Target("3.10", "x86_64"),),
+        glibcs=(35, 39),
+        pip_args=("--no-index", "--find-links", str(index)),
+    )
+    assert sorted(p.name for p in got.iterdir()) == [
+        "dep_native-2.0-cp310-cp310-manylinux_2_17_x86_64.whl",
+        "dep_native-2.0-cp310-cp310-manylinux_2_38_x86_64.whl",
+        "dep_pure-1.0-py3-none-any.whl",
+    ]
