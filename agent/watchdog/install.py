@@ -28,7 +28,7 @@ def unit_source() -> Path:
             return folder / UNIT
     raise AgentError(
         f"{UNIT} is not in this installation of sandbox-agent",
-        fix="reinstall it from its wheel: `pip install --force-reinstall sandbox-agent`",
+        fix="reinstall the release: run its stackscript.sh again",
     )
 
 

@@ -4,6 +4,7 @@ enough (compose/ lives at the top level of the checkout, inside the package in t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import sysconfig
@@ -20,7 +21,7 @@ def test_a_wheel_from_the_checkout_renders_the_stack(tmp_path: Path) -> None:
          "-w", str(out), str(REPO)],
         check=True, cwd=tmp_path,
     )  # fmt: skip
-    [wheel] = out.glob("sandbox_agent-*.whl")
+    [wheel] = out.glob("linode_ai_sandbox_agent-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "agent/compose/docker-compose.yml" in names
     assert "agent/systemd/sandbox-agent.service" in names  # the unit the bootstrap installs
@@ -31,8 +32,14 @@ def test_a_wheel_from_the_checkout_renders_the_stack(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                    str(wheel)], check=True)  # fmt: skip
+    # without PYTHONPATH: a checkout on it, with the egg-info `pip wheel` leaves there, reads
+    # as this distribution installed already, and pip would skip the wheel
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        env=clean,
+    )
     # The wheel's dependencies come from the test environment, its .pth hooks (our own
     # editable install among them) left out: only a path line is added.
     site = subprocess.run(

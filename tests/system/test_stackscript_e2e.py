@@ -1,8 +1,13 @@
-"""The StackScript as a person deploys it: run as root, in a clean environment, on a Debian 12
-box whose PID 1 is a real systemd (a container), with the host's Docker engine through the
-mounted socket, no NVIDIA device, the agent installed from a wheelhouse built here
-(SANDBOX_AGENT_SOURCE), stand-in images and a local Hub server. It ends with a ready stack
-that answers a chat completion with the generated key, the watchdog unit active, and the MOTD.
+"""The StackScript as a person deploys it: the release's stamped script run as root, in a clean
+environment, on a Debian 12 box whose PID 1 is a real systemd (a container), with the host's
+Docker engine through the mounted socket, no NVIDIA device, stand-in images and a local Hub
+server. The release (packaging/build.py release) is served over HTTP on the host's loopback
+(the box shares the host's network); the box's pip takes the dependencies from a local
+wheelhouse (PIP_NO_INDEX=1, PIP_FIND_LINKS), which the release's hashes make safe. It ends
+with a ready stack that answers a chat completion with the generated key, the watchdog unit
+active, and the MOTD. The same script stops before the agent is installed when the agent's
+wheel or one dependency's wheel is another build of the same name and version, and the
+unstamped template refuses to run.
 
 Data folders the stack bind-mounts are host paths (the engine is the host's), so they are
 mounted into the box at the same path.
@@ -10,11 +15,17 @@ mounted into the box at the same path.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import shutil
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +33,8 @@ import pytest
 
 from tests.fakes.hub_server import running_hub
 from tests.fakes.images import ensure_image
-from tests.fakes.wheelhouse import wheelhouse
+from tests.fakes.wheelhouse import build_module, dependency_wheels, wheelhouse
+from tests.fakes.wheels import rebuilt
 from tests.integration.stack_support import (
     TINY_CONFIG,
     docker_client,
@@ -52,6 +64,51 @@ class Box:
         return sh(DOCKER, "exec", self.name, *args, timeout=timeout, check=check)
 
 
+PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class Release:
+    folder: Path  # what is published, served at url
+    url: str
+    wheel: Path
+    script: Path  # the stamped StackScript
+    deps: Path  # the dependencies' wheels (no agent wheel): the box's PIP_FIND_LINKS
+    requests: list[str]
+
+
+class _Files(SimpleHTTPRequestHandler):
+    seen: list[str]
+
+    def log_message(self, *args: object) -> None:
+        self.seen.append(self.path)
+
+
+@pytest.fixture(scope="module")
+def release() -> Iterator[Release]:
+    """A release of this checkout, built as a person cuts one, served on 127.0.0.1."""
+    work = Path("/var/tmp") / f"sbx-release-{uuid.uuid4().hex[:8]}"
+    www = work / "www"
+    www.mkdir(parents=True)
+    seen: list[str] = []
+    handler = type("Files", (_Files,), {"seen": seen})
+    with ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(www))
+    ) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/sandbox-agent/v0.1.0"
+        deps = dependency_wheels()
+        out = www / "sandbox-agent" / "v0.1.0"
+        locked = build_module().build_release(out, url, find_links=deps)
+        assert any(str(t).startswith("cp311-manylinux-x86_64") for t in locked.complete())
+        [wheel] = out.glob("*.whl")
+        try:
+            yield Release(out, url, wheel, out / "stackscript.sh", deps, seen)
+        finally:
+            httpd.shutdown()
+            shutil.rmtree(work, ignore_errors=True)
+
+
 @pytest.fixture
 def shared() -> Iterator[Path]:
     folder = Path("/var/tmp") / f"sbx-e2e-{uuid.uuid4().hex[:8]}"
@@ -60,18 +117,16 @@ def shared() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture
-def box(shared: Path) -> Iterator[Box]:
+@contextlib.contextmanager
+def running_box(shared: Path, mounts: dict[Path, str]) -> Iterator[Box]:
     image = ensure_image("systemd-box")
-    wheels = wheelhouse(shared / "wheels")
     name = f"sbx-box-{uuid.uuid4().hex[:8]}"
+    volumes = [x for host, inside in mounts.items() for x in ("-v", f"{host}:{inside}:ro")]
     sh(
         DOCKER, "run", "-d", "--name", name, "--hostname", "gpu-box", "--network", "host",
         "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "--tmpfs", "/run", "--tmpfs", "/run/lock",
         "-v", "/var/run/docker.sock:/var/run/docker.sock",
-        "-v", f"{shared}:{shared}",
-        "-v", f"{wheels}:/wheels:ro",
-        "-v", f"{REPO / 'stackscript.sh'}:/root/StackScript:ro",
+        "-v", f"{shared}:{shared}", *volumes,
         image,
     )  # fmt: skip
     b = Box(name)
@@ -86,7 +141,27 @@ def box(shared: Path) -> Iterator[Box]:
         sh(DOCKER, "rm", "-f", name, check=False)
 
 
-def test_the_stackscript_deploys_a_ready_watched_stack(shared: Path, box: Box) -> None:
+@pytest.fixture
+def box(shared: Path, release: Release) -> Iterator[Box]:
+    wheels = wheelhouse(shared / "wheels")  # an offline bundle, for the second run
+    mounts = {release.script: "/root/StackScript", release.deps: "/deps", wheels: "/wheels"}
+    with running_box(shared, mounts) as b:
+        yield b
+
+
+def nothing_installed(box: Box) -> None:
+    """Not the agent, not its link: what a refused install leaves."""
+    assert box.run("test", "-e", "/usr/local/bin/sandbox-agent", check=False).returncode == 1
+    venv = "/opt/sandbox-agent/venv/bin/python"
+    if box.run("test", "-e", venv, check=False).returncode == 0:
+        listed = box.run(venv, "-m", "pip", "list", "--format=freeze").stdout
+        assert "linode-ai-sandbox-agent" not in listed and "PyYAML" not in listed, listed
+        assert box.run(venv, "-c", "import agent", check=False).returncode == 1
+
+
+def test_the_stackscript_deploys_a_ready_watched_stack(
+    shared: Path, box: Box, release: Release
+) -> None:
     vllm, webui = standin_images()
     project = f"e2e-{uuid.uuid4().hex[:6]}"
     api_port, ui_port = free_port(), free_port()
@@ -105,9 +180,9 @@ def test_the_stackscript_deploys_a_ready_watched_stack(shared: Path, box: Box) -
             "MODEL_ID": "acme/tiny-chat",
             "HF_TOKEN_PASSWORD": "",
             "API_BIND": "127.0.0.1",
+            "DOMAIN": "",
             "ADMIN_EMAIL": "owner@example.com",
             "MAX_MODEL_LEN": "auto",
-            "AGENT_VERSION": "0.1.0",
             "SERVED_MODEL_NAME": "tiny",
             "UI_BIND": "127.0.0.1",
             "API_PORT": str(api_port),
@@ -121,7 +196,9 @@ def test_the_stackscript_deploys_a_ready_watched_stack(shared: Path, box: Box) -
             "HF_ENDPOINT": hub.url,
             "READY_TIMEOUT": "120",
             "LINODE_ID": "90210",
-            "SANDBOX_AGENT_SOURCE": "/wheels",
+            # the box's pip has no index but this folder: every wheel is checked by its hash
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": "/deps",
         }
         env = [f"{k}={v}" for k, v in udfs.items()]
         try:
@@ -134,6 +211,16 @@ def test_the_stackscript_deploys_a_ready_watched_stack(shared: Path, box: Box) -
             log = box.run("cat", "/var/log/stackscript.log", check=False).stdout
             assert done.returncode == 0, log[-4000:]
             assert "sandbox-agent StackScript starting" in log
+            digest = hashlib.sha256(release.wheel.read_bytes()).hexdigest()
+            assert f"{release.wheel.name}: sha256 {digest} as stamped" in log
+            assert {
+                "/sandbox-agent/v0.1.0/requirements.txt",
+                f"/sandbox-agent/v0.1.0/{release.wheel.name}",
+            } <= set(release.requests)
+            listed = box.run(
+                "/opt/sandbox-agent/venv/bin/python", "-m", "pip", "list", "--format=freeze"
+            ).stdout
+            assert "linode-ai-sandbox-agent==0.1.0" in listed.splitlines()
             # not a terminal: every step is a journal event (JSON lines), skips with a reason
             events = [json.loads(x) for x in log.splitlines() if x.startswith('{"')]
             skipped = {e["step"]: e["reason"] for e in events if e["event"] == "step.skipped"}
@@ -181,7 +268,8 @@ def test_the_stackscript_deploys_a_ready_watched_stack(shared: Path, box: Box) -
                 "import agent, pathlib; print(pathlib.Path(agent.__file__).parent)",
             ).stdout.strip()  # fmt: skip
             box.run("systemd-analyze", "verify", f"{site}/systemd/sandbox-agent-bootstrap.service")
-            # the form again with a hostile model id: refused, nothing run, nothing changed
+            # the form again with a hostile model id, from the offline bundle (hash-checked as
+            # well): refused, nothing run, nothing changed
             again = box.run(
                 "env", "-i", "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "MODEL_ID=x|g;s|vllm/vllm-openai:latest|attacker/img$(touch /tmp/pwned)",
@@ -199,3 +287,63 @@ def test_the_stackscript_deploys_a_ready_watched_stack(shared: Path, box: Box) -
             assert gone.returncode != 0
         finally:
             remove_project(client, project)
+
+
+def test_the_stackscript_installs_nothing_that_is_not_the_release(
+    shared: Path, release: Release
+) -> None:
+    """The install part alone: each case stops before the venv holds the agent, so no
+    bootstrap runs. A dependency's wheel and the agent's own are swapped for another build
+    with the same name and version (one file changed: the sha256 differs)."""
+    swapped = shared / "swapped-deps"
+    shutil.copytree(release.deps, swapped)
+    [dep] = swapped.glob("pyyaml-*.whl")
+    dep_expected = hashlib.sha256(dep.read_bytes()).hexdigest()
+    rebuilt(dep)
+    dep_got = hashlib.sha256(dep.read_bytes()).hexdigest()
+    template = shared / "template.sh"
+    shutil.copy2(REPO / "stackscript.sh", template)
+    mounts = {
+        release.script: "/root/StackScript",
+        template: "/root/Template",
+        release.deps: "/deps",
+    }
+    form = ["env", "-i", "HOME=/root", PATH, "MODEL_ID=acme/tiny-chat", "LINODE_ID=90210"]
+    with running_box(shared, mounts) as box:
+        # the template as it is in the checkout: no release named, nothing done
+        done = box.run(*form, "bash", "/root/Template", check=False)
+        assert done.returncode == 2, done.stdout
+        assert "error: this stackscript.sh is the unstamped template" in done.stdout
+        assert "python packaging/build.py release OUT --base-url URL" in done.stdout
+        assert box.run("test", "-e", "/opt/sandbox-agent", check=False).returncode == 1
+
+        # the published agent wheel is another build: refused before python3-venv or the venv
+        good = release.wheel.read_bytes()
+        expected = hashlib.sha256(good).hexdigest()
+        try:
+            got = hashlib.sha256(rebuilt(release.wheel).read_bytes()).hexdigest()
+            local = ["PIP_NO_INDEX=1", "PIP_FIND_LINKS=/deps"]
+            done = box.run(*form, *local, "bash", "/root/StackScript", check=False, timeout=180)
+        finally:
+            release.wheel.write_bytes(good)
+        assert done.returncode == 1, done.stdout
+        assert (
+            f"error: {release.wheel.name} is not the file of this release: "
+            f"sha256 expected {expected}, got {got}; nothing was installed"
+        ) in done.stdout
+        assert box.run("test", "-e", "/opt/sandbox-agent/venv", check=False).returncode == 1
+        nothing_installed(box)
+
+        # one dependency's wheel is another build: pip checks every hash before it installs
+        local = ["PIP_NO_INDEX=1", f"PIP_FIND_LINKS={swapped}"]
+        done = box.run(*form, *local, "bash", "/root/StackScript", check=False, timeout=300)
+        assert done.returncode == 1, done.stdout
+        assert "THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE" in done.stdout
+        pin = build_module().read_pins()["pyyaml"]
+        assert f"pyyaml=={pin} from file://{dep}" in done.stdout
+        assert f"Expected sha256 {dep_expected}" in done.stdout
+        assert f"Got        {dep_got}" in done.stdout
+        assert "error: pip refused the release's install (see above)" in done.stdout
+        nothing_installed(box)
+        # and no bootstrap ran: it keeps its state there from its first step on
+        assert box.run("test", "-e", "/var/lib/sandbox-agent", check=False).returncode == 1

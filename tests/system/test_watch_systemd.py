@@ -97,7 +97,7 @@ def box(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[Box]
     try:
         b.until("systemctl is-system-running", lambda o: o.strip() in ("running", "degraded"))
         b.sh(f"python3 -m venv {VENV} && {VENV}/bin/pip install -q --no-index "
-             "--find-links /wheels sandbox-agent")  # fmt: skip
+             "--find-links /wheels linode-ai-sandbox-agent")  # fmt: skip
         yield b
     finally:
         container.remove(force=True)
