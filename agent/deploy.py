@@ -61,12 +61,15 @@ def _quiet(_: str) -> None:
     pass
 
 
+def healthy_gpus(settings: Settings, root: Path) -> list[int]:
+    """Memory totals of the box's healthy GPUs (NVML is not asked when `gpus: none`)."""
+    return gpu.read_inventory(root).healthy_memory if settings.gpus != "none" else []
+
+
 def gpu_plan(settings: Settings, client: DockerClient, root: Path) -> gpu.GpuPlan:
     """The GPUs vLLM gets and the model is fit on (agent.gpu.plan), read once per command."""
-    if settings.gpus == "none":
-        return gpu.GpuPlan(None, ())
-    healthy = gpu.read_inventory(root).healthy_memory
-    return gpu.choose(settings.gpus, healthy, engine.info(client).has_nvidia_runtime)
+    has_runtime = engine.info(client).has_nvidia_runtime
+    return gpu.choose(settings.gpus, healthy_gpus(settings, root), has_runtime)
 
 
 def plan(

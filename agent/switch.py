@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import deploy, engine, gpu, linode, log, maintenance, models, stack
+from agent import deploy, gpu, linode, log, maintenance, models, stack
 from agent.errors import AgentError
 from agent.files import atomic_write
 from agent.maintenance import ChangeInProgress
@@ -252,17 +252,17 @@ def switch_model(
     after = {"model": str(new.model.ref), "served_name": new.model.name}
     if new.model == current.model:
         return ChangeResult("switch-model", False, before, after)
-    # the GPUs vLLM will get (the `gpus` setting), not every GPU the box has
-    chosen = deploy.gpu_plan(new, engine.connect(new.docker.host), root)
+    # fit on the GPUs vLLM will get (the `gpus` setting), not every GPU the box has
+    fit_on = list(gpu.chosen(new.gpus, deploy.healthy_gpus(new, root))) or None
     progress(f"checking {ref} on the Hub")
-    if chosen.fit_on:
-        plan = models.fit_model(new, ref, chosen.fit_on, token).plan
+    if fit_on:
+        plan = models.fit_model(new, ref, fit_on, token).plan
         if not plan.fits:
             raise models.NoFit(plan.reason, fix=models.NO_FIT_FIX)
     else:
         models.resolve(new, ref, token)  # exists, and we may fetch it
     progress(f"fetching {ref} while {current.model.ref} keeps serving")
-    models.pull(new, ref, token=token, gpu_memory=chosen.fit_on)  # no lock: the watchdog
+    models.pull(new, ref, token=token, gpu_memory=fit_on)  # no lock: the watchdog
     with maintenance.hold(settings.paths.state, what):  # keeps the old model up meanwhile
         _unchanged(current, config, reload, progress=progress, **up)
         actions = _apply("switch-model", current, [Stage(new)], config, reload, progress, up)

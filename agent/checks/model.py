@@ -65,7 +65,7 @@ def _gpu_memory(ctx: DoctorContext) -> tuple[list[int], str]:
     if not memory:
         return [], f"no usable GPU ({inv.detail or 'none found'})"
     # the GPUs vLLM gets (agent.gpu.plan); the runtime is doctor's docker.nvidia check
-    return list(gpu.choose(ctx.settings.gpus, memory, True).memory), ""
+    return list(gpu.chosen(ctx.settings.gpus, memory)), ""
 
 
 def check_fit(ctx: DoctorContext) -> Check:

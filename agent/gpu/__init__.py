@@ -5,7 +5,7 @@ from agent.gpu.health import MAX_TEMP_C, GpuProblem, ProblemKind, problems
 from agent.gpu.inventory import Gpu, GpuInventory, State
 from agent.gpu.nvml import NvmlSession, read_inventory
 from agent.gpu.pci import PciDevice, kernel_module_version, pci_devices
-from agent.gpu.plan import GpuPlan, choose, gpu_request
+from agent.gpu.plan import GpuPlan, choose, chosen, gpu_request
 from agent.gpu.xid import XidEvent, XidWatch
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "XidEvent",
     "XidWatch",
     "choose",
+    "chosen",
     "driver_fit",
     "gpu_request",
     "image_cuda",

@@ -44,12 +44,18 @@ def gpu_request(setting: int | str, detected: int, has_nvidia_runtime: bool) -> 
     return int(setting) if setting != "all" else "all"
 
 
+def chosen(setting: int | str, healthy: list[int]) -> tuple[int, ...]:
+    """Memory totals of the GPUs the setting gives vLLM (of the healthy ones): the first N
+    for a count, all for auto and all, none for none. What the fit is made on."""
+    if setting == "none":
+        return ()
+    return tuple(healthy[:setting] if isinstance(setting, int) else healthy)
+
+
 def choose(setting: int | str, healthy: list[int], has_nvidia_runtime: bool) -> GpuPlan:
-    """The plan for the `gpus` setting on GPUs with these memory totals (healthy ones only)."""
+    """The plan for the `gpus` setting on GPUs with these memory totals (healthy ones only):
+    the request needs the engine's NVIDIA runtime (a count without one is refused), the fit
+    is on the chosen GPUs whatever the runtime (its absence is a fault of its own)."""
     if setting == "none":
         return GpuPlan(None, ())
-    request = gpu_request(setting, len(healthy), has_nvidia_runtime)
-    if request is None:
-        return GpuPlan(None, ())
-    chosen = healthy if request == "all" else healthy[: int(request)]
-    return GpuPlan(request, tuple(chosen))
+    return GpuPlan(gpu_request(setting, len(healthy), has_nvidia_runtime), chosen(setting, healthy))

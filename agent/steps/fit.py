@@ -14,10 +14,9 @@ def _plan(ctx: StepContext) -> models.FitPlan | str:
     memory = ctx.inventory().healthy_memory
     if not memory:
         return "read the GPUs' memory once the driver answers"
-    # the runtime is the container-toolkit step's; the fit is on the GPUs vLLM will get
-    chosen = gpu.choose(ctx.settings.gpus, memory, True)
+    # the fit is on the GPUs vLLM will get; the runtime is the container-toolkit step's
     try:
-        return models.fit_cached(ctx.settings, list(chosen.memory))
+        return models.fit_cached(ctx.settings, list(gpu.chosen(ctx.settings.gpus, memory)))
     except models.ModelError:
         return "fit the model once it is fetched"
 

@@ -38,6 +38,16 @@ from tests.integration.stack_support import (
 
 pytestmark = pytest.mark.docker
 CONFIG = TINY_CONFIG
+BIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 8192,
+    "num_attention_heads": 64,
+    "num_key_value_heads": 8,
+    "num_hidden_layers": 120,
+    "intermediate_size": 28672,
+    "vocab_size": 128256,
+    "max_position_embeddings": 8192,
+}
 
 
 def repo(knobs: dict[str, Any] | None = None, config: dict[str, Any] | None = None) -> dict:
@@ -93,6 +103,9 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         hub.add_repo("acme/slow", repo({"load_seconds": 60}))
         hub.add_repo("acme/huge", repo(config={**CONFIG, "hidden_size": 16384,
                                                "num_hidden_layers": 400}))  # fmt: skip
+        # about 209 GB of weights by its config (no weight files: the fit estimates them):
+        # fits 8 x 80 GB, not 2 x 80 GB
+        hub.add_repo("acme/big", {"config.json": json.dumps(BIG).encode(), "tokenizer.json": b"{}"})
         folder = tmp_path_factory.mktemp("switch")
         b = Box(folder, hub)
         fake_snapshot(folder / "models", "acme/tiny-chat")
@@ -147,6 +160,35 @@ def test_a_model_that_does_not_fit_is_refused_before_its_weights_are_fetched(
     fetched = [p.name for p in (box.folder / "models/hub/models--acme--huge").rglob("*")]
     assert "model.safetensors" not in fetched  # config.json only: it is what the fit reads
     assert box.state() == before and box.ids() == ids
+
+
+def test_a_switch_fits_on_the_gpus_the_settings_give_not_on_every_gpu_of_the_box(
+    box: Box, fake_nvml_dir: Path, tmp_path: Path
+) -> None:
+    """`gpus: 2` on an 8-GPU box: a model that fits 8 GPUs but not 2 is refused before a byte
+    of it is downloaded (it used to pass its own check, download, and fail inside `up`)."""
+    scenario = nvml.SCENARIOS["eight_80gb"].write(tmp_path / "scenario")
+    env = nvml.fake_env(fake_nvml_dir, scenario, base=agent_env())
+    before, ids = box.state(), box.ids()
+    data = yaml.safe_load(box.config.read_text())
+    cfg = tmp_path / "two.yaml"
+    cfg.write_text(yaml.safe_dump({**data, "gpus": 2}))
+    asked = len(box.hub.requests)
+    ran = subprocess.run([AGENT, "switch-model", "acme/big", "--yes", "--config", str(cfg)],
+                         capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert ran.returncode == 1, ran.stderr
+    assert "error: the model does not fit: on 2 of 2 GPU(s)" in ran.stderr, ran.stderr
+    downloads = [r.path for r in box.hub.requests[asked:] if "/resolve/" in r.path]
+    assert all(path.endswith("/config.json") for path in downloads), downloads
+    fetched = [p.name for p in (box.folder / "models/hub/models--acme--big").rglob("*")]
+    assert "tokenizer.json" not in fetched  # config.json only: it is what the fit reads
+    assert box.state() == before and box.ids() == ids
+    # the same model on all eight passes the fit (so the refusal above is the `gpus` setting's)
+    cfg.write_text(yaml.safe_dump({**data, "gpus": 8}))
+    fit = subprocess.run([AGENT, "model", "fit", "acme/big", "--config", str(cfg)],
+                         capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert fit.returncode == 0, fit.stdout + fit.stderr
+    assert "acme/big on 8 x" in fit.stdout and "fits: tensor_parallel_size 8" in fit.stdout
 
 
 def test_a_second_change_while_one_runs_is_refused_naming_it(box: Box) -> None:
@@ -317,7 +359,10 @@ def test_update_of_the_webui_image_recreates_open_webui_only(box: Box, tags: dic
     assert box.key() == key and box.answers("acme/other")
     assert tree_digest(box.folder / "ui_data") == before[1]  # chat history byte-identical
     saved = yaml.safe_load(box.config.read_text())
-    assert saved["images"] == {"vllm": box.images[0], "webui": tags["webui2"]}
+    assert {k: saved["images"][k] for k in ("vllm", "webui")} == {
+        "vllm": box.images[0],
+        "webui": tags["webui2"],
+    }
     assert (box.folder / "config.yaml.bak").read_text() == before[0]
     assert not (box.folder / "state" / "change.json").exists()
     # and back, as a person reads it
@@ -352,7 +397,10 @@ def test_update_of_both_images_moves_vllm_then_open_webui_each_gated(box: Box, t
     assert box.key() == key and box.answers("acme/other")
     assert tree_digest(box.folder / "ui_data") == before[1]
     saved = yaml.safe_load(box.config.read_text())
-    assert saved["images"] == {"vllm": tags["vllm2"], "webui": tags["webui2"]}
+    assert {k: saved["images"][k] for k in ("vllm", "webui")} == {
+        "vllm": tags["vllm2"],
+        "webui": tags["webui2"],
+    }
     assert (box.folder / "config.yaml.bak").read_text() == before[0]  # from before the update
 
 
