@@ -347,3 +347,84 @@ def test_the_stackscript_installs_nothing_that_is_not_the_release(
         nothing_installed(box)
         # and no bootstrap ran: it keeps its state there from its first step on
         assert box.run("test", "-e", "/var/lib/sandbox-agent", check=False).returncode == 1
+
+
+def test_the_stackscript_ends_with_the_https_ui_answering(
+    shared: Path, box: Box, release: Release, pebble: Any
+) -> None:
+    """The form with a domain and a public UI: the bootstrap starts the proxy, which gets its
+    certificate from a real ACME server (pebble on the host's loopback), and the UI answers
+    over verified TLS by its name; vLLM and Open WebUI publish on loopback only."""
+    from tests.fakes import acme
+    from tests.integration.caddy_support import NAME, https, tcp_listeners
+
+    vllm, webui = standin_images()
+    project = f"e2e-https-{uuid.uuid4().hex[:6]}"
+    api_port, ui_port = free_port(), free_port()
+    client = docker_client()
+    # Bind mounts made from inside the box are the host's paths: the Caddyfile (paths.stack),
+    # the certificate store (paths.state) and the CA root live in the folder both share.
+    root = shared / "acme-ca-root.pem"
+    shutil.copy(pebble.listener_cert, root)
+    config = {"paths": {"stack": str(shared / "stack"), "state": str(shared / "state")}}
+    box.run("mkdir", "-p", "/etc/sandbox-agent")
+    box.run("sh", "-c", f"echo '{json.dumps(config)}' > /etc/sandbox-agent/config.yaml")
+    before = pebble.issued()
+    with running_hub() as hub:
+        hub.add_repo("acme/tiny-chat", {"config.json": json.dumps(TINY_CONFIG).encode()})
+        udfs = {
+            "MODEL_ID": "acme/tiny-chat",
+            "DOMAIN": NAME,
+            "API_BIND": "127.0.0.1",
+            "UI_BIND": "0.0.0.0",
+            "ADMIN_EMAIL": "owner@corp.io",
+            "SERVED_MODEL_NAME": "tiny",
+            "API_PORT": str(api_port),
+            "UI_PORT": str(ui_port),
+            "HTTP_PORT": str(acme.HTTP_PORT),
+            "HTTPS_PORT": str(acme.TLS_PORT),
+            "HTTPS_API_PORT": str(free_port()),
+            "PROXY_HEALTH_PORT": str(free_port()),
+            "ACME_CA": pebble.directory_url,
+            "ACME_CA_ROOT": str(root),
+            "PROXY_IMAGE": ensure_image("caddy-standin"),
+            "PROJECT": project,
+            "GPUS": "none",
+            "VLLM_IMAGE": vllm,
+            "WEBUI_IMAGE": webui,
+            "MODELS_DIR": str(shared / "models"),
+            "UI_DATA_DIR": str(shared / "open-webui"),
+            "HF_ENDPOINT": hub.url,
+            "READY_TIMEOUT": "120",
+            "LINODE_ID": "90211",
+            "SANDBOX_AGENT_METADATA_URL": "http://127.0.0.1:9/v1",  # never the link-local one
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": "/deps",
+        }
+        try:
+            done = box.run(
+                "env", "-i", "HOME=/root", "TERM=dumb",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                *[f"{k}={v}" for k, v in udfs.items()], "bash", "/root/StackScript",
+                timeout=400, check=False,
+            )  # fmt: skip
+            log = box.run("cat", "/var/log/stackscript.log", check=False).stdout
+            assert done.returncode == 0, log[-4000:]
+            pebble.wait_issued(before + 1, timeout=60)
+            ca = shared / "pebble-root.pem"
+            ca.write_text(pebble.root_pem())
+            for _ in range(60):  # Caddy serves the certificate a moment after the issuance
+                with contextlib.suppress(OSError):
+                    reply = https("/health", cafile=ca)
+                    break
+                subprocess.run(["sleep", "0.5"])
+            assert reply.status == 200
+            assert reply.headers["Strict-Transport-Security"] == "max-age=31536000"
+            assert tcp_listeners(ui_port) == {"127.0.0.1"}
+            assert tcp_listeners(api_port) == {"127.0.0.1"}
+            saved = box.run("cat", "/etc/sandbox-agent/config.yaml").stdout
+            assert f"domain: {NAME}" in saved
+            key = box.run("cat", "/etc/sandbox-agent/secrets/api_key").stdout.strip()
+            assert key not in (shared / "stack" / "Caddyfile").read_text()
+        finally:
+            remove_project(client, project)

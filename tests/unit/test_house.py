@@ -161,3 +161,17 @@ def test_heavy_libraries_are_imported_where_they_are_used(path: Path) -> None:
             names = [node.module]
         top += [n for n in names if n.split(".")[0] in HEAVY]
     assert top == []
+
+
+def test_every_package_of_the_agent_is_in_the_wheel() -> None:
+    """pyproject.toml lists the packages explicitly: a new package left out is a wheel that
+    installs and then fails to import (`No module named 'agent.settings'`)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((AGENT.parent / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "packages"
+        ]
+    )
+    found = {module_name(p) for p in SOURCES if p.name == "__init__.py"}
+    assert found - listed == set()
