@@ -82,22 +82,23 @@ def vllm_health(api: str, timeout: float = 3.0) -> Probe:
     return _timed("vllm.health", start, status == 200, status, error or "vLLM /health answers 200")
 
 
+def _lists(
+    name: str, start: float, status: int | None, payload: Any, served: str, who: str, via: str
+) -> Probe:
+    """A model list (OpenAI's shape) that holds the served name, or what it holds instead."""
+    names = _model_ids(payload)
+    if served not in names:
+        return _timed(name, start, False, status, f"{who} {names or 'nothing'}, not {served!r}")
+    return _timed(name, start, True, status, f"{who} {served!r}{via}")
+
+
 def vllm_models(api: str, key: str | None, served_name: str, timeout: float = 5.0) -> Probe:
     """/v1/models lists the served name. Without `key`: what a stranger sees."""
     start = time.monotonic()
     status, payload, error = request(f"{api}/v1/models", key=key, timeout=timeout)
     if status != 200:
         return _timed("vllm.models", start, False, status, error)
-    names = _model_ids(payload)
-    if served_name not in names:
-        return _timed(
-            "vllm.models",
-            start,
-            False,
-            status,
-            f"/v1/models lists {names or 'nothing'}, not {served_name!r}",
-        )
-    return _timed("vllm.models", start, True, status, f"/v1/models lists {served_name!r}")
+    return _lists("vllm.models", start, status, payload, served_name, "/v1/models lists", "")
 
 
 def vllm_key_required(api: str, served_name: str, timeout: float = 5.0) -> Probe:
@@ -202,16 +203,7 @@ def ui_models(ui: str, email: str, password: str, served_name: str, timeout: flo
     status, payload, error = request(f"{ui}/api/models", key=token, timeout=timeout)
     if status != 200:
         return _timed("ui.models", start, False, status, error)
-    names = _model_ids(payload)
-    if served_name not in names:
-        return _timed(
-            "ui.models",
-            start,
-            False,
-            status,
-            f"the UI lists {names or 'no model'}, not {served_name!r}",
-        )
-    return _timed("ui.models", start, True, status, f"the UI lists {served_name!r} from vLLM")
+    return _lists("ui.models", start, status, payload, served_name, "the UI lists", " from vLLM")
 
 
 @dataclass(frozen=True)

@@ -142,20 +142,24 @@ def pull(
     folder = repo_dir(settings, ref.repo_id)
     snapshot = folder / "snapshots" / resolved.commit
     names = tuple(f.path for f in resolved.selected)
+
+    def result(fetched: int, seconds: float, already: bool) -> PullResult:
+        return PullResult(
+            ref.repo_id,
+            ref.revision,
+            resolved.commit,
+            snapshot,
+            names,
+            resolved.bytes,
+            bytes_fetched=fetched,
+            seconds=seconds,
+            already_complete=already,
+        )
+
     with pull_lock(settings):
         if is_complete(settings, ref.repo_id, resolved.commit):
             _write_ref(folder, ref.revision, resolved.commit)
-            return PullResult(
-                ref.repo_id,
-                ref.revision,
-                resolved.commit,
-                snapshot,
-                names,
-                resolved.bytes,
-                0,
-                time.monotonic() - started,
-                True,
-            )
+            return result(0, time.monotonic() - started, True)
         sweep_orphans(folder)
         missing = sum(f.size for f in resolved.selected if not _have_blob(folder, f))
         _check_disk(settings, ref, missing, margin)
@@ -230,17 +234,7 @@ def pull(
         fetched=fetched,
         seconds=round(seconds, 2),
     )
-    return PullResult(
-        ref.repo_id,
-        ref.revision,
-        resolved.commit,
-        snapshot,
-        names,
-        resolved.bytes,
-        fetched,
-        seconds,
-        False,
-    )
+    return result(fetched, seconds, False)
 
 
 def _require_fit(
