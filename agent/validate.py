@@ -128,8 +128,9 @@ def optional(inner: Validator) -> Validator:
 
 
 # vLLM flags the agent sets itself: an extra arg must not replace or switch them off
-# (`--api-key=` installs no auth at all). vLLM's parser also reads `_` for `-` and takes
-# unambiguous prefixes, so `--api_key` and `--api-k` are the same flag.
+# (`--api-key=` installs no auth at all). vLLM's parser also reads `_` for `-`, takes
+# unambiguous prefixes (`--api-k`, and `-t` for `-tp`) and reads `--api-key.a=b` as
+# `--api-key '{"a": "b"}'`: all of them the same flag (checked against vLLM 0.30.0's parser).
 OWNED_FLAGS: dict[str, str] = {
     "--api-key": "the API key is generated and kept in paths.secrets/api_key",
     "--host": "set api.bind (API_BIND)",
@@ -145,13 +146,14 @@ OWNED_FLAGS: dict[str, str] = {
 
 
 def owned_flag(arg: str) -> str | None:
-    """The agent-owned flag `arg` names (spelled with `_`, `=value` or a prefix), or None."""
+    """The agent-owned flag `arg` names (spelled with `_`, `=value`, `.key` or a prefix), or
+    None."""
     if not arg.startswith("-"):
         return None
-    name = arg.split("=", 1)[0].replace("_", "-")
+    name = arg.split("=", 1)[0].split(".", 1)[0].replace("_", "-")
     if name in OWNED_FLAGS:
         return name
-    if name.startswith("--") and len(name) >= 4:
+    if len(name) >= (4 if name.startswith("--") else 2):
         hits = [flag for flag in OWNED_FLAGS if flag.startswith(name)]
         return hits[0] if hits else None
     return None

@@ -47,6 +47,8 @@ log "test images (cached by content hash)"
 .venv/bin/python tests/fakes/images.py build
 # The real Open WebUI from PyPI: ~4.5 minutes the first time on 2 cores, then cached.
 .venv/bin/python tests/fakes/webui_real.py
+# The real vLLM's argument parser, in a venv of its own: ~5 minutes the first time, then cached.
+.venv/bin/python tests/fakes/vllm_parser.py
 
 log "pytest"
 set +e
