@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import deploy, gpu, linode, log, maintenance, models, stack
+from agent import deploy, door, gpu, linode, log, maintenance, models, stack
 from agent.errors import AgentError
 from agent.files import atomic_write
 from agent.maintenance import ChangeInProgress
@@ -91,10 +91,10 @@ def recover(settings: Settings, config: Path, reload: Reload, **up: Any) -> Sett
 def up(settings: Settings, config: Path, reload: Reload, **kw: Any) -> deploy.DeployResult:
     """`sandbox-agent up`: an interrupted change repaired first, under the maintenance lock.
     Bad input is refused before the lock is taken (it is a file)."""
+    # bad input first, with the door as saved (no network); then the name, when auto asks
+    template, token = kw.get("template"), kw.get("token")
+    deploy.check_inputs(settings, template=template, token=token, front=door.current(settings))
     kw["front"] = deploy.resolve_door(settings, kw.pop("metadata", linode.METADATA))
-    deploy.check_inputs(
-        settings, template=kw.get("template"), token=kw.get("token"), front=kw["front"]
-    )
     state = settings.paths.state
     if maintenance.current(state) is None and maintenance.pending(state) is None:
         # before the lock: the watchdog keeps watching while a missing model downloads

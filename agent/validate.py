@@ -167,6 +167,14 @@ def extra_args(value: Any, where: str) -> tuple[str, ...]:
             raise BadInput(
                 where, f"{shown(item)} is not allowed: letters, digits and _ . / : = , @ + - only"
             )
+        name = item.split("=", 1)[0].split(".", 1)[0].replace("_", "-")
+        if len(name) >= 5 and "--config".startswith(name):  # --config and its prefixes
+            raise BadInput(
+                where,
+                f"{shown(item)} names a vLLM config file, which could set the flags "
+                "sandbox-agent owns (the API key, host, port)",
+                fix="put each vLLM flag in model.extra_args (VLLM_EXTRA_ARGS) instead",
+            )
         flag = owned_flag(item)
         if flag is not None:
             raise BadInput(

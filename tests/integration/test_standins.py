@@ -235,7 +235,7 @@ def test_vllm_guards_v1_with_the_api_key_and_leaves_health_open(
         "--max-model-len",
         "2048",
         "--enable-prefix-caching",
-        "--swap-space",
+        "--max-num-seqs",
         "4",
     )
     vllm.wait_ready()

@@ -48,3 +48,19 @@ def test_every_spelling_of_an_owned_flag_is_refused(args: list[str], flag: str) 
 def test_flags_that_only_look_alike_stay_allowed(arg: str) -> None:
     assert owned_flag(arg) is None
     assert extra_args(["--seed", arg], "model.extra_args") == ("--seed", arg)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--config", "/tmp/x.yaml"], ["--config=/tmp/x.yaml"], ["--conf", "/x"], ["--confi", "/x"]],
+)
+def test_a_vllm_config_file_is_refused_it_could_turn_the_key_off(args: list[str]) -> None:
+    with pytest.raises(BadInput) as err:
+        extra_args(args, "model.extra_args")
+    assert "names a vLLM config file, which could set the flags sandbox-agent owns" in (
+        err.value.message
+    )
+
+
+def test_config_format_is_not_the_config_file() -> None:
+    assert extra_args(["--config-format", "hf"], "model.extra_args") == ("--config-format", "hf")
