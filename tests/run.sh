@@ -44,19 +44,67 @@ log "lint and types: ruff check, ruff format --check, mypy agent"
 .venv/bin/mypy
 
 log "test images (cached by content hash)"
+# The real Open WebUI from PyPI (~4.5 minutes the first time on 2 cores) and the real vLLM's
+# argument parser in a venv of its own (~5 minutes) download while the stand-ins build; each
+# is cached by content, so a warm run passes all three in seconds.
+builds=$(mktemp -d)
+.venv/bin/python tests/fakes/webui_real.py >"$builds/webui.log" 2>&1 & webui=$!
+.venv/bin/python tests/fakes/vllm_parser.py >"$builds/vllm.log" 2>&1 & vllm=$!
 .venv/bin/python tests/fakes/images.py build
-# The real Open WebUI from PyPI: ~4.5 minutes the first time on 2 cores, then cached.
-.venv/bin/python tests/fakes/webui_real.py
-# The real vLLM's argument parser, in a venv of its own: ~5 minutes the first time, then cached.
-.venv/bin/python tests/fakes/vllm_parser.py
+for job in webui vllm; do
+  if ! wait "${!job}"; then
+    tail -30 "$builds/$job.log"
+    echo "the $job build failed (log above)" >&2
+    exit 1
+  fi
+  tail -1 "$builds/$job.log"
+done
 
 log "pytest"
-set +e
-.venv/bin/python -m pytest "$@"
-rc=$?
-set -e
-if [ "$rc" -eq 5 ]; then
+# With no tests named, the suite runs as SLICES pytest processes at once (tests/conftest.py
+# --slice: whole modules per slice); most of it waits on containers, not on the CPU.
+paths=()
+for arg in "$@"; do [[ "$arg" == -* ]] || paths+=("$arg"); done
+slices=${SANDBOX_TEST_SLICES:-3}
+if [ ${#paths[@]} -gt 0 ] || [ "$slices" -le 1 ]; then
+  set +e
+  .venv/bin/python -m pytest "$@"
+  rc=$?
+  set -e
+  if [ "$rc" -eq 5 ]; then
+    echo "pytest collected no tests: that is a failure, not a pass" >&2
+    exit 1
+  fi
+  exit "$rc"
+fi
+out=$(mktemp -d)
+pids=()
+for k in $(seq "$slices"); do
+  .venv/bin/python -m pytest "$@" -p no:cacheprovider --slice "$k/$slices" >"$out/$k.log" 2>&1 &
+  pids+=($!)
+done
+rc=0
+total() { grep -ohE "[0-9]+ $1" "$out"/*.log | tail -n "$slices" | awk '{s+=$1} END {print s+0}'; }
+for k in $(seq "$slices"); do
+  set +e
+  wait "${pids[$((k - 1))]}"
+  code=$?
+  set -e
+  printf '\n== pytest slice %s/%s (exit %s)\n' "$k" "$slices" "$code"
+  cat "$out/$k.log"
+  [ "$code" -eq 0 ] || [ "$code" -eq 5 ] || rc=1
+done
+passed=0 failed=0 skipped=0
+for k in $(seq "$slices"); do
+  last=$(grep -E "[0-9]+ (passed|failed|skipped|error)" "$out/$k.log" | tail -1 || true)
+  passed=$((passed + $(grep -oE "[0-9]+ passed" <<<"$last" | awk '{print $1}' || echo 0)))
+  failed=$((failed + $(grep -oE "[0-9]+ (failed|errors?)" <<<"$last" | awk '{s+=$1} END {print s+0}')))
+  skipped=$((skipped + $(grep -oE "[0-9]+ skipped" <<<"$last" | awk '{print $1}' || echo 0)))
+done
+if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
   echo "pytest collected no tests: that is a failure, not a pass" >&2
   exit 1
 fi
+[ "$failed" -eq 0 ] || rc=1
+printf '\n%s passed, %s failed, %s skipped\n' "$passed" "$failed" "$skipped"
 exit "$rc"
