@@ -41,7 +41,8 @@ DEFAULTS: dict[str, Any] = _tree()
 ENV_KEYS: dict[str, str] = {row.env: row.key for row in ROWS if row.env}
 SCHEMA: dict[str, v.Validator] = {row.key: row.check for row in ROWS}
 PATH_KEYS = tuple(key for key in SCHEMA if key.startswith("paths."))
-MAY_BE_UNDER_ETC = ("paths.secrets", "paths.state")
+# may also live in the agent's own folders (/etc/sandbox-agent, /var/lib/sandbox-agent)
+OWN_FOLDERS = ("paths.secrets", "paths.state")
 
 
 def load(
@@ -72,7 +73,7 @@ def load(
     where = {key: f"{key} (from {origin[key]})" if key in origin else key for key in SCHEMA}
     for key, validate in SCHEMA.items():
         values[key] = validate(_get(raw, key), where[key])
-    v.separate_data_paths({k: values[k] for k in PATH_KEYS}, where, MAY_BE_UNDER_ETC)
+    v.separate_data_paths({k: values[k] for k in PATH_KEYS}, where, OWN_FOLDERS)
     _cross_checks(values, where)
     return build(values, path if exists else None)
 
@@ -145,8 +146,9 @@ def _set(raw: dict[str, Any], key: str, value: Any) -> None:
 
 
 def loopback(bind: str) -> bool:
-    """Whether a bind address is the box's own loopback (127.0.0.0/8 or ::1)."""
-    return ipaddress.ip_address(bind).is_loopback
+    """Whether a bind address is the box's own loopback (127.0.0.0/8 or ::1; an IPv4-mapped
+    address as the IPv4 address it stands for, as the bind validator stores it)."""
+    return v.unmapped(ipaddress.ip_address(bind)).is_loopback
 
 
 def _cross_checks(values: dict[str, Any], where: dict[str, str]) -> None:
