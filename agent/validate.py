@@ -24,10 +24,10 @@ SHOWN = 40  # characters of a bad value a message quotes
 MAX_DOCUMENT = 256 * 1024  # bytes of a settings file: a config is a page, not a data set
 
 
-def shown(value: Any) -> str:
+def shown(value: Any, limit: int = SHOWN) -> str:
     """A bad value as a message shows it: short, escaped (newlines, NUL, homoglyphs)."""
     if isinstance(value, str):
-        return ascii(value[:SHOWN] + ("..." if len(value) > SHOWN else ""))
+        return ascii(value[:limit] + ("..." if len(value) > limit else ""))
     if isinstance(value, dict):
         return f"a mapping of {len(value)} key(s)"
     if isinstance(value, (list, tuple)):

@@ -75,13 +75,14 @@ def bootstrap(
     bundle_value, bundle_name = (bundle, "--bundle") if bundle else env["bundle"]
     got = inputs.gather(
         settings,
-        config_path=config_file(config_path),
+        config_path=config_file(config_path).absolute(),
         instance_id=instance,
         instance_source=instance_name,
         token=token,
         token_source=token_name,
         bundle=bundle_value,
         bundle_source=bundle_name,
+        root=host_root(),
     )
     state = BootState(settings.paths.state, got.instance_id)
     if show_status:

@@ -30,7 +30,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "state",
         "web",
     ),
-    "peers": ("host", "probes", "gpu", "models", "stack", "sd", "linode", "motd"),
+    "peers": ("host", "probes", "gpu", "models", "stack", "sd", "unitfile", "linode", "motd"),
     "work": ("health", "deploy", "doctor", "checks", "switch", "watchdog", "steps", "bootstrap"),
     "cli": ("cli",),
 }
