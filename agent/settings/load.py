@@ -18,6 +18,7 @@ import yaml
 from agent import validate as v
 from agent.errors import BadInput
 from agent.files import atomic_write
+from agent.refs import DOCKER_HUB, ImageRef
 from agent.settings.rows import ROWS
 from agent.settings.typed import Settings, build
 
@@ -151,9 +152,33 @@ def loopback(bind: str) -> bool:
     return v.unmapped(ipaddress.ip_address(bind)).is_loopback
 
 
+IMAGE_KEYS = ("images.vllm", "images.webui", "images.proxy")
+TRUSTED_REGISTRIES = (DOCKER_HUB, "ghcr.io")  # where the pinned images come from
+
+
+def _registries(values: dict[str, Any], where: dict[str, str]) -> None:
+    """An image from a registry other than Docker Hub and ghcr.io runs only when
+    images.registries names that registry: vLLM's image gets the API key, the GPUs, `ipc:
+    host` and the model folder read-write."""
+    allowed = TRUSTED_REGISTRIES + values["images.registries"]
+    for key in IMAGE_KEYS:
+        registry = ImageRef.parse(values[key], where[key]).registry
+        if registry not in allowed:
+            raise BadInput(
+                where[key],
+                f"{v.shown(values[key], 80)} comes from {registry}, a registry that "
+                "images.registries does not name (only Docker Hub and ghcr.io are trusted "
+                "without it)",
+                fix=f"if you trust {registry}, add it: IMAGE_REGISTRIES={registry} (or "
+                f"images.registries: [{registry}] in config.yaml); its image gets the API "
+                "key, the GPUs and the model folder",
+            )
+
+
 def _cross_checks(values: dict[str, Any], where: dict[str, str]) -> None:
-    """Rules between settings: vLLM's raw port never faces the network, and no two of the
-    box's listeners share a port."""
+    """Rules between settings: images only from registries trusted here, vLLM's raw port
+    never faces the network, and no two of the box's listeners share a port."""
+    _registries(values, where)
     proxy = values["https.domain"] != "off"
     if not proxy and not loopback(values["api.bind"]):
         raise BadInput(
