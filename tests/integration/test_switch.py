@@ -233,7 +233,18 @@ def test_a_switch_killed_while_starting_is_repaired_by_the_next_up(box: Box) -> 
 
 def test_update_to_an_image_that_cannot_be_pulled_changes_nothing(box: Box) -> None:
     before, ids = box.state(), box.ids()
+    # a registry the settings do not name: refused as bad input, before any pull (issue 14 i)
     ran = box.run("update", "--vllm-image", "registry.invalid/vllm:v1", "--yes")
+    assert ran.returncode == 2 and ran.stderr.startswith(
+        "error: images.vllm (from command line): 'registry.invalid/vllm:v1' comes from "
+        "registry.invalid, a registry that images.registries does not name"
+    ), ran.stderr
+    assert box.state() == before and box.ids() == ids
+    # named, it is tried, and cannot be pulled
+    ran = box.run(
+        "update", "--vllm-image", "registry.invalid/vllm:v1", "--yes",
+        env={"IMAGE_REGISTRIES": "registry.invalid"},
+    )  # fmt: skip
     assert ran.returncode == 1
     assert (
         "error: the image registry.invalid/vllm:v1 is not on this machine and cannot be pulled"
@@ -317,7 +328,7 @@ def test_update_of_the_webui_image_recreates_open_webui_only(box: Box, tags: dic
     assert box.key() == key and box.answers("acme/other")
     assert tree_digest(box.folder / "ui_data") == before[1]  # chat history byte-identical
     saved = yaml.safe_load(box.config.read_text())
-    assert saved["images"] == {"vllm": box.images[0], "webui": tags["webui2"]}
+    assert (saved["images"]["vllm"], saved["images"]["webui"]) == (box.images[0], tags["webui2"])
     assert (box.folder / "config.yaml.bak").read_text() == before[0]
     assert not (box.folder / "state" / "change.json").exists()
     # and back, as a person reads it
@@ -352,7 +363,7 @@ def test_update_of_both_images_moves_vllm_then_open_webui_each_gated(box: Box, t
     assert box.key() == key and box.answers("acme/other")
     assert tree_digest(box.folder / "ui_data") == before[1]
     saved = yaml.safe_load(box.config.read_text())
-    assert saved["images"] == {"vllm": tags["vllm2"], "webui": tags["webui2"]}
+    assert (saved["images"]["vllm"], saved["images"]["webui"]) == (tags["vllm2"], tags["webui2"])
     assert (box.folder / "config.yaml.bak").read_text() == before[0]  # from before the update
 
 
