@@ -39,7 +39,7 @@ def packaged(name: str) -> Path:
             return folder / name
     raise AgentError(
         f"the unit {name} is not in this installation of sandbox-agent",
-        fix="reinstall it from its wheel: `pip install --force-reinstall sandbox-agent`",
+        fix="reinstall the release: run its stackscript.sh again",
     )
 
 

@@ -328,7 +328,10 @@ def test_update_of_the_webui_image_recreates_open_webui_only(box: Box, tags: dic
     assert box.key() == key and box.answers("acme/other")
     assert tree_digest(box.folder / "ui_data") == before[1]  # chat history byte-identical
     saved = yaml.safe_load(box.config.read_text())
-    assert (saved["images"]["vllm"], saved["images"]["webui"]) == (box.images[0], tags["webui2"])
+    assert {k: saved["images"][k] for k in ("vllm", "webui")} == {
+        "vllm": box.images[0],
+        "webui": tags["webui2"],
+    }
     assert (box.folder / "config.yaml.bak").read_text() == before[0]
     assert not (box.folder / "state" / "change.json").exists()
     # and back, as a person reads it
@@ -363,7 +366,10 @@ def test_update_of_both_images_moves_vllm_then_open_webui_each_gated(box: Box, t
     assert box.key() == key and box.answers("acme/other")
     assert tree_digest(box.folder / "ui_data") == before[1]
     saved = yaml.safe_load(box.config.read_text())
-    assert (saved["images"]["vllm"], saved["images"]["webui"]) == (tags["vllm2"], tags["webui2"])
+    assert {k: saved["images"][k] for k in ("vllm", "webui")} == {
+        "vllm": tags["vllm2"],
+        "webui": tags["webui2"],
+    }
     assert (box.folder / "config.yaml.bak").read_text() == before[0]  # from before the update
 
 
