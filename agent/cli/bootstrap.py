@@ -82,8 +82,9 @@ def bootstrap(
         token_source=token_name,
         bundle=bundle_value,
         bundle_source=bundle_name,
-        root=host_root(),
     )
+    if host_root() == Path("/"):  # units the box's own systemd starts (not a laid-out tree)
+        inputs.check_units(got)
     state = BootState(settings.paths.state, got.instance_id)
     if show_status:
         last = runner.last_run(state)

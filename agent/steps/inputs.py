@@ -37,6 +37,7 @@ class Inputs:
     token: str | None
     token_source: str
     bundle: Path | None
+    bundle_source: str = ""
 
 
 def check_token(value: str | None, where: str) -> str | None:
@@ -152,16 +153,19 @@ def gather(
     token_source: str,
     bundle: str | None,
     bundle_source: str,
-    root: Path = Path("/"),
 ) -> Inputs:
-    """Every input checked; raises BadInput naming the first bad one. Writes nothing. With
-    the box's own systemd (`root` is /), the units must see the settings file and bundle."""
+    """Every input checked; raises BadInput naming the first bad one. Writes nothing. A run
+    given no bundle takes the one recorded for this instance."""
     check_instance_id(instance_id, instance_source)
     recorded = not bundle
     if recorded:
         bundle, bundle_source = recorded_bundle(settings.paths.state, instance_id)
     found = check_bundle(bundle, bundle_source, recorded=recorded)
     token = check_token(token, token_source)
-    if root == Path("/"):
-        units.check_visible(config_path, found, bundle_source)
-    return Inputs(settings, config_path, instance_id, token, token_source, found)
+    return Inputs(settings, config_path, instance_id, token, token_source, found, bundle_source)
+
+
+def check_units(got: Inputs) -> None:
+    """With the box's own systemd: the units the bootstrap installs must see the settings
+    file and the bundle (exit 2 otherwise, before anything changes)."""
+    units.check_visible(got.config_path, got.bundle, got.bundle_source)

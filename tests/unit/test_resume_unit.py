@@ -135,7 +135,6 @@ def test_the_bundle_is_recorded_and_a_later_run_takes_it(tmp_path: Path, write_c
             token_source="HF_TOKEN",
             bundle=given,
             bundle_source="SANDBOX_AGENT_BUNDLE",
-            root=tmp_path / "root",
         )
 
     assert gather(None).bundle is None  # nothing recorded yet
