@@ -231,7 +231,7 @@ def _finish(ctx: StepContext, state: _Run, reboot: bool) -> BootstrapResult:
     rebooting = any(s.status == "reboot" for s in result.steps)
     failed = result.failed
     if rebooting and failed is None:
-        units.enable_resume(ctx.root)
+        units.enable_resume(ctx.root, ctx.config_path)
         result = replace(result, status="rebooting")
         state.save(result)
         state.log.warning("bootstrap.reboot", instance=result.instance_id)

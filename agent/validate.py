@@ -7,7 +7,6 @@ value or an alias bomb never becomes a 100 MB message.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +22,10 @@ SHOWN = 40  # characters of a bad value a message quotes
 MAX_DOCUMENT = 256 * 1024  # bytes of a settings file: a config is a page, not a data set
 
 
-def shown(value: Any) -> str:
+def shown(value: Any, limit: int = SHOWN) -> str:
     """A bad value as a message shows it: short, escaped (newlines, NUL, homoglyphs)."""
     if isinstance(value, str):
-        return ascii(value[:SHOWN] + ("..." if len(value) > SHOWN else ""))
+        return ascii(value[:limit] + ("..." if len(value) > limit else ""))
     if isinstance(value, dict):
         return f"a mapping of {len(value)} key(s)"
     if isinstance(value, (list, tuple)):
@@ -99,13 +98,25 @@ def boolean(value: Any, where: str) -> bool:
     raise BadInput(where, f"{shown(value)} is not allowed: use true or false")
 
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def unmapped(address: Address) -> Address:
+    """An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) as the IPv4 address it stands for
+    (RFC 4291 2.5.5.2: a dual-stack socket bound to one is bound to the other), so loopback,
+    wildcard and link-local read the same in either spelling."""
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return mapped or address
+
+
 def ip_address(value: Any) -> str | None:
-    """The address as the agent writes it (compressed), or None: not an IP address, or one
-    with an IPv6 zone (`fe80::1%eth0`), which no port binding can carry."""
+    """The address as the agent writes it (compressed, IPv4-mapped ones as IPv4), or None:
+    not an IP address, or one with an IPv6 zone (`fe80::1%eth0`), which no port binding can
+    carry."""
     if not isinstance(value, str) or "%" in value or len(value) > 45:
         return None
     try:
-        return str(ipaddress.ip_address(value))
+        return str(unmapped(ipaddress.ip_address(value)))
     except ValueError:
         return None
 
@@ -214,88 +225,6 @@ def path(value: Any, where: str) -> Path:
             "_ . / @ + - without '..'",
         )
     return Path(value)
-
-
-# The system's own folders: no data path may be one of them, and models, chat history and the
-# stack may not live inside the ones the OS owns (the UI bind-mounts its folder read-write).
-SYSTEM_DIRS = frozenset(
-    [
-        "/",
-        "/bin",
-        "/boot",
-        "/dev",
-        "/etc",
-        "/home",
-        "/lib",
-        "/lib32",
-        "/lib64",
-        "/libx32",
-        "/media",
-        "/mnt",
-        "/opt",
-        "/proc",
-        "/root",
-        "/run",
-        "/sbin",
-        "/snap",
-        "/srv",
-        "/sys",
-        "/tmp",
-        "/usr",
-        "/var",
-        "/var/cache",
-        "/var/lib",
-        "/var/lib/docker",
-        "/var/log",
-        "/var/run",
-        "/var/tmp",
-    ]
-)
-OS_OWNED = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
-            "/run", "/sbin", "/sys", "/usr", "/var/lib/docker", "/var/run")  # fmt: skip
-
-
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def _path_problem(key: str, path: str, under_etc: tuple[str, ...]) -> str | None:
-    if path.rstrip("/") in SYSTEM_DIRS or path == "/":
-        return f"{path} is a folder of the system itself"
-    for folder in OS_OWNED:
-        if _inside(path, folder) and not (folder == "/etc" and key in under_etc):
-            return f"{path} is inside {folder}, which the operating system owns"
-    return None
-
-
-def separate_data_paths(
-    values: dict[str, Any], where: dict[str, str], under_etc: tuple[str, ...] = ()
-) -> None:
-    """Data paths (key -> path) outside the system's folders, also through a symlink, and
-    none inside another; `under_etc` keys may live under /etc (secrets, state)."""
-    keys = tuple(values)
-    for key in keys:
-        given = str(values[key]).rstrip("/") or "/"
-        problem = _path_problem(key, given, under_etc)
-        if problem is None:
-            real = os.path.realpath(given)  # a symlink at /opt/models may point at /
-            if real != given:
-                problem = _path_problem(key, real, under_etc)
-                problem = f"{given} leads to {problem}" if problem else None
-        if problem:
-            raise BadInput(
-                where[key], problem, fix="use a folder of its own, e.g. the default under /opt"
-            )
-    for i, a in enumerate(keys):
-        for b in keys[i + 1 :]:
-            pa, pb = str(values[a]).rstrip("/"), str(values[b]).rstrip("/")
-            if _inside(pa, pb) or _inside(pb, pa):
-                raise BadInput(
-                    where[a],
-                    f"{pa} and {b} ({pb}) overlap: each path needs a folder of its own",
-                    fix="the UI and vLLM mount their folders, so secrets or another folder "
-                    "inside them would be handed to a container",
-                )
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -123,7 +123,10 @@ def tmpfs() -> Iterator[Any]:
     def mount(path: Path, size: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True
+            # 0755 as a data volume is mounted (a tmpfs is 1777 by default: open to all, which
+            # a data folder may not be)
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+            check=True,
         )
         mounted.append(path)
         return path

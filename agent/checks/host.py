@@ -7,6 +7,7 @@ from pathlib import Path
 from agent import host
 from agent.checks.base import Check, CheckSpec, DoctorContext
 from agent.secrets import SecretStore
+from agent.settings import loopback
 
 DOCKER_ROOT = Path("/var/lib/docker")
 # A 7B model in bf16 is ~15 GB and the vLLM image unpacks to ~20 GB.
@@ -105,9 +106,33 @@ def check_secrets(ctx: DoctorContext) -> Check:
     )
 
 
+def check_metrics_bind(ctx: DoctorContext) -> Check:
+    """The watchdog's metrics name each service's state and every GPU's UUID: for this box
+    only, unless a person chose otherwise."""
+    w = ctx.settings.watch
+    if not w.metrics_port:
+        return Check("host.metrics", "ok", "no metrics server (watch.metrics_port is 0)")
+    where = f"[{w.metrics_bind}]" if ":" in w.metrics_bind else w.metrics_bind
+    if loopback(w.metrics_bind):
+        return Check("host.metrics", "ok", f"the watchdog's metrics are on this box only ({where})")
+    wildcard = w.metrics_bind in ("0.0.0.0", "::")
+    anyone = "anyone who reaches this box" if wildcard else f"anyone who reaches {where}"
+    return Check(
+        "host.metrics",
+        "warn",
+        f"the watchdog's metrics on {where}:{w.metrics_port} are open to {anyone}",
+        detail="they name each service's state and restarts and every GPU's UUID, with no "
+        "login: facts about this box for whoever asks",
+        fix="set watch.metrics_bind: 127.0.0.1 (WATCH_METRICS_BIND) and scrape through "
+        f"`ssh -L {w.metrics_port}:127.0.0.1:{w.metrics_port}`, or firewall the port to your "
+        "Prometheus",
+    )
+
+
 CHECKS = [
     CheckSpec("host.os", check_os, timeout=2),
     CheckSpec("host.disk", check_disk, timeout=5),
     CheckSpec("host.memory", check_memory, timeout=2),
     CheckSpec("host.secrets", check_secrets, timeout=2),
+    CheckSpec("host.metrics", check_metrics_bind, timeout=1),
 ]

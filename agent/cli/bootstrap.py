@@ -77,7 +77,7 @@ def bootstrap(
     bundle_value, bundle_name = (bundle, "--bundle") if bundle else env["bundle"]
     got = inputs.gather(
         settings,
-        config_path=config_file(config_path),
+        config_path=config_file(config_path).absolute(),
         instance_id=instance,
         instance_source=instance_name,
         token=token,
@@ -85,6 +85,8 @@ def bootstrap(
         bundle=bundle_value,
         bundle_source=bundle_name,
     )
+    if host_root() == Path("/"):  # units the box's own systemd starts (not a laid-out tree)
+        inputs.check_units(got)
     state = BootState(settings.paths.state, got.instance_id)
     if show_status:
         last = runner.last_run(state)

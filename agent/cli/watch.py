@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from agent.cli.options import config_option, host_root, json_option, load_settings, systemd_env
+from agent.cli.options import (
+    config_file,
+    config_option,
+    host_root,
+    json_option,
+    load_settings,
+    systemd_env,
+)
 from agent.cli.render import guarded, render
 
 if TYPE_CHECKING:
@@ -30,8 +37,13 @@ def watch(config_path: Path | None, as_json: bool, install: bool) -> None:
     from agent import watchdog
 
     if install:
+        from agent.settings import DEFAULT_CONFIG
+
         load_settings(config_path)  # bad settings are refused before anything is installed
-        result = watchdog.install_unit(config=config_path.resolve() if config_path else None)
+        # the file these settings came from (--config or $SANDBOX_AGENT_CONFIG): the service
+        # has neither, so a file other than the default is named in its ExecStart
+        config = config_file(config_path).resolve()
+        result = watchdog.install_unit(config=None if config == DEFAULT_CONFIG else config)
         render(result, as_json, install_text)
     settings = load_settings(config_path)  # DOCKER_HOST arrives as docker.host
     render(watchdog.watch(settings, systemd_env(), root=host_root()), as_json, watch_text)

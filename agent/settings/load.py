@@ -15,9 +15,11 @@ from typing import Any
 
 import yaml
 
+from agent import folders
 from agent import validate as v
 from agent.errors import BadInput
 from agent.files import atomic_write
+from agent.refs import DOCKER_HUB, ImageRef
 from agent.settings.rows import ROWS
 from agent.settings.typed import Settings, build
 
@@ -41,7 +43,8 @@ DEFAULTS: dict[str, Any] = _tree()
 ENV_KEYS: dict[str, str] = {row.env: row.key for row in ROWS if row.env}
 SCHEMA: dict[str, v.Validator] = {row.key: row.check for row in ROWS}
 PATH_KEYS = tuple(key for key in SCHEMA if key.startswith("paths."))
-MAY_BE_UNDER_ETC = ("paths.secrets", "paths.state")
+# may also live in the agent's own folders (/etc/sandbox-agent, /var/lib/sandbox-agent)
+OWN_FOLDERS = ("paths.secrets", "paths.state")
 
 
 def load(
@@ -72,7 +75,7 @@ def load(
     where = {key: f"{key} (from {origin[key]})" if key in origin else key for key in SCHEMA}
     for key, validate in SCHEMA.items():
         values[key] = validate(_get(raw, key), where[key])
-    v.separate_data_paths({k: values[k] for k in PATH_KEYS}, where, MAY_BE_UNDER_ETC)
+    folders.separate_data_paths({k: values[k] for k in PATH_KEYS}, where, OWN_FOLDERS)
     _cross_checks(values, where)
     return build(values, path if exists else None)
 
@@ -145,13 +148,38 @@ def _set(raw: dict[str, Any], key: str, value: Any) -> None:
 
 
 def loopback(bind: str) -> bool:
-    """Whether a bind address is the box's own loopback (127.0.0.0/8 or ::1)."""
-    return ipaddress.ip_address(bind).is_loopback
+    """Whether a bind address is the box's own loopback (127.0.0.0/8 or ::1; an IPv4-mapped
+    address as the IPv4 address it stands for, as the bind validator stores it)."""
+    return v.unmapped(ipaddress.ip_address(bind)).is_loopback
+
+
+IMAGE_KEYS = ("images.vllm", "images.webui", "images.proxy")
+TRUSTED_REGISTRIES = (DOCKER_HUB, "ghcr.io")  # where the pinned images come from
+
+
+def _registries(values: dict[str, Any], where: dict[str, str]) -> None:
+    """An image from a registry other than Docker Hub and ghcr.io runs only when
+    images.registries names that registry: vLLM's image gets the API key, the GPUs, `ipc:
+    host` and the model folder read-write."""
+    allowed = TRUSTED_REGISTRIES + values["images.registries"]
+    for key in IMAGE_KEYS:
+        registry = ImageRef.parse(values[key], where[key]).registry
+        if registry not in allowed:
+            raise BadInput(
+                where[key],
+                f"{v.shown(values[key], 80)} comes from {registry}, a registry that "
+                "images.registries does not name (only Docker Hub and ghcr.io are trusted "
+                "without it)",
+                fix=f"if you trust {registry}, add it: IMAGE_REGISTRIES={registry} (or "
+                f"images.registries: [{registry}] in config.yaml); its image gets the API "
+                "key, the GPUs and the model folder",
+            )
 
 
 def _cross_checks(values: dict[str, Any], where: dict[str, str]) -> None:
-    """Rules between settings: vLLM's raw port never faces the network, and no two of the
-    box's listeners share a port."""
+    """Rules between settings: images only from registries trusted here, vLLM's raw port
+    never faces the network, and no two of the box's listeners share a port."""
+    _registries(values, where)
     proxy = values["https.domain"] != "off"
     if not proxy and not loopback(values["api.bind"]):
         raise BadInput(

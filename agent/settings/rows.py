@@ -11,7 +11,7 @@ from typing import Any
 
 from agent import validate as v
 from agent.errors import BadInput
-from agent.refs import ModelRef
+from agent.refs import ImageRef, ModelRef, registry_name
 
 # Pinned images: `latest` is never the default. vLLM's default images are CUDA 13 builds
 # since v0.20 and need driver >= 580, the branch bootstrap installs; on an older driver use
@@ -24,7 +24,6 @@ LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 
 PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SERVED_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./:-]{0,127}$")
-IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
 EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 DOCKER_HOST = re.compile(r"^(unix:///[A-Za-z0-9_./@+-]{1,200}|tcp://[A-Za-z0-9.-]+:[0-9]{1,5})$")
@@ -54,6 +53,20 @@ def _revision(value: Any, where: str) -> str:
         raise BadInput(where, f"{v.shown(value)} is not a branch, tag or commit")
     ModelRef.check_revision(value, where)
     return value
+
+
+def _image(value: Any, where: str) -> str:
+    ImageRef.parse(value, where)  # the reference grammar; its registry is judged at load
+    return str(value)
+
+
+def _registries(value: Any, where: str) -> tuple[str, ...]:
+    """Registries besides Docker Hub and ghcr.io whose images may run here: a list, or (from
+    the environment) names separated by commas or whitespace."""
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise BadInput(where, "must be a list of registries, e.g. [registry.example.com:5000]")
+    return tuple(dict.fromkeys(registry_name(item, where) for item in items))
 
 
 def _url(value: Any, where: str, *, https_only: bool = False) -> str:
@@ -222,22 +235,30 @@ ROWS: tuple[Row, ...] = (
         "images.vllm",
         VLLM_IMAGE,
         "VLLM_IMAGE",
-        v.pattern(IMAGE, "a Docker image reference"),
+        _image,
         "vLLM's image",
     ),
     Row(
         "images.webui",
         WEBUI_IMAGE,
         "WEBUI_IMAGE",
-        v.pattern(IMAGE, "a Docker image reference"),
+        _image,
         "Open WebUI's image",
     ),
     Row(
         "images.proxy",
         PROXY_IMAGE,
         "PROXY_IMAGE",
-        v.pattern(IMAGE, "a Docker image reference"),
+        _image,
         "the proxy's (Caddy) image",
+    ),
+    Row(
+        "images.registries",
+        [],
+        "IMAGE_REGISTRIES",
+        _registries,
+        "registries besides Docker Hub and ghcr.io an image may come from (it gets the key, "
+        "the GPUs and the model folder)",
     ),
     Row("gpus", "auto", "GPUS", v.gpus, "auto, none, all or a count"),
     Row("hub.endpoint", "https://huggingface.co", "HF_ENDPOINT", _url, "the Hugging Face Hub"),

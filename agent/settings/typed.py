@@ -61,6 +61,7 @@ class Images:
     vllm: str
     webui: str
     proxy: str
+    registries: tuple[str, ...]  # besides Docker Hub and ghcr.io (agent.settings.load)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 The settings arrive validated (agent.settings: the UDFs are environment names). Here: the
 Hugging Face token, the instance id, the offline bundle, and the ports (free, unless this
 instance's stack already holds them). Only when all of it is good are config.yaml (atomically,
-the previous kept as .bak) and the token (0600, `paths.secrets/hf_token`) written: the UDFs are
-gone after a reboot, and the resume unit reads these.
+the previous kept as .bak), the token (0600, `paths.secrets/hf_token`) and the bundle's path
+(this instance's state, `bundle`) written: the UDFs are gone after a reboot, and the resume
+unit reads these. A run given no bundle takes the recorded one; a bundle that is not there is
+refused, never silently replaced by the network.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import yaml
 
 from agent import settings as settings_mod
 from agent.errors import AgentError, BadInput
+from agent.files import atomic_write
 from agent.secrets import HF_TOKEN, SecretStore
 from agent.settings import Settings
-from agent.state import BootState, check_instance_id, record_instance_id
+from agent.state import INSTANCE_ID, BootState, check_instance_id, record_instance_id
+from agent.steps import units
 
 TOKEN = re.compile(r"^[A-Za-z0-9_.=-]{8,512}$")  # hf_... and older api_... tokens
 BUNDLE = re.compile(r"^/[A-Za-z0-9_./@+-]{0,255}$")
@@ -33,6 +37,7 @@ class Inputs:
     token: str | None
     token_source: str
     bundle: Path | None
+    bundle_source: str = ""
 
 
 def check_token(value: str | None, where: str) -> str | None:
@@ -49,15 +54,38 @@ def check_token(value: str | None, where: str) -> str | None:
     return value
 
 
-def check_bundle(value: str | None, where: str) -> Path | None:
+BUNDLE_NOTE = "bundle"  # in this instance's state: the bundle the first run was given
+
+
+def check_bundle(value: str | None, where: str, recorded: bool = False) -> Path | None:
     if not value:
         return None
     if not BUNDLE.fullmatch(value) or ".." in value.split("/"):
         raise BadInput(where, f"{value[:80]!r} is not an absolute path of a bundle folder")
     path = Path(value)
-    if path.exists() and not path.is_dir():
+    if not path.exists():
+        fix = (
+            f"put the bundle back at {value}, or pass `--bundle DIR` where it is now"
+            if recorded
+            else "pass the bundle's folder (`python packaging/build.py bundle DIR` makes one), "
+            "or leave it unset to pull from the network"
+        )
+        raise BadInput(where, f"{value} does not exist: no bundle there", fix=fix)
+    if not path.is_dir():
         raise BadInput(where, f"{value} is not a folder", fix="pass the bundle's folder")
-    return path if path.is_dir() else None
+    return path
+
+
+def recorded_bundle(state_dir: Path, instance_id: str) -> tuple[str | None, str]:
+    """The bundle an earlier run of this instance was given, and where that is said."""
+    if not INSTANCE_ID.fullmatch(instance_id):
+        return None, ""
+    note = BootState(state_dir, instance_id).note(BUNDLE_NOTE)
+    try:
+        value = note.read_text().strip()
+    except OSError:
+        return None, ""
+    return value or None, f"the bundle an earlier run was given ({note})"
 
 
 def check_ports(settings: Settings, state: BootState) -> None:
@@ -97,10 +125,22 @@ def save(inputs: Inputs) -> None:
     if current != wanted:
         settings_mod.save(inputs.settings, path)
     record_instance_id(inputs.settings.paths.state, inputs.instance_id)
+    if inputs.bundle is not None:
+        _record_bundle(inputs.settings.paths.state, inputs.instance_id, inputs.bundle)
     if inputs.token is not None:
         store = SecretStore(inputs.settings.paths.secrets)
         if store.read(HF_TOKEN) != inputs.token:
             store.write(HF_TOKEN, inputs.token)
+
+
+def _record_bundle(state_dir: Path, instance_id: str, bundle: Path) -> None:
+    note = BootState(state_dir, instance_id).note(BUNDLE_NOTE)
+    try:
+        current = note.read_text().strip()
+    except OSError:
+        current = None
+    if current != str(bundle):
+        atomic_write(note, f"{bundle}\n", mode=0o600)
 
 
 def gather(
@@ -114,13 +154,18 @@ def gather(
     bundle: str | None,
     bundle_source: str,
 ) -> Inputs:
-    """Every input checked; raises BadInput naming the first bad one. Writes nothing."""
+    """Every input checked; raises BadInput naming the first bad one. Writes nothing. A run
+    given no bundle takes the one recorded for this instance."""
     check_instance_id(instance_id, instance_source)
-    return Inputs(
-        settings,
-        config_path,
-        instance_id,
-        check_token(token, token_source),
-        token_source,
-        check_bundle(bundle, bundle_source),
-    )
+    recorded = not bundle
+    if recorded:
+        bundle, bundle_source = recorded_bundle(settings.paths.state, instance_id)
+    found = check_bundle(bundle, bundle_source, recorded=recorded)
+    token = check_token(token, token_source)
+    return Inputs(settings, config_path, instance_id, token, token_source, found, bundle_source)
+
+
+def check_units(got: Inputs) -> None:
+    """With the box's own systemd: the units the bootstrap installs must see the settings
+    file and the bundle (exit 2 otherwise, before anything changes)."""
+    units.check_visible(got.config_path, got.bundle, got.bundle_source)

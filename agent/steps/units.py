@@ -1,47 +1,43 @@
-"""The resume unit (sandbox-agent-bootstrap.service), copied from the package into
-/etc/systemd/system; the watchdog's unit is installed by agent.watchdog.install."""
+"""The resume unit (sandbox-agent-bootstrap.service): rendered from the package into
+/etc/systemd/system with ExecStart at this sandbox-agent and its settings file, as the
+watchdog's unit is (agent.unitfile); the watchdog's unit is installed by
+agent.watchdog.install."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from agent import proc
+from agent import proc, unitfile
 from agent.files import atomic_write
-from agent.steps.base import StepFailed
 
 RESUME = "sandbox-agent-bootstrap.service"
 UNIT_DIR = "etc/systemd/system"
 
 
-def unit_file(name: str) -> Path:
-    """systemd/<name>: inside the installed package (the wheel maps the top-level systemd/
-    to agent/systemd/), else beside agent/ in a checkout (as compose/ is found)."""
-    package = Path(__file__).resolve().parents[1]
-    for folder in (package / "systemd", package.parent / "systemd"):
-        if (folder / name).is_file():
-            return folder / name
-    return package / "systemd" / name
+def resume_unit(config: Path | None = None, command: str | None = None) -> str:
+    """The resume unit: `ExecStart=<this sandbox-agent> bootstrap [--config PATH]`, and its
+    ConditionPathExists= at that settings file."""
+    text = unitfile.packaged(RESUME).read_text()
+    return unitfile.render(text, command or unitfile.agent_command(), "bootstrap", config)
 
 
-def unit_text(name: str) -> str:
-    try:
-        return unit_file(name).read_text()
-    except OSError:
-        raise StepFailed(
-            f"the unit {name} is not in this installation of sandbox-agent",
-            fix="reinstall sandbox-agent from its wheel",
-        ) from None
+def check_visible(config: Path, bundle: Path | None, bundle_source: str) -> None:
+    """What the units the bootstrap installs read must be where their sandboxes let them see
+    it: the settings file (both units run with `--config` at it) and the bundle (the resumed
+    run loads from it). Refused with exit 2, before anything changes."""
+    from agent.watchdog.install import check_config  # the watchdog's unit, its own rule
+
+    check_config(config)
+    text = unitfile.packaged(RESUME).read_text()
+    unitfile.check_visible(config, text, RESUME, "--config", "its settings file")
+    if bundle is not None:
+        unitfile.check_visible(bundle, text, RESUME, bundle_source, "the offline bundle")
 
 
-def copy_unit(name: str, root: Path) -> Path:
-    path = root / UNIT_DIR / name
-    atomic_write(path, unit_text(name))
+def enable_resume(root: Path, config: Path | None = None) -> None:
+    path = root / UNIT_DIR / RESUME
+    atomic_write(path, resume_unit(config), mode=0o644)
     proc.run(["systemctl", "daemon-reload"], timeout=60)
-    return path
-
-
-def enable_resume(root: Path) -> None:
-    copy_unit(RESUME, root)
     proc.run(["systemctl", "enable", RESUME], timeout=60)
 
 

@@ -77,7 +77,12 @@ class World:
         self.config.write_text(yaml.safe_dump(data))
 
     def run(
-        self, *args: str, kill_after: str | None = None, in_gate: bool = False, linode: bool = True
+        self,
+        *args: str,
+        kill_after: str | None = None,
+        in_gate: bool = False,
+        linode: bool = True,
+        unit: bool = False,
     ) -> Any:
         env = nvml.fake_env(
             self.drivers,
@@ -92,6 +97,9 @@ class World:
         )
         if not linode:  # as sandbox-agent-bootstrap.service runs it: no platform variables
             env.pop("LINODE_ID")
+        if unit:  # ... and no variable of the first run at all: only what its ExecStart says
+            for name in ("LINODE_ID", "SANDBOX_AGENT_CONFIG", "SANDBOX_AGENT_BUNDLE"):
+                env.pop(name)
         if kill_after:
             env["KILL_AFTER"] = kill_after
         if in_gate:
@@ -247,8 +255,26 @@ def test_the_reboot_path_enables_the_resume_unit_and_the_boot_resumes_after_the_
         Path(world.box.load()["on_modprobe"][0][0]).read_bytes()
     )
     (world.root / "proc/sys/kernel/random/boot_id").write_text("boot-2\n")
-    # what sandbox-agent-bootstrap.service runs: no LINODE_ID, the recorded instance id serves
-    code, out, err = world.finish(world.run(linode=False))
+    # what sandbox-agent-bootstrap.service runs: this sandbox-agent on the run's settings file
+    # (not the default), with no variable of the first run: the recorded instance id and
+    # bundle serve
+    [line] = [x for x in unit.read_text().splitlines() if x.startswith("ExecStart=")]
+    command, *args = line.removeprefix("ExecStart=").split(" ")
+    assert Path(command).name == "sandbox-agent" and Path(command).is_absolute()
+    assert args == ["bootstrap", "--config", str(world.config)]
+    assert f"\nConditionPathExists={world.config}\n" in unit.read_text()
+    recorded = world.tmp / "state/bootstrap/777/bundle"
+    assert recorded.read_text() == f"{world.bundle}\n"
+    # a bundle gone by the boot is refused, not replaced by the network
+    world.bundle.rename(world.tmp / "bundle-moved")
+    code, out, err = world.finish(world.run(*args[1:], unit=True))
+    assert code == 2, err[-3000:]
+    assert json.loads(out)["error"] == (
+        f"the bundle an earlier run was given ({recorded}): {world.bundle} does not exist: "
+        "no bundle there"
+    )
+    (world.tmp / "bundle-moved").rename(world.bundle)
+    code, out, err = world.finish(world.run(*args[1:], unit=True))
     assert code == 0, err[-3000:]
     second = json.loads(out)
     assert second["status"] == "done" and second["instance_id"] == "777"

@@ -275,7 +275,18 @@ def test_a_switch_killed_while_starting_is_repaired_by_the_next_up(box: Box) -> 
 
 def test_update_to_an_image_that_cannot_be_pulled_changes_nothing(box: Box) -> None:
     before, ids = box.state(), box.ids()
+    # a registry the settings do not name: refused as bad input, before any pull (issue 14 i)
     ran = box.run("update", "--vllm-image", "registry.invalid/vllm:v1", "--yes")
+    assert ran.returncode == 2 and ran.stderr.startswith(
+        "error: images.vllm (from command line): 'registry.invalid/vllm:v1' comes from "
+        "registry.invalid, a registry that images.registries does not name"
+    ), ran.stderr
+    assert box.state() == before and box.ids() == ids
+    # named, it is tried, and cannot be pulled
+    ran = box.run(
+        "update", "--vllm-image", "registry.invalid/vllm:v1", "--yes",
+        env={"IMAGE_REGISTRIES": "registry.invalid"},
+    )  # fmt: skip
     assert ran.returncode == 1
     assert (
         "error: the image registry.invalid/vllm:v1 is not on this machine and cannot be pulled"

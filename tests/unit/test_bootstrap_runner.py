@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent import bootstrap, settings
+from agent import bootstrap, settings, unitfile
 from agent.errors import AgentError
 from agent.state import BootState
 from agent.steps import Done, RebootNeeded, StepContext, StepMeta, Todo
@@ -60,10 +60,12 @@ def step(
 
 @pytest.fixture
 def ctx(tmp_path: Path, write_config) -> StepContext:
-    s = settings.load(write_config())
+    config = write_config()
+    s = settings.load(config)
     root = tmp_path / "root"
     root.mkdir()
-    return StepContext(s, BootState(s.paths.state, "12345"), root=root, is_root=True)
+    state = BootState(s.paths.state, "12345")
+    return StepContext(s, state, root=root, is_root=True, config_path=config)
 
 
 def statuses(result: bootstrap.BootstrapResult) -> dict[str, str]:
@@ -174,7 +176,10 @@ def test_reboot_waits_for_running_steps_enables_the_resume_unit_and_resumes(
         "systemctl reboot",
     ]
     unit = ctx.root / "etc/systemd/system/sandbox-agent-bootstrap.service"
-    assert "ExecStart=/opt/sandbox-agent/venv/bin/sandbox-agent bootstrap" in unit.read_text()
+    # the unit runs this sandbox-agent, on the settings file this run read (not the default)
+    lines = unit.read_text().splitlines()
+    assert f"ExecStart={unitfile.agent_command()} bootstrap --config {ctx.config_path}" in lines
+    assert f"ConditionPathExists={ctx.config_path}" in lines
     recorded = json.loads((ctx.state.folder / "last-run.json").read_text())
     assert recorded["status"] == "rebooting"
     # the boot: the driver loads now; the run resumes after it and removes the resume unit

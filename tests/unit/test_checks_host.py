@@ -107,3 +107,32 @@ def test_host_memory_unreadable_is_a_warning(tmp_path: Path) -> None:
 def test_memory_reads_this_machine(tmp_path: Path) -> None:
     mem = host.memory()  # the real /proc/meminfo: what the box's doctor reads
     assert mem is not None and mem.total > 0 and 0 < mem.available <= mem.total
+
+
+@pytest.mark.parametrize(
+    ("env", "status", "summary"),
+    [
+        ({}, "ok", "the watchdog's metrics are on this box only (127.0.0.1)"),
+        ({"WATCH_METRICS_BIND": "::1"}, "ok", "the watchdog's metrics are on this box only ([::1])"),
+        ({"WATCH_METRICS_BIND": "::ffff:127.0.0.1"}, "ok", "on this box only (127.0.0.1)"),
+        ({"WATCH_METRICS_BIND": "0.0.0.0", "WATCH_METRICS_PORT": "0"}, "ok", "no metrics server"),
+        ({"WATCH_METRICS_BIND": "0.0.0.0"}, "warn",
+         "the watchdog's metrics on 0.0.0.0:8471 are open to anyone who reaches this box"),
+        ({"WATCH_METRICS_BIND": "::", "WATCH_METRICS_PORT": "9"}, "warn",
+         "the watchdog's metrics on [::]:9 are open to anyone who reaches this box"),
+        ({"WATCH_METRICS_BIND": "10.0.0.5"}, "warn",
+         "the watchdog's metrics on 10.0.0.5:8471 are open to anyone who reaches 10.0.0.5"),
+    ],
+)  # fmt: skip
+def test_metrics_off_loopback_are_a_warning_with_the_fix(
+    tmp_path: Path, env: dict[str, str], status: str, summary: str
+) -> None:
+    """Issue 14 g: a non-loopback watch.metrics_bind serves service states and GPU UUIDs to
+    whoever asks."""
+    s = settings.load(tmp_path / "none.yaml", env=env)
+    found = host_checks.check_metrics_bind(DoctorContext(settings=s, root=tmp_path))
+    assert (found.status, found.id) == (status, "host.metrics")
+    assert summary in found.summary
+    if status == "warn":
+        assert "every GPU's UUID" in found.detail
+        assert found.fix.startswith("set watch.metrics_bind: 127.0.0.1 (WATCH_METRICS_BIND)")

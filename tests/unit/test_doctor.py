@@ -61,6 +61,7 @@ def test_every_check_id_is_unique_and_stable() -> None:
         "host.disk",
         "host.memory",
         "host.secrets",
+        "host.metrics",
         "gpu.pci",
         "gpu.driver",
         "gpu.devices",

@@ -21,6 +21,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "log",
         "proc",
         "validate",
+        "folders",
         "settings",
         "refs",
         "results",
@@ -31,7 +32,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "web",
         "door",
     ),
-    "peers": ("host", "probes", "gpu", "models", "stack", "sd", "linode", "motd"),
+    "peers": ("host", "probes", "gpu", "models", "stack", "sd", "unitfile", "linode", "motd"),
     "work": (
         "health",
         "gate",

@@ -332,3 +332,48 @@ def test_saved_settings_round_trip(tmp_path: Path) -> None:
     again = settings.load(cfg)
     assert again.as_dict() == s.as_dict()
     assert "token" not in cfg.read_text().lower()
+
+
+@pytest.mark.parametrize(
+    ("bind", "stored", "local"),
+    [
+        ("::ffff:127.0.0.1", "127.0.0.1", True),
+        ("::FFFF:7f00:1", "127.0.0.1", True),
+        ("::ffff:127.8.9.10", "127.8.9.10", True),
+        ("::ffff:0.0.0.0", "0.0.0.0", False),
+        ("::ffff:192.0.2.7", "192.0.2.7", False),
+        ("::1", "::1", True),
+    ],
+)
+def test_an_ipv4_mapped_bind_is_the_ipv4_address_it_stands_for(
+    tmp_path: Path, bind: str, stored: str, local: bool
+) -> None:
+    """Issue 14 j: `::ffff:127.0.0.1` is stored as 127.0.0.1 (not `::ffff:7f00:1`, which the
+    MOTD called public), and the proxy rule's loopback() reads it the same way."""
+    env = {"UI_BIND": bind, "WATCH_METRICS_BIND": bind, "API_BIND": bind}
+    s = settings.load(tmp_path / "none.yaml", env=env)  # https.domain auto: a proxy guards
+    assert (s.api.bind, s.ui.bind, s.watch.metrics_bind) == (stored, stored, stored)
+    assert settings.loopback(s.api.bind) is local and settings.loopback(bind) is local
+    off = {**env, "HTTPS_DOMAIN": "off"}
+    if local:
+        assert settings.load(tmp_path / "none.yaml", env=off).api.bind == stored
+    else:
+        with pytest.raises(BadInput) as caught:
+            settings.load(tmp_path / "none.yaml", env=off)
+        assert caught.value.key == "api.bind (from environment API_BIND)"
+        assert f"{stored} would put vLLM's own port on the network" in caught.value.message
+
+
+def test_the_login_message_calls_a_mapped_loopback_bind_local(tmp_path: Path, write_config) -> None:
+    """The MOTD's words for `API_BIND=::ffff:127.0.0.1`: this box only, no public address."""
+    from agent.state import BootState
+    from agent.steps import StepContext, motd
+
+    mapped = {"bind": "::ffff:127.0.0.1"}
+    cfg = write_config({"api": mapped, "ui": dict(mapped), "https": {"domain": "off"}})
+    s = settings.load(cfg)
+    root = tmp_path / "root"
+    root.mkdir()
+    facts = motd.facts(StepContext(s, BootState(s.paths.state, "1"), root=root))
+    assert facts.api_local_only is True  # "on this box only: ssh -L to reach it"
+    assert (facts.api_url, facts.ui_url) == ("http://127.0.0.1:8000/v1", "http://127.0.0.1:3000")
