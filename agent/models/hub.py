@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from agent import validate as v
 from agent.errors import BadInput
 from agent.models.cache import cache_root
 from agent.models.errors import (
@@ -180,7 +181,8 @@ def check_token_endpoint(settings: Settings, token: str | None) -> None:
         found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except (OSError, UnicodeError):
         found = set()  # unresolvable: the request fails by itself, and sends nothing
-    addresses = [ipaddress.ip_address(a.split("%")[0]) for a in found | _literal(host)]
+    # an IPv4-mapped answer (::ffff:169.254.169.254) is the IPv4 address it stands for
+    addresses = [v.unmapped(ipaddress.ip_address(a.split("%")[0])) for a in found | _literal(host)]
     if any(a.is_link_local for a in addresses):
         raise BadInput(
             where,

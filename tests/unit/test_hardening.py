@@ -184,3 +184,16 @@ def test_config_sizes_the_arithmetic_cannot_use_are_refused(config: dict, words:
     with pytest.raises(UnsizedModel) as caught:
         ModelShape.from_config(config)
     assert words in caught.value.message and caught.value.exit_code == 1
+
+
+def test_an_ipv4_mapped_link_local_address_is_link_local_too(tmp_path: Path) -> None:
+    """What a name resolving to ::ffff:169.254.169.254 gives: an IP literal needs no DNS (the
+    settings' URL rule refuses the bracketed form, so the settings are made past it)."""
+    import dataclasses
+
+    s = hub_settings(tmp_path, "https://example.org")
+    mapped = dataclasses.replace(
+        s, hub=dataclasses.replace(s.hub, endpoint="http://[::ffff:169.254.169.254]/")
+    )
+    with pytest.raises(BadInput, match="is a link-local address"):
+        check_token_endpoint(mapped, "hf_" + "t" * 30)
