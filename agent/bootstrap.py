@@ -21,10 +21,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from agent import log, maintenance, motd, proc
-from agent.errors import AgentError
+from agent.errors import AgentError, ExitStatus
 from agent.results import INTERNAL, Result
 from agent.state import BootState
-from agent.steps import ALL, Done, Outcome, RebootNeeded, Step, StepContext, Todo, units
+from agent.steps import (
+    ALL,
+    Done,
+    Outcome,
+    RebootNeeded,
+    Step,
+    StepContext,
+    Todo,
+    check_steps,
+    units,
+)
 
 Status = Literal["pending", "running", "done", "skipped", "failed", "blocked", "reboot"]
 FINISHED = ("done", "skipped")
@@ -51,7 +61,7 @@ class BootstrapResult(Result):
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.status == "failed" else 0
+        return ExitStatus.FAILED if self.status == "failed" else ExitStatus.OK
 
     @property
     def failed(self) -> StepRecord | None:
@@ -183,6 +193,8 @@ def run(
 def _run_all(
     ctx: StepContext, steps: Sequence[Step], listener: Listener, reboot: bool
 ) -> BootstrapResult:
+    # a run over a few steps: needs among the real steps it leaves out count as met
+    check_steps(steps, outside=frozenset(s.META.id for s in ALL) - {s.META.id for s in steps})
     state = _Run(ctx, steps, listener)
     ctx.progress = state.progress
     _collect_apt_wants(ctx, steps)
@@ -283,7 +295,7 @@ class PlanResult(Result):
 
     @property
     def exit_code(self) -> int:
-        return 1 if any(s.action == "fail" for s in self.steps) else 0
+        return ExitStatus.FAILED if any(s.action == "fail" for s in self.steps) else ExitStatus.OK
 
 
 def plan(ctx: StepContext, steps: Sequence[Step] = ALL) -> PlanResult:

@@ -11,6 +11,7 @@ from typing import Any
 
 from agent import gpu
 from agent.checks.base import GPU_INVENTORY, Check, CheckSpec, DoctorContext
+from agent.errors import ExitStatus
 from agent.results import Result
 from agent.settings import Settings
 
@@ -28,7 +29,7 @@ class DoctorReport(Result):
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else 1
+        return ExitStatus.OK if self.ok else ExitStatus.FAILED
 
     def as_dict(self) -> dict[str, Any]:
         return {

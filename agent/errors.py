@@ -6,11 +6,22 @@ exits with `exit_code` (1: a failed check or action, 2: bad input).
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """Every exit code of sandbox-agent (httpie's ExitStatus, in our words)."""
+
+    OK = 0
+    FAILED = 1  # a failed check or action: the message says what to do next
+    BAD_INPUT = 2  # the field is named; nothing was changed
+    INTERRUPTED = 130  # Ctrl-C (SIGTERM during a change: 143, after its rollback)
+
 
 class AgentError(Exception):
     """An expected failure: printed without a traceback."""
 
-    exit_code = 1
+    exit_code: ExitStatus = ExitStatus.FAILED
 
     def __init__(self, message: str, *, fix: str | None = None) -> None:
         super().__init__(message)
@@ -27,7 +38,7 @@ class AgentError(Exception):
 class BadInput(AgentError):
     """Input that cannot be accepted; nothing was changed."""
 
-    exit_code = 2
+    exit_code = ExitStatus.BAD_INPUT
 
     def __init__(self, key: str, message: str, *, fix: str | None = None) -> None:
         super().__init__(f"{key}: {message}", fix=fix)

@@ -11,6 +11,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from agent.errors import ExitStatus
+
 INTERNAL = {"json": False}
 
 
@@ -48,5 +50,5 @@ class Result(Record):
 
     @property
     def exit_code(self) -> int:
-        """0 done; 1 a failed check or action (2, bad input, is raised as BadInput instead)."""
-        return 0
+        """OK; FAILED for a failed check or action (BAD_INPUT is raised as BadInput instead)."""
+        return ExitStatus.OK

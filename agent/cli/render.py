@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from agent import log
-from agent.errors import AgentError
+from agent.errors import AgentError, ExitStatus
 
 if TYPE_CHECKING:
     from agent.results import Result
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 R = TypeVar("R", bound="Result")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,7 +69,7 @@ def guarded(fn: F) -> F:
             fail(exc, as_json)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            sys.exit(130)
+            sys.exit(ExitStatus.INTERRUPTED)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             path = _write_debug_log()
             fail(

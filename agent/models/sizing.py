@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from agent.errors import ExitStatus
 from agent.models import fit
 from agent.models.cache import snapshot_path
 from agent.models.errors import ModelError
@@ -25,7 +26,7 @@ class FitReport(Result):
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.plan.fits else 1
+        return ExitStatus.OK if self.plan.fits else ExitStatus.FAILED
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": str(self.model), **self.plan.as_dict()}

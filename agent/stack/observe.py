@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from agent import door, log, maintenance
 from agent.engine import engine_errors
-from agent.errors import AgentError
+from agent.errors import AgentError, ExitStatus
 from agent.results import Record, Result
 from agent.secrets import API_KEY, WEBUI_ADMIN, SecretStore
 from agent.settings import Settings
@@ -120,7 +120,7 @@ class StackStatus(Result):
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.running else 1
+        return ExitStatus.OK if self.running else ExitStatus.FAILED
 
 
 def stack_status(client: DockerClient, settings: Settings) -> StackStatus:

@@ -23,6 +23,7 @@ from agent.steps.base import (
     StepFailed,
     StepMeta,
     Todo,
+    check_steps,
 )
 
 ALL: tuple[Step, ...] = (
@@ -39,6 +40,7 @@ ALL: tuple[Step, ...] = (
     watchdog_unit,
     motd,
 )
+check_steps(ALL)  # at import: a need that names no step fails here, not on a box
 
 __all__ = [
     "ALL",
@@ -50,4 +52,5 @@ __all__ = [
     "StepFailed",
     "StepMeta",
     "Todo",
+    "check_steps",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
@@ -144,3 +144,26 @@ class StepContext:
         if not self.pci():
             return "no NVIDIA GPU on the PCI bus"
         return None
+
+
+def check_steps(steps: Sequence[Step], outside: frozenset[str] = frozenset()) -> None:
+    """The steps' META as the runner needs it, checked once (cloud-init validates module meta
+    at import): unique ids, every need a step of the same list (or of `outside`: real steps a
+    run over a few of them leaves out), no cycle. A need that names no step would otherwise
+    wait for nothing and be taken as done."""
+    ids = [s.META.id for s in steps]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"step ids repeat: {sorted(i for i in ids if ids.count(i) > 1)}")
+    for step in steps:
+        unknown = [n for n in step.META.needs if n not in ids and n not in outside]
+        if unknown:
+            raise ValueError(f"step {step.META.id} needs {unknown}, which are not steps")
+    done: set[str] = set()
+    todo = {s.META.id: set(s.META.needs) - outside for s in steps}
+    while todo:
+        ready = [i for i, needs in todo.items() if needs <= done]
+        if not ready:
+            raise ValueError(f"steps wait for each other in a cycle: {sorted(todo)}")
+        for i in ready:
+            done.add(i)
+            del todo[i]

@@ -14,6 +14,7 @@ import pytest
 from agent import bootstrap, settings, unitfile
 from agent.errors import AgentError
 from agent.state import BootState
+from agent.steps import ALL as ALL_STEPS
 from agent.steps import Done, RebootNeeded, StepContext, StepMeta, Todo
 
 
@@ -252,3 +253,17 @@ def test_on_a_terminal_the_checklist_is_redrawn_in_place(ctx, capsys) -> None:
         "[x] preflight  done     preflight ok",
         "[x] model      done     model ok",
     ]
+
+
+def test_a_step_that_needs_no_step_is_refused_before_anything_runs(ctx) -> None:
+    from agent.steps import check_steps
+
+    box = Box()
+    typo = [step(box, "preflight"), step(box, "stack", ("preflihgt",))]
+    with pytest.raises(ValueError, match=r"step stack needs \['preflihgt'\], which are not steps"):
+        bootstrap.run(ctx, typo)
+    assert box.events == []
+    loop = [step(box, "a", ("b",)), step(box, "b", ("a",))]
+    with pytest.raises(ValueError, match="cycle"):
+        check_steps(loop)
+    check_steps(ALL_STEPS)  # the real steps pass (and are checked at import)
