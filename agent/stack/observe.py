@@ -23,6 +23,7 @@ from agent.stack.render import PROXY, UI, VLLM
 
 if TYPE_CHECKING:
     from agent.engine import Container, DockerClient
+    from agent.stack.certificate import DoorStatus
 
 L_ONEOFF = "com.docker.compose.oneoff"
 
@@ -116,6 +117,7 @@ class StackStatus(Result):
     admin_login_file: Path | None
     watchdog: dict[str, Any] | None = None  # the watchdog's view (agent.watchdog.summary)
     maintenance: str | None = None  # the change holding the maintenance lock now, if any
+    door: DoorStatus | None = None  # the proxy's name, URLs and certificate
 
     @property
     def exit_code(self) -> int:

@@ -16,6 +16,7 @@ from agent.files import atomic_write
 from agent.sd import Notifier
 from agent.settings import Settings
 from agent.stack import ServiceStatus, StackEvent
+from agent.watchdog.certificate import CertificateWatch
 from agent.watchdog.machine import Decision, Machine
 from agent.watchdog.report import Reporter
 
@@ -86,6 +87,7 @@ class Actions:
         self._oom: set[str] = set()
         self._pinged = float("-inf")
         self.status_line = ""
+        self.certificate = CertificateWatch(settings)
 
     # --- engine events --------------------------------------------------------------------
 
@@ -235,13 +237,14 @@ class Actions:
     def write_motd(self) -> None:
         path = self.settings.watch.motd
         with contextlib.suppress(OSError):
-            if not self.failed_reason:
+            if not self.failed_reason and not self.certificate.lines:
                 path.unlink(missing_ok=True)
                 return
             lines = ["sandbox-agent watchdog:"]
             for service, reason in sorted(self.failed_reason.items()):
                 lines.append(f"  {service} FAILED: {reason}")
                 lines.append(f"    fix: {FAILED_FIX.format(service=service)}")
+            lines += [f"  {line}" for line in self.certificate.lines]
             atomic_write(path, "\n".join(lines) + "\n", mode=0o644)
 
     # --- alive ----------------------------------------------------------------------------
@@ -259,6 +262,8 @@ class Actions:
             lines.append("WATCHDOG=1")
         if lines:
             self.notifier.notify(*lines)
+        if self.certificate.check(now, self.report):
+            self.write_motd()
         if self.metrics is not None:
             self.metrics.tick(watch.machines, wall)
 

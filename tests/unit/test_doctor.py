@@ -73,4 +73,8 @@ def test_every_check_id_is_unique_and_stable() -> None:
         "stack.api",
         "stack.ui",
         "stack.exposure",
+        "https.door",
+        "https.dns",
+        "https.proxy",
+        "https.certificate",
     } == set(ids)
