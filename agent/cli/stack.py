@@ -123,7 +123,7 @@ def status_text(result: StackStatus) -> Iterator[str]:
 @click.option("--tail", default="all", show_default=True, help="Lines from the end, or 'all'.")
 @guarded
 def logs(config_path: Path | None, service: str, follow: bool, tail: str) -> None:
-    """A service's log (vllm or open-webui)."""
+    """A service's log (vllm, open-webui, or proxy: Caddy's JSON lines)."""
     from agent import deploy
     from agent.validate import shown, whole_number
 
