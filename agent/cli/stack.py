@@ -146,7 +146,7 @@ def door_text(found: DoorStatus | None) -> Iterator[str]:
     if found is None:
         return
     if found.name is None:
-        yield "door: no proxy (https.domain off, or no name): `sandbox-agent doctor` says more"
+        yield "door: no proxy runs (doctor's https.door says what faces the network)"
         return
     urls = [f"chat {found.ui_url}"] if found.ui_url else []
     urls += [f"API {found.api_url}"] if found.api_url else []

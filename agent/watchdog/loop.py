@@ -191,7 +191,8 @@ class Watch:
             self._check_maintenance(now)
         if self._due("containers", now, self.periods.containers):
             self._read_containers(now)
-        if self.maintenance:
+        if self.maintenance:  # standing back, alive: WATCHDOG=1 through a half-hour switch
+            self.actions.alive(self)
             return
         for service, machine in self.machines.items():
             self._decide(machine.tick(now))

@@ -163,3 +163,32 @@ def test_no_door_no_certificate_watch(write_config) -> None:
     watch = CertificateWatch(s)
     report = Reporter()
     assert not watch.check(0.0, report) and watch.lines == [] and report.sent == []
+
+
+def test_systemd_is_told_the_loop_lives_while_a_change_holds_the_lock(
+    write_config, tmp_path: Path
+) -> None:
+    """A model switch can fetch for half an hour: the watchdog stands back, but WATCHDOG=1
+    goes on (WatchdogSec=30 would kill it, and again after each restart, meanwhile)."""
+    import socket
+
+    from agent import maintenance
+
+    s = settings.load(write_config({"project": "unit", "ui": {"enabled": False}}))
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        server.settimeout(2)
+        actions = Actions(s, Reporter(), sd.Notifier(str(path)), watchdog_every=0.0)
+        w = Watch(
+            s,
+            connect=lambda: engine.connect(f"unix://{tmp_path}/no-engine.sock", timeout=1),
+            api_key=ApiKey(None),
+            actions=actions,
+            policy=Policy(),
+        )
+        with maintenance.hold(s.paths.state, "switch-model acme/x"):
+            w._periodic()
+            assert w.maintenance == "switch-model acme/x"
+        said = server.recv(4096).decode().splitlines()
+    assert "WATCHDOG=1" in said and "STATUS=maintenance: switch-model acme/x" in said[0]
