@@ -278,10 +278,20 @@ def down(settings: Settings, *, progress: Progress = _quiet) -> DownResult:
 
 
 def status(settings: Settings) -> stack.StackStatus:
+    from agent.checks.https import certificate_fix
+    from agent.stack import certificate
     from agent.watchdog import state as watch_state
 
-    found = stack.stack_status(engine.connect(settings.docker.host), settings)
-    return dataclasses.replace(found, watchdog=watch_state.summary(settings.paths.state))
+    client = engine.connect(settings.docker.host)
+    found = stack.stack_status(client, settings)
+    SecretStore(settings.paths.secrets).read_all()  # Caddy's last error is redacted with them
+    front = certificate.door_status(settings, client)
+    cert = front.certificate
+    if cert is not None and (cert.state != "issued" or cert.near_expiry):
+        front = dataclasses.replace(front, fix=certificate_fix(settings, cert.name))
+    return dataclasses.replace(
+        found, watchdog=watch_state.summary(settings.paths.state), door=front
+    )
 
 
 def logs(

@@ -15,7 +15,7 @@ from agent.errors import ExitStatus
 from agent.results import Result
 from agent.settings import Settings
 
-AREAS = ("host", "gpu", "docker", "model", "stack")
+AREAS = ("host", "gpu", "docker", "model", "stack", "https")
 
 
 @dataclass(frozen=True)

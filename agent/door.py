@@ -47,6 +47,17 @@ def linode_name(ipv4: str) -> str:
     return str(ipaddress.IPv4Address(ipv4)).replace(".", "-") + "." + LINODE_SUFFIX
 
 
+def linode_ipv4(name: str | None) -> str | None:
+    """The public IPv4 address a Linode name spells (the metadata service's, when `up` saved
+    it); None for any other name."""
+    if name is None or not _SAVED.fullmatch(name):
+        return None
+    try:
+        return str(ipaddress.IPv4Address(name.split(".", 1)[0].replace("-", ".")))
+    except ValueError:
+        return None
+
+
 def saved_name(settings: Settings) -> str | None:
     """The auto name the last `up` resolved (None: never, or a file that is not one)."""
     try:

@@ -126,6 +126,9 @@ def _not_ready(
         "check that the model fits the GPUs and its files are complete; a very large model may "
         "need a longer timeouts.ready"
         if service == stack.VLLM
+        else "another program may hold one of its ports (https.http_port, https.port, "
+        "https.api_port, https.health_port); check images.proxy"
+        if service == stack.PROXY
         else "check the UI's data folder and image"
     )
     message = f"{label}: {why}; last answer: {last}"

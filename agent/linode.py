@@ -82,16 +82,42 @@ def first_ipv4(interfaces: Iterable[tuple[str, Iterable[tuple[int, str]]]]) -> s
     return None
 
 
+def interface_addresses() -> tuple[str, ...]:
+    """Every address of this box's own interfaces, IPv4 and IPv6 (psutil), in the kernel's
+    order: what a DNS record of this box may point at."""
+    import psutil
+
+    return own_addresses(
+        (name, [(a.family, a.address) for a in addrs])
+        for name, addrs in psutil.net_if_addrs().items()
+    )
+
+
+def own_addresses(interfaces: Iterable[tuple[str, Iterable[tuple[int, str]]]]) -> tuple[str, ...]:
+    """The addresses, IPv4 and IPv6, that are neither loopback nor link-local, on interfaces
+    that are not a container's; each once."""
+    found: list[str] = []
+    for name, addresses in interfaces:
+        if name == "lo" or name.startswith(CONTAINER_LINKS):
+            continue
+        for family, text in addresses:
+            if family in (socket.AF_INET, socket.AF_INET6):
+                usable = _address(text.split("%")[0], versions=(4, 6))
+                if usable is not None and usable not in found:
+                    found.append(usable)
+    return tuple(found)
+
+
 def public_ipv4(base: str = METADATA) -> str | None:
     """The public address, from the metadata service, else the box's interfaces; None when
     neither has one."""
     return metadata_ipv4(base) or interface_ipv4()
 
 
-def _address(text: str) -> str | None:
+def _address(text: str, versions: tuple[int, ...] = (4,)) -> str | None:
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
         return None
-    usable = addr.version == 4 and not (addr.is_loopback or addr.is_link_local)
+    usable = addr.version in versions and not (addr.is_loopback or addr.is_link_local)
     return str(addr) if usable else None

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from agent import deploy, door, gpu, linode, log, maintenance, models, stack
-from agent.errors import AgentError
+from agent.errors import AgentError, BadInput
 from agent.files import atomic_write
 from agent.maintenance import ChangeInProgress
 from agent.refs import ModelRef
 from agent.results import Result
-from agent.settings import VLLM_IMAGE, WEBUI_IMAGE, Settings, save
+from agent.settings import PROXY_IMAGE, VLLM_IMAGE, WEBUI_IMAGE, Settings, save
 
 Reload = Callable[[dict[str, Any] | None], Settings]  # the CLI's loader, flags on top
 Progress = Callable[[str], None]
@@ -295,18 +295,29 @@ def update(
     *,
     vllm_image: str | None = None,
     webui_image: str | None = None,
+    proxy_image: str | None = None,
     root: Path = Path("/"),
     progress: Progress = _quiet,
     **up: Any,
 ) -> ChangeResult:
-    """Move the stack to new images, one service at a time (vLLM first), each gated; when
-    one does not come up, the whole update is rolled back. With neither image given, both
-    move to the ones this agent pins; with one, only that service changes."""
+    """Move the stack to new images, one service at a time (vLLM, Open WebUI, the proxy), each
+    gated; when one does not come up, the whole update is rolled back. With no image given,
+    every service moves to the image this agent pins; with some, only those services change.
+    The proxy is recreated only when its own image changes: the UI stays reachable."""
     from agent import engine
 
     started = time.monotonic()
     up = {"root": root, **up}
-    pinned = vllm_image is None and webui_image is None
+    pinned = vllm_image is None and webui_image is None and proxy_image is None
+    proxied = stack.PROXY in stack.wanted_services(settings)
+    if proxy_image and not proxied:
+        raise BadInput(
+            "--proxy-image",
+            "no proxy runs (https.domain is off, or auto without a Linode name, or nothing "
+            "faces the network); nothing was changed",
+            fix="the proxy starts with images.proxy once the door is open (HTTPS_DOMAIN, and a "
+            "UI_BIND that faces the network), at the next `sandbox-agent up`",
+        )
     with maintenance.hold(settings.paths.state, "update"):  # a change killed earlier: repaired
         current = recover(settings, config, reload, progress=progress, **up)
     wanted: dict[str, Any] = {}
@@ -314,12 +325,16 @@ def update(
         wanted["images.vllm"] = vllm_image or VLLM_IMAGE
     if current.ui.enabled and (webui_image or pinned):
         wanted["images.webui"] = webui_image or WEBUI_IMAGE
+    if proxied and (proxy_image or pinned):
+        wanted["images.proxy"] = proxy_image or PROXY_IMAGE
     target = reload(wanted)  # validates the references
-    before = {"vllm": current.images.vllm, "webui": current.images.webui}
-    after = {"vllm": target.images.vllm, "webui": target.images.webui}
+    keys = [("vllm", stack.VLLM), ("webui", stack.UI)]
+    keys += [("proxy", stack.PROXY)] if proxied else []
+    before = {key: getattr(current.images, key) for key, _ in keys}
+    after = {key: getattr(target.images, key) for key, _ in keys}
     steps = [
         (service, key, after[key])
-        for service, key in ((stack.VLLM, "vllm"), (stack.UI, "webui"))
+        for key, service in keys
         if f"images.{key}" in wanted and after[key] != before[key]
     ]
     if not steps:

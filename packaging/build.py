@@ -202,9 +202,9 @@ def save_images(out: Path, refs: list[str]) -> Path:
 
 def pinned_images() -> list[str]:
     sys.path.insert(0, str(ROOT))
-    from agent.settings import VLLM_IMAGE, WEBUI_IMAGE
+    from agent.settings import PROXY_IMAGE, VLLM_IMAGE, WEBUI_IMAGE
 
-    return [VLLM_IMAGE, WEBUI_IMAGE]
+    return [VLLM_IMAGE, WEBUI_IMAGE, PROXY_IMAGE]
 
 
 def report(locked: hashlock.Lock) -> str:

@@ -20,6 +20,7 @@ from agent.cli.options import (
     host_root,
     json_option,
     load_settings,
+    metadata_url,
     progress_printer,
     refuse_settings_environment,
     reloader,
@@ -102,6 +103,7 @@ def switch_model(
             token=hf_token(settings),
             root=host_root(),
             progress=progress_printer(as_json),
+            metadata=metadata_url(),
         )
     render(result, as_json, change_text)
 
@@ -109,6 +111,7 @@ def switch_model(
 @click.command()
 @click.option("--vllm-image", default=None, help="vLLM's new image.")
 @click.option("--webui-image", default=None, help="Open WebUI's new image.")
+@click.option("--proxy-image", default=None, help="The proxy's (Caddy) new image.")
 @yes_option
 @config_option
 @json_option
@@ -116,18 +119,19 @@ def switch_model(
 def update(
     vllm_image: str | None,
     webui_image: str | None,
+    proxy_image: str | None,
     yes: bool,
     config_path: Path | None,
     as_json: bool,
 ) -> None:
     """Move the stack to new images, one service at a time, each gated; when one does not
-    come up, the whole update is rolled back. Without either flag, both services move to the
-    images this agent pins; with one, only that service changes."""
+    come up, the whole update is rolled back. Without a flag, every service moves to the
+    image this agent pins; with some, only those services change."""
     from agent import switch
 
     refuse_settings_environment("update")
     settings = load_settings(config_path)
-    flags = {"images.vllm": vllm_image, "images.webui": webui_image}
+    flags = {"images.vllm": vllm_image, "images.webui": webui_image, "images.proxy": proxy_image}
     load_settings(config_path, {k: v for k, v in flags.items() if v})  # validated first
     _confirm(yes, "Update the stack's images?")
     with _signals_raise():
@@ -137,9 +141,11 @@ def update(
             reloader(config_path),
             vllm_image=vllm_image,
             webui_image=webui_image,
+            proxy_image=proxy_image,
             root=host_root(),
             progress=progress_printer(as_json),
             token=hf_token(settings),
+            metadata=metadata_url(),
         )
     render(result, as_json, change_text)
 

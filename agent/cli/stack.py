@@ -26,6 +26,7 @@ from agent.errors import BadInput
 if TYPE_CHECKING:
     from agent.deploy import DeployResult, DownResult
     from agent.stack import StackStatus
+    from agent.stack.certificate import DoorStatus
 
 
 @click.command()
@@ -61,6 +62,8 @@ def up_text(result: DeployResult) -> Iterator[str]:
     yield f"  API:  {result.api_url}  model {result.model!r}; key in {result.key_file}"
     if result.ui_url:
         yield f"  chat: {result.ui_url}  admin sign-in in {result.admin_login_file}"
+    if any(url.startswith("https://") for url in (result.api_url, result.ui_url or "")):
+        yield "  https: Caddy obtains the certificate by itself; `sandbox-agent status` shows it"
     yield f"  compose file: {result.compose_file}"
 
 
@@ -104,6 +107,7 @@ def status_text(result: StackStatus) -> Iterator[str]:
             f"{s.service:<12} {s.state:<11} {s.health:<10} {_age(s.uptime_s):>8}  "
             f"{', '.join(s.ports) or '-'}  {s.image or ''}"
         )
+    yield from door_text(result.door)
     if result.maintenance:
         yield f"change running: {result.maintenance} (the watchdog stands back meanwhile)"
     if result.pending_change:
@@ -122,7 +126,7 @@ def status_text(result: StackStatus) -> Iterator[str]:
 @click.option("--tail", default="all", show_default=True, help="Lines from the end, or 'all'.")
 @guarded
 def logs(config_path: Path | None, service: str, follow: bool, tail: str) -> None:
-    """A service's log (vllm or open-webui)."""
+    """A service's log (vllm, open-webui, or proxy: Caddy's JSON lines)."""
     from agent import deploy
     from agent.validate import shown, whole_number
 
@@ -136,6 +140,34 @@ def logs(config_path: Path | None, service: str, follow: bool, tail: str) -> Non
     for chunk in deploy.logs(load_settings(config_path), service, follow=follow, tail=count):
         out.write(chunk)
         out.flush()
+
+
+def door_text(found: DoorStatus | None) -> Iterator[str]:
+    """The front door: its name, URLs and the certificate's state."""
+    from agent.stack.certificate import expiring
+
+    if found is None:
+        return
+    if found.name is None:
+        yield "door: no proxy runs (doctor's https.door says what faces the network)"
+        return
+    urls = [f"chat {found.ui_url}"] if found.ui_url else []
+    urls += [f"API {found.api_url}"] if found.api_url else []
+    yield f"door: {found.name}: {', '.join(urls)}"
+    cert = found.certificate
+    if cert is None:
+        return
+    if cert.state == "issued":
+        failing = ": its renewal is failing" if cert.near_expiry else ""
+        yield f"  certificate: from {cert.issuer}, {expiring(cert)}{failing}"
+    elif cert.state == "pending":
+        yield f"  certificate: none yet, Caddy is asking {cert.issuer} (it retries by itself)"
+    else:
+        yield f"  certificate: {cert.path} cannot be read: {cert.error}"
+    if cert.error and cert.state != "unreadable":
+        yield f"    Caddy's last error ({cert.error_at or 'time unknown'}): {cert.error}"
+    if found.fix:
+        yield f"    fix: {found.fix}"
 
 
 def watchdog_text(found: dict[str, Any] | None) -> Iterator[str]:

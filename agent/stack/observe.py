@@ -23,6 +23,7 @@ from agent.stack.render import PROXY, UI, VLLM
 
 if TYPE_CHECKING:
     from agent.engine import Container, DockerClient
+    from agent.stack.certificate import DoorStatus
 
 L_ONEOFF = "com.docker.compose.oneoff"
 
@@ -117,6 +118,7 @@ class StackStatus(Result):
     watchdog: dict[str, Any] | None = None  # the watchdog's view (agent.watchdog.summary)
     maintenance: str | None = None  # the change holding the maintenance lock now, if any
     pending_change: dict[str, str] | None = None  # one killed half done: summary and fix
+    door: DoorStatus | None = None  # the proxy's name, URLs and certificate
 
     @property
     def exit_code(self) -> int:

@@ -1,9 +1,11 @@
-"""motd: the UI and API addresses with this box's public IP, where the credentials are, the
-model, and `sandbox-agent doctor`. (On failure the runner writes the failed step instead.)"""
+"""motd: the UI and API addresses (the proxy's https URLs when the door is open, else with
+this box's public IP), where the credentials are, the model, and `sandbox-agent doctor`.
+(On failure the runner writes the failed step instead; while the certificate is pending,
+the watchdog's notice says so.)"""
 
 from __future__ import annotations
 
-from agent import linode, motd
+from agent import door, linode, motd
 from agent.secrets import API_KEY, WEBUI_ADMIN, SecretStore
 from agent.steps.base import Done, Outcome, StepContext, StepMeta, Todo
 
@@ -20,10 +22,13 @@ def facts(ctx: StepContext) -> motd.Ready:
         return f"[{bind}]" if ":" in bind else bind
 
     store = SecretStore(s.paths.secrets)
+    front = door.current(s)  # the name the stack step's `up` saved
+    api = door.api_url(s, front) or f"http://{where(s.api.bind)}:{s.api.port}"
+    ui = door.ui_url(s, front) or f"http://{where(s.ui.bind)}:{s.ui.port}"
     return motd.Ready(
         model=s.model.name,
-        api_url=f"http://{where(s.api.bind)}:{s.api.port}/v1",
-        ui_url=f"http://{where(s.ui.bind)}:{s.ui.port}" if s.ui.enabled else None,
+        api_url=api + "/v1",
+        ui_url=ui if s.ui.enabled else None,
         key_file=store.path(API_KEY),
         admin_file=store.path(WEBUI_ADMIN) if s.ui.enabled else None,
         api_local_only=s.api.bind.startswith("127.") or s.api.bind == "::1",

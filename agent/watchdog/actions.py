@@ -17,6 +17,7 @@ from agent.maintenance import PendingChange
 from agent.sd import Notifier
 from agent.settings import Settings
 from agent.stack import ServiceStatus, StackEvent
+from agent.watchdog.certificate import CertificateWatch
 from agent.watchdog.machine import Decision, Machine
 from agent.watchdog.report import Reporter
 
@@ -88,6 +89,7 @@ class Actions:
         self._oom: set[str] = set()
         self._pinged = float("-inf")
         self.status_line = ""
+        self.certificate = CertificateWatch(settings)
 
     # --- engine events --------------------------------------------------------------------
 
@@ -262,6 +264,7 @@ class Actions:
             lines.append(f"  {service} FAILED: {reason}")
             lines.append(f"    fix: {FAILED_FIX.format(service=service)}")
         with contextlib.suppress(OSError):
+            lines += [f"  {line}" for line in self.certificate.lines]
             if not lines:
                 path.unlink(missing_ok=True)
                 return
@@ -283,6 +286,8 @@ class Actions:
             lines.append("WATCHDOG=1")
         if lines:
             self.notifier.notify(*lines)
+        if self.certificate.check(now, self.report):
+            self.write_motd()
         if self.metrics is not None:
             self.metrics.tick(watch.machines, wall)
 

@@ -48,7 +48,7 @@ class Periods:
 DEFAULT_PERIODS = Periods()
 TIMEOUTS = {"health": 2.0, "models": 5.0, "canary": 20.0, "ui": 3.0}
 PROBED = ("running", "paused")  # a paused container is hung with its port open
-NEEDED = {stack.VLLM: ("health", "models"), stack.UI: ("health",)}
+NEEDED = {stack.VLLM: ("health", "models"), stack.UI: ("health",), stack.PROXY: ("health",)}
 
 
 class Watch:
@@ -191,7 +191,8 @@ class Watch:
             self._check_maintenance(now)
         if self._due("containers", now, self.periods.containers):
             self._read_containers(now)
-        if self.maintenance:
+        if self.maintenance:  # standing back, alive: WATCHDOG=1 through a half-hour switch
+            self.actions.alive(self)
             return
         for service, machine in self.machines.items():
             self._decide(machine.tick(now))
@@ -213,7 +214,7 @@ class Watch:
         stages = self.stages[service]
         if machine.state == "failed":
             return
-        if service == stack.UI:
+        if service != stack.VLLM:  # Open WebUI and the proxy: /health, at the UI's period
             if self._due(f"{service}.health", now, p.ui):
                 self._probe(
                     service, "health", machine, lambda: stages["health"].run(TIMEOUTS["ui"])

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from agent import maintenance
+from agent.settings import PROXY_IMAGE
 from tests.conftest import AGENT, agent_env
 from tests.fakes import nvml
 from tests.fakes.hub_server import HubServer, running_hub
@@ -370,10 +371,8 @@ def test_update_of_the_webui_image_recreates_open_webui_only(box: Box, tags: dic
     assert box.key() == key and box.answers("acme/other")
     assert tree_digest(box.folder / "ui_data") == before[1]  # chat history byte-identical
     saved = yaml.safe_load(box.config.read_text())
-    assert {k: saved["images"][k] for k in ("vllm", "webui")} == {
-        "vllm": box.images[0],
-        "webui": tags["webui2"],
-    }
+    # the proxy's image stays at its pin (no proxy runs here: nothing faces the network)
+    assert saved["images"] == {"vllm": box.images[0], "webui": tags["webui2"], "proxy": PROXY_IMAGE}
     assert (box.folder / "config.yaml.bak").read_text() == before[0]
     assert not (box.folder / "state" / "change.json").exists()
     # and back, as a person reads it
@@ -408,10 +407,7 @@ def test_update_of_both_images_moves_vllm_then_open_webui_each_gated(box: Box, t
     assert box.key() == key and box.answers("acme/other")
     assert tree_digest(box.folder / "ui_data") == before[1]
     saved = yaml.safe_load(box.config.read_text())
-    assert {k: saved["images"][k] for k in ("vllm", "webui")} == {
-        "vllm": tags["vllm2"],
-        "webui": tags["webui2"],
-    }
+    assert saved["images"] == {"vllm": tags["vllm2"], "webui": tags["webui2"], "proxy": PROXY_IMAGE}
     assert (box.folder / "config.yaml.bak").read_text() == before[0]  # from before the update
 
 

@@ -75,4 +75,8 @@ def test_every_check_id_is_unique_and_stable() -> None:
         "stack.ui",
         "stack.exposure",
         "stack.change",
+        "https.door",
+        "https.dns",
+        "https.proxy",
+        "https.certificate",
     } == set(ids)

@@ -197,3 +197,26 @@ def test_a_failed_run_puts_the_step_its_error_and_the_fix_on_the_login_screen(
     assert " SETUP FAILED at step images:\n   the image vllm/x:1 cannot be pulled: denied\n" in text
     assert "   fix: check images.vllm\n" in text
     assert "sandbox-agent bootstrap --status" in text
+
+
+def test_with_the_door_open_the_motd_gives_the_https_urls_and_asks_no_address(
+    tmp_path: Path, write_config, metadata
+) -> None:
+    from agent import door
+
+    ctx = ctx_for(
+        tmp_path,
+        write_config,
+        metadata.url,
+        api={"bind": "0.0.0.0", "port": 8000},
+        ui={"bind": "0.0.0.0", "port": 3000},
+        https={"domain": "auto", "port": 443, "api_port": 8443},
+    )
+    door.save_name(ctx.settings, "203-0-113-9.ip.linodeusercontent.com")  # as `up` saved it
+    motd.apply(ctx)
+    text = (ctx.root / "etc/motd.d/sandbox-agent").read_text()
+    assert " Chat (Open WebUI): https://203-0-113-9.ip.linodeusercontent.com\n" in text
+    assert (
+        " API (OpenAI-compatible): https://203-0-113-9.ip.linodeusercontent.com:8443/v1\n" in text
+    )
+    assert "http://" not in text and metadata.requests == []
