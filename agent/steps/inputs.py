@@ -91,7 +91,7 @@ def recorded_bundle(state_dir: Path, instance_id: str) -> tuple[str | None, str]
 def check_ports(settings: Settings, state: BootState) -> None:
     """Each published port free, unless this instance's stack already serves there (a run
     killed while it started the stack leaves its containers holding them)."""
-    from agent import engine, stack
+    from agent import door, engine, stack
     from agent.stack import port_free
 
     if state.marker("stack") is not None:
@@ -101,9 +101,24 @@ def check_ports(settings: Settings, state: BootState) -> None:
             return
     except AgentError:
         pass  # no engine yet: nothing of ours can hold a port
-    wanted = [("API_PORT", settings.api.bind, settings.api.port)]
+    # the door the settings open once named (auto's name is asked later, by the stack step)
+    front = door.current(settings, "name.invalid")
+    api_bind, ui_bind = door.published(front, settings.api.bind), settings.ui.bind
+    wanted = [("API_PORT", api_bind, settings.api.port)]
     if settings.ui.enabled:
-        wanted.append(("UI_PORT", settings.ui.bind, settings.ui.port))
+        wanted.append(("UI_PORT", door.published(front, ui_bind), settings.ui.port))
+    if front.on:
+        h = settings.https
+        wanted += [
+            ("HTTP_PORT", "0.0.0.0", h.http_port),
+            ("PROXY_HEALTH_PORT", "127.0.0.1", h.health_port),
+        ]
+        if front.ui:
+            wanted.append(("HTTPS_PORT", door.listen(ui_bind) or "0.0.0.0", h.port))
+        if front.api:
+            wanted.append(
+                ("HTTPS_API_PORT", door.listen(settings.api.bind) or "0.0.0.0", h.api_port)
+            )
     for name, bind, port in wanted:
         if not port_free(bind, port):
             raise BadInput(

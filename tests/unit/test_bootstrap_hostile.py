@@ -165,3 +165,20 @@ def test_hostile_command_line_values_are_refused(
     code, output = bootstrap(box, *args)
     assert code == 2 and field in output.splitlines()[0], output
     assert digest(tmp_path) == before and fake_commands.calls == []
+
+
+def test_a_port_the_proxy_needs_in_use_is_refused_before_anything_changes(
+    tmp_path: Path, box, fake_commands
+) -> None:
+    """A web server already on the box's https port: the bootstrap says so at once, rather
+    than the proxy failing at the gate."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        before = digest(tmp_path)
+        form = {**box, "HTTPS_DOMAIN": "chat.example.com", "UI_BIND": "0.0.0.0", "HTTPS_PORT": port}
+        code, output = bootstrap(form)
+    assert code == 2
+    assert output.splitlines()[0].startswith(f"error: HTTPS_PORT ({port}): port {port} on 0.0.0.0")
+    assert digest(tmp_path) == before and fake_commands.calls == []
