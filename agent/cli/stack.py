@@ -26,7 +26,7 @@ from agent.errors import BadInput
 if TYPE_CHECKING:
     from agent.deploy import DeployResult, DownResult
     from agent.stack import StackStatus
-    from agent.stack.certificate import DoorStatus
+    from agent.stack.observe import DoorStatus
 
 
 @click.command()

@@ -18,23 +18,21 @@ import json
 import math
 import re
 import urllib.parse
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from agent import door, log
 from agent.door import Door
 from agent.errors import AgentError
-from agent.results import Record
 from agent.settings import Settings
-from agent.stack.observe import logs
+from agent.stack.observe import Certificate, DoorStatus, logs
 from agent.stack.render import PROXY
 
 if TYPE_CHECKING:
     from agent.engine import DockerClient
 
-RENEWAL_DAYS = 14  # fewer days left than this: Caddy's renewal (at 30) has been failing
 LOG_TAIL = 2000  # lines of the proxy's log searched for its last error
 ERROR_CHARS = 240  # one short line
 # Caddy's loggers of certificate issuance: tls.obtain (each try, "will retry"), the ACME
@@ -43,36 +41,6 @@ _LOGGERS = ("tls.obtain", "tls.issuance.acme", "http.acme_client")
 _TRIED = ("could not get certificate from issuer", "will retry")  # tls.obtain, each try
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----", re.S)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_@.-]")
-
-
-@dataclass(frozen=True)
-class Certificate(Record):
-    """The door's certificate: issued (with its expiry) or pending (with Caddy's last error,
-    when its log has one)."""
-
-    name: str
-    state: Literal["issued", "pending", "unreadable"]
-    issuer: str  # certmagic's folder of the ACME directory
-    path: Path  # where Caddy keeps it (or will)
-    expires: str | None = None  # ISO 8601, UTC
-    days_left: int | None = None
-    error: str = ""  # pending: Caddy's last error (redacted, one line); unreadable: why
-    error_at: str | None = None  # when Caddy logged it, ISO 8601 UTC
-
-    @property
-    def near_expiry(self) -> bool:
-        return self.days_left is not None and self.days_left < RENEWAL_DAYS
-
-
-@dataclass(frozen=True)
-class DoorStatus(Record):
-    """What `status` shows of the front door."""
-
-    name: str | None  # None: no proxy
-    ui_url: str | None
-    api_url: str | None  # the API's public base, /v1 included
-    certificate: Certificate | None
-    fix: str = ""  # while the certificate is pending or near expiry: what to do
 
 
 def safe(key: str) -> str:

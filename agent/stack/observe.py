@@ -23,7 +23,6 @@ from agent.stack.render import PROXY, UI, VLLM
 
 if TYPE_CHECKING:
     from agent.engine import Container, DockerClient
-    from agent.stack.certificate import DoorStatus
 
 L_ONEOFF = "com.docker.compose.oneoff"
 
@@ -104,6 +103,39 @@ def wanted_services(settings: Settings) -> tuple[str, ...]:
     under the name the settings give or the last `up` resolved)."""
     services = (VLLM, UI) if settings.ui.enabled else (VLLM,)
     return (*services, PROXY) if door.current(settings).on else services
+
+
+RENEWAL_DAYS = 14  # fewer days left than this: Caddy's renewal (at 30) has been failing
+
+
+@dataclass(frozen=True)
+class Certificate(Record):
+    """The door's certificate: issued (with its expiry) or pending (with Caddy's last error,
+    when its log has one)."""
+
+    name: str
+    state: Literal["issued", "pending", "unreadable"]
+    issuer: str  # certmagic's folder of the ACME directory
+    path: Path  # where Caddy keeps it (or will)
+    expires: str | None = None  # ISO 8601, UTC
+    days_left: int | None = None
+    error: str = ""  # pending: Caddy's last error (redacted, one line); unreadable: why
+    error_at: str | None = None  # when Caddy logged it, ISO 8601 UTC
+
+    @property
+    def near_expiry(self) -> bool:
+        return self.days_left is not None and self.days_left < RENEWAL_DAYS
+
+
+@dataclass(frozen=True)
+class DoorStatus(Record):
+    """What `status` shows of the front door."""
+
+    name: str | None  # None: no proxy
+    ui_url: str | None
+    api_url: str | None  # the API's public base, /v1 included
+    certificate: Certificate | None
+    fix: str = ""  # while the certificate is pending or near expiry: what to do
 
 
 @dataclass(frozen=True)

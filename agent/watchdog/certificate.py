@@ -9,6 +9,7 @@ from __future__ import annotations
 from agent import door
 from agent.settings import Settings
 from agent.stack import certificate
+from agent.stack.observe import Certificate
 from agent.watchdog.report import Reporter
 
 EVERY = 60.0  # seconds between two reads of the store
@@ -45,7 +46,7 @@ class CertificateWatch:
         return changed
 
 
-def notice(settings: Settings, found: certificate.Certificate) -> list[str]:
+def notice(settings: Settings, found: Certificate) -> list[str]:
     """The MOTD's lines about the certificate ([] when it is issued and far from expiry)."""
     name = found.name
     if found.state == "issued" and not found.near_expiry:

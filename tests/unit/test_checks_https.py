@@ -14,7 +14,8 @@ import pytest
 from agent import door, settings
 from agent.checks import https
 from agent.checks.base import DoctorContext
-from agent.stack.certificate import DoorStatus, read
+from agent.stack.certificate import read
+from agent.stack.observe import DoorStatus
 from tests.fakes import certs
 
 LE = "acme-v02.api.letsencrypt.org-directory"
