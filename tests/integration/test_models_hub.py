@@ -14,7 +14,7 @@ import pytest
 
 from agent import log, models, settings
 from agent.errors import BadInput
-from tests.fakes.hub_server import HubServer, running_hub
+from tests.fakes.hub_server import HubServer
 
 MiB = 1 << 20
 CONFIG = {
@@ -42,12 +42,6 @@ def tiny_files(weights: bytes = b"\x01" * 300_000) -> dict[str, bytes]:
         "README.md": b"# tiny",
         ".gitattributes": b"*.safetensors filter=lfs",
     }
-
-
-@pytest.fixture
-def hub():
-    with running_hub() as server:
-        yield server
 
 
 def make_settings(tmp_path: Path, hub: HubServer, **flags: object) -> settings.Settings:

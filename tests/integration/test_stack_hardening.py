@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.hub_server import HubServer, running_hub
+from tests.fakes.hub_server import HubServer
 from tests.integration.stack_support import (
     TINY_CONFIG,
     agent,
@@ -33,12 +33,6 @@ def project() -> Iterator[str]:
     name = project_name("hard")
     yield name
     remove_project(docker_client(), name)
-
-
-@pytest.fixture
-def hub() -> Iterator[HubServer]:
-    with running_hub() as server:
-        yield server
 
 
 def test_up_on_a_box_that_never_pulled_fetches_the_model_then_ends_ready(

@@ -283,17 +283,27 @@ def test_update_to_an_image_that_cannot_be_pulled_changes_nothing(box: Box) -> N
         "registry.invalid, a registry that images.registries does not name"
     ), ran.stderr
     assert box.state() == before and box.ids() == ids
-    # named, it is tried, and cannot be pulled
-    ran = box.run(
-        "update", "--vllm-image", "registry.invalid/vllm:v1", "--yes",
-        env={"IMAGE_REGISTRIES": "registry.invalid"},
-    )  # fmt: skip
-    assert ran.returncode == 1
-    assert (
-        "error: the image registry.invalid/vllm:v1 is not on this machine and cannot be pulled"
-        in ran.stderr
+    # named in the settings file (a change refuses settings variables), it is tried, and
+    # cannot be pulled
+    saved = box.config.read_text()
+    data = yaml.safe_load(saved)
+    box.config.write_text(
+        yaml.safe_dump(
+            {**data, "images": {**data.get("images", {}), "registries": ["registry.invalid"]}}
+        )
     )
-    assert box.state() == before and box.ids() == ids
+    try:
+        named = box.state()
+        ran = box.run("update", "--vllm-image", "registry.invalid/vllm:v1", "--yes")
+        assert ran.returncode == 1, ran.stderr
+        assert (
+            "error: the image registry.invalid/vllm:v1 is not on this machine and cannot be pulled"
+            in ran.stderr
+        )
+        assert box.state() == named and box.ids() == ids
+    finally:
+        box.config.write_text(saved)
+    assert box.state() == before
 
 
 @pytest.mark.parametrize("image", ["vllm/vllm-openai:v0.30.0", "vllm/vllm-openai:0.30.0"])
@@ -372,7 +382,12 @@ def test_update_of_the_webui_image_recreates_open_webui_only(box: Box, tags: dic
     assert tree_digest(box.folder / "ui_data") == before[1]  # chat history byte-identical
     saved = yaml.safe_load(box.config.read_text())
     # the proxy's image stays at its pin (no proxy runs here: nothing faces the network)
-    assert saved["images"] == {"vllm": box.images[0], "webui": tags["webui2"], "proxy": PROXY_IMAGE}
+    assert saved["images"] == {
+        "vllm": box.images[0],
+        "webui": tags["webui2"],
+        "proxy": PROXY_IMAGE,
+        "registries": [],
+    }
     assert (box.folder / "config.yaml.bak").read_text() == before[0]
     assert not (box.folder / "state" / "change.json").exists()
     # and back, as a person reads it
@@ -407,7 +422,12 @@ def test_update_of_both_images_moves_vllm_then_open_webui_each_gated(box: Box, t
     assert box.key() == key and box.answers("acme/other")
     assert tree_digest(box.folder / "ui_data") == before[1]
     saved = yaml.safe_load(box.config.read_text())
-    assert saved["images"] == {"vllm": tags["vllm2"], "webui": tags["webui2"], "proxy": PROXY_IMAGE}
+    assert saved["images"] == {
+        "vllm": tags["vllm2"],
+        "webui": tags["webui2"],
+        "proxy": PROXY_IMAGE,
+        "registries": [],
+    }
     assert (box.folder / "config.yaml.bak").read_text() == before[0]  # from before the update
 
 
