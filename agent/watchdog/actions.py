@@ -106,9 +106,14 @@ class Actions:
         self._died[event.service] = reason
         self._reported.add(event.service)
         self.report.event(
-            "service_crashed", "warning", f"{event.service} {reason}",
-            service=event.service, reason="oom" if oom else "exit", exit_code=code, oom=int(oom),
-        )  # fmt: skip
+            "service_crashed",
+            "warning",
+            f"{event.service} {reason}",
+            service=event.service,
+            reason="oom" if oom else "exit",
+            exit_code=code,
+            oom=int(oom),
+        )
         if self.metrics is not None:
             self.metrics.crashed(event.service, "oom" if oom else "exit")
 
@@ -120,11 +125,13 @@ class Actions:
         if start - 1.0 <= began <= end + 1.0:
             return False
         self.report.event(
-            "service_started", "notice",
+            "service_started",
+            "notice",
             f"{svc.service} started again in its container (the engine restarted, or a person "
             "started it): loading, under the start grace",
-            service=svc.service, was=was,
-        )  # fmt: skip
+            service=svc.service,
+            was=was,
+        )
         return True
 
     def crash_reason(self, svc: ServiceStatus) -> str:
@@ -150,34 +157,50 @@ class Actions:
         elif action == "crashed":
             if service not in self._reported:  # its die event was missed (engine away)
                 self.report.event(
-                    "service_crashed", "warning", f"{service} {reason} (seen in its restart count)",
-                    service=service, reason="exit",
-                )  # fmt: skip
+                    "service_crashed",
+                    "warning",
+                    f"{service} {reason} (seen in its restart count)",
+                    service=service,
+                    reason="exit",
+                )
             self._reported.discard(service)
         elif action == "unhealthy":
             self.report.event(
-                "service_unhealthy", "warning", f"{service} is unhealthy: {reason}",
-                service=service, reason=reason,
-            )  # fmt: skip
+                "service_unhealthy",
+                "warning",
+                f"{service} is unhealthy: {reason}",
+                service=service,
+                reason=reason,
+            )
         elif action == "suspect":
             self.report.once(
-                f"{service}.suspect", reason, "service_suspect", "warning",
-                f"{service} may be unhealthy: {reason}", service=service, reason=reason,
-            )  # fmt: skip
+                f"{service}.suspect",
+                reason,
+                "service_suspect",
+                "warning",
+                f"{service} may be unhealthy: {reason}",
+                service=service,
+                reason=reason,
+            )
         elif action in ("healthy", "recovered"):
             self.report.forget(f"{service}.suspect")
             if reason == "reset":
                 self.failed_reason.pop(service, None)
                 self.write_motd()
                 self.report.event(
-                    "service_cleared", "notice", f"{service}: failure cleared, watching again",
+                    "service_cleared",
+                    "notice",
+                    f"{service}: failure cleared, watching again",
                     service=service,
-                )  # fmt: skip
+                )
             else:
                 self.report.event(
-                    f"service_{action}", "info", f"{service} is healthy", service=service,
+                    f"service_{action}",
+                    "info",
+                    f"{service} is healthy",
+                    service=service,
                     was=reason,
-                )  # fmt: skip
+                )
 
     def _restart(
         self,
@@ -201,18 +224,26 @@ class Actions:
         except AgentError as exc:
             machine.restarted(clock())
             self.report.event(
-                "service_restart_failed", "error", f"could not restart {service}: {exc.message}",
-                service=service, reason=reason, attempt=decision.attempt,
-            )  # fmt: skip
+                "service_restart_failed",
+                "error",
+                f"could not restart {service}: {exc.message}",
+                service=service,
+                reason=reason,
+                attempt=decision.attempt,
+            )
             return
         self._own[service] = (wall - 1.0, self.wall() + 0.5)
         machine.restarted(clock())
         self.report.event(
-            "service_restarted", "warning",
+            "service_restarted",
+            "warning",
             f"restarted {service} (attempt {decision.attempt} in the last hour): {reason}",
-            service=service, reason=reason, attempt=decision.attempt,
-            seconds=round(clock() - started, 2), container=cid[:12],
-        )  # fmt: skip
+            service=service,
+            reason=reason,
+            attempt=decision.attempt,
+            seconds=round(clock() - started, 2),
+            container=cid[:12],
+        )
         if self.metrics is not None:
             self.metrics.restarted(service, reason_kind(reason))
 
@@ -229,9 +260,14 @@ class Actions:
             self._own[service] = (wall - 1.0, self.wall() + 0.5)
         self.failed_reason[service] = reason
         self.report.event(
-            "service_failed", "crit", f"{service} failed: {reason}{stopped}. Fix: {fix}",
-            service=service, reason=reason, attempt=decision.attempt, fix=fix,
-        )  # fmt: skip
+            "service_failed",
+            "crit",
+            f"{service} failed: {reason}{stopped}. Fix: {fix}",
+            service=service,
+            reason=reason,
+            attempt=decision.attempt,
+            fix=fix,
+        )
         self.write_motd()
 
     def change_pending(self, pending: PendingChange | None) -> None:

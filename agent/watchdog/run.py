@@ -59,10 +59,11 @@ def watch(
             metrics.serve(settings.watch.metrics_port, settings.watch.metrics_bind)
         except OSError as exc:
             report.event(
-                "metrics_unavailable", "error",
+                "metrics_unavailable",
+                "error",
                 f"cannot serve metrics on {settings.watch.metrics_bind}:"
                 f"{settings.watch.metrics_port}: {exc.strerror}",
-            )  # fmt: skip
+            )
     actions = Actions(
         settings, report, notifier, metrics=metrics, watchdog_every=sd.watchdog_interval(env)
     )
@@ -81,9 +82,12 @@ def watch(
         actions.alive(loop)
         notifier.notify("READY=1", f"STATUS={actions.status_line}")
         report.event(
-            "watch_started", "info", f"watching {settings.project}: {actions.status_line}",
-            project=settings.project, metrics_port=settings.watch.metrics_port or None,
-        )  # fmt: skip
+            "watch_started",
+            "info",
+            f"watching {settings.project}: {actions.status_line}",
+            project=settings.project,
+            metrics_port=settings.watch.metrics_port or None,
+        )
         while not stop.is_set():
             loop.step()
     finally:
