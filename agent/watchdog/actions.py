@@ -17,6 +17,7 @@ from agent.maintenance import PendingChange
 from agent.sd import Notifier
 from agent.settings import Settings
 from agent.stack import ServiceStatus, StackEvent
+from agent.watchdog.containers import OwnWindow
 from agent.watchdog.machine import Decision, Machine
 from agent.watchdog.report import Reporter
 
@@ -71,18 +72,13 @@ class Actions:
         watchdog_every: float | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.settings, self.report, self.notifier, self.metrics = (
-            settings,
-            report,
-            notifier,
-            metrics,
-        )
-        self.watchdog_every, self.wall = watchdog_every, wall
+        self.settings, self.report, self.notifier = settings, report, notifier
+        self.metrics, self.watchdog_every, self.wall = metrics, watchdog_every, wall
         self.pid = os.getpid()
         self.failed_reason: dict[str, str] = {}
         self.pending: PendingChange | None = None  # a change killed half done
         self.gpu_notes: list[str] = []
-        self._own: dict[str, tuple[float, float]] = {}
+        self._own: dict[str, OwnWindow] = {}  # around our last restart or stop
         self._died: dict[str, str] = {}
         self._reported: set[str] = set()  # a die event said so already
         self._oom: set[str] = set()
@@ -91,10 +87,9 @@ class Actions:
 
     # --- engine events --------------------------------------------------------------------
 
-    def own(self, event: StackEvent) -> bool:
-        """An event our own restart or stop caused."""
-        start, end = self._own.get(event.service, (0.0, -1.0))
-        return start <= event.time <= end
+    def own_window(self, service: str) -> OwnWindow | None:
+        """The wall-clock span around our last restart or stop of `service` (None: never)."""
+        return self._own.get(service)
 
     def oom(self, service: str) -> None:
         self._oom.add(service)
@@ -117,13 +112,8 @@ class Actions:
         if self.metrics is not None:
             self.metrics.crashed(event.service, "oom" if oom else "exit")
 
-    def started_again(self, svc: ServiceStatus, was: str) -> bool:
-        """A new run of the same container that no crash caused: False if it was our restart,
-        else said, and True."""
-        start, end = self._own.get(svc.service, (0.0, -1.0))
-        began = self.wall() - (svc.uptime_s or 0.0)  # StartedAt is read to the second
-        if start - 1.0 <= began <= end + 1.0:
-            return False
+    def started_again(self, svc: ServiceStatus, was: str) -> None:
+        """A new run of the same container that neither a crash nor we caused: said."""
         self.report.event(
             "service_started",
             "notice",
@@ -132,7 +122,6 @@ class Actions:
             service=svc.service,
             was=was,
         )
-        return True
 
     def crash_reason(self, svc: ServiceStatus) -> str:
         self._oom.discard(svc.service)
@@ -232,7 +221,7 @@ class Actions:
                 attempt=decision.attempt,
             )
             return
-        self._own[service] = (wall - 1.0, self.wall() + 0.5)
+        self._own[service] = OwnWindow(wall - 1.0, self.wall() + 0.5)
         machine.restarted(clock())
         self.report.event(
             "service_restarted",
@@ -257,7 +246,7 @@ class Actions:
             with contextlib.suppress(AgentError):
                 if stack.stop(client, self.settings.project, service, timeout=STOP_TIMEOUT):
                     stopped = "; its container was stopped so that Docker does not loop it"
-            self._own[service] = (wall - 1.0, self.wall() + 0.5)
+            self._own[service] = OwnWindow(wall - 1.0, self.wall() + 0.5)
         self.failed_reason[service] = reason
         self.report.event(
             "service_failed",

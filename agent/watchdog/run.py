@@ -17,10 +17,11 @@ from agent.secrets import SecretStore
 from agent.settings import Settings
 from agent.watchdog.actions import Actions
 from agent.watchdog.gpus import GpuWatch
-from agent.watchdog.loop import DEFAULT_PERIODS, Periods, Watch
+from agent.watchdog.loop import Watch
 from agent.watchdog.machine import Policy
 from agent.watchdog.metrics import Metrics
 from agent.watchdog.report import Reporter
+from agent.watchdog.schedule import DEFAULT_PERIODS, Periods
 from agent.watchdog.stages import ApiKey
 
 
