@@ -48,8 +48,23 @@ SYSTEM_DIRS = frozenset(
         "/var/tmp",
     ]
 )
-OS_OWNED = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
-            "/run", "/sbin", "/sys", "/usr", "/var/lib/docker", "/var/run")  # fmt: skip
+OS_OWNED = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/lib/docker",
+    "/var/run",
+)
 AGENT_HOME = "/opt/sandbox-agent"  # the StackScript's venv: code that runs as root
 # Where data may live at all: an allow-list, since the deny-list of folders that belong to
 # people or to the system (/root/.ssh, /home, /var/spool/cron, /var/lib/dpkg, /var/log/...)

@@ -67,8 +67,12 @@ def _signals_raise() -> Iterator[None]:
 @click.command(name="switch-model")
 @click.argument("name", metavar="MODEL")
 @click.option("--served-name", default=None, help="The name clients ask for (default: MODEL).")
-@click.option("--max-model-len", type=WholeNumber(256, 10_000_000), default=None,
-              help="Context length (default: what fits).")  # fmt: skip
+@click.option(
+    "--max-model-len",
+    type=WholeNumber(256, 10_000_000),
+    default=None,
+    help="Context length (default: what fits).",
+)
 @yes_option
 @config_option
 @json_option

@@ -18,6 +18,7 @@ from agent.sd import Notifier
 from agent.settings import Settings
 from agent.stack import ServiceStatus, StackEvent
 from agent.watchdog.certificate import CertificateWatch
+from agent.watchdog.containers import OwnWindow
 from agent.watchdog.machine import Decision, Machine
 from agent.watchdog.report import Reporter
 
@@ -72,18 +73,13 @@ class Actions:
         watchdog_every: float | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.settings, self.report, self.notifier, self.metrics = (
-            settings,
-            report,
-            notifier,
-            metrics,
-        )
-        self.watchdog_every, self.wall = watchdog_every, wall
+        self.settings, self.report, self.notifier = settings, report, notifier
+        self.metrics, self.watchdog_every, self.wall = metrics, watchdog_every, wall
         self.pid = os.getpid()
         self.failed_reason: dict[str, str] = {}
         self.pending: PendingChange | None = None  # a change killed half done
         self.gpu_notes: list[str] = []
-        self._own: dict[str, tuple[float, float]] = {}
+        self._own: dict[str, OwnWindow] = {}  # around our last restart or stop
         self._died: dict[str, str] = {}
         self._reported: set[str] = set()  # a die event said so already
         self._oom: set[str] = set()
@@ -93,10 +89,9 @@ class Actions:
 
     # --- engine events --------------------------------------------------------------------
 
-    def own(self, event: StackEvent) -> bool:
-        """An event our own restart or stop caused."""
-        start, end = self._own.get(event.service, (0.0, -1.0))
-        return start <= event.time <= end
+    def own_window(self, service: str) -> OwnWindow | None:
+        """The wall-clock span around our last restart or stop of `service` (None: never)."""
+        return self._own.get(service)
 
     def oom(self, service: str) -> None:
         self._oom.add(service)
@@ -108,26 +103,27 @@ class Actions:
         self._died[event.service] = reason
         self._reported.add(event.service)
         self.report.event(
-            "service_crashed", "warning", f"{event.service} {reason}",
-            service=event.service, reason="oom" if oom else "exit", exit_code=code, oom=int(oom),
-        )  # fmt: skip
+            "service_crashed",
+            "warning",
+            f"{event.service} {reason}",
+            service=event.service,
+            reason="oom" if oom else "exit",
+            exit_code=code,
+            oom=int(oom),
+        )
         if self.metrics is not None:
             self.metrics.crashed(event.service, "oom" if oom else "exit")
 
-    def started_again(self, svc: ServiceStatus, was: str) -> bool:
-        """A new run of the same container that no crash caused: False if it was our restart,
-        else said, and True."""
-        start, end = self._own.get(svc.service, (0.0, -1.0))
-        began = self.wall() - (svc.uptime_s or 0.0)  # StartedAt is read to the second
-        if start - 1.0 <= began <= end + 1.0:
-            return False
+    def started_again(self, svc: ServiceStatus, was: str) -> None:
+        """A new run of the same container that neither a crash nor we caused: said."""
         self.report.event(
-            "service_started", "notice",
+            "service_started",
+            "notice",
             f"{svc.service} started again in its container (the engine restarted, or a person "
             "started it): loading, under the start grace",
-            service=svc.service, was=was,
-        )  # fmt: skip
-        return True
+            service=svc.service,
+            was=was,
+        )
 
     def crash_reason(self, svc: ServiceStatus) -> str:
         self._oom.discard(svc.service)
@@ -152,34 +148,50 @@ class Actions:
         elif action == "crashed":
             if service not in self._reported:  # its die event was missed (engine away)
                 self.report.event(
-                    "service_crashed", "warning", f"{service} {reason} (seen in its restart count)",
-                    service=service, reason="exit",
-                )  # fmt: skip
+                    "service_crashed",
+                    "warning",
+                    f"{service} {reason} (seen in its restart count)",
+                    service=service,
+                    reason="exit",
+                )
             self._reported.discard(service)
         elif action == "unhealthy":
             self.report.event(
-                "service_unhealthy", "warning", f"{service} is unhealthy: {reason}",
-                service=service, reason=reason,
-            )  # fmt: skip
+                "service_unhealthy",
+                "warning",
+                f"{service} is unhealthy: {reason}",
+                service=service,
+                reason=reason,
+            )
         elif action == "suspect":
             self.report.once(
-                f"{service}.suspect", reason, "service_suspect", "warning",
-                f"{service} may be unhealthy: {reason}", service=service, reason=reason,
-            )  # fmt: skip
+                f"{service}.suspect",
+                reason,
+                "service_suspect",
+                "warning",
+                f"{service} may be unhealthy: {reason}",
+                service=service,
+                reason=reason,
+            )
         elif action in ("healthy", "recovered"):
             self.report.forget(f"{service}.suspect")
             if reason == "reset":
                 self.failed_reason.pop(service, None)
                 self.write_motd()
                 self.report.event(
-                    "service_cleared", "notice", f"{service}: failure cleared, watching again",
+                    "service_cleared",
+                    "notice",
+                    f"{service}: failure cleared, watching again",
                     service=service,
-                )  # fmt: skip
+                )
             else:
                 self.report.event(
-                    f"service_{action}", "info", f"{service} is healthy", service=service,
+                    f"service_{action}",
+                    "info",
+                    f"{service} is healthy",
+                    service=service,
                     was=reason,
-                )  # fmt: skip
+                )
 
     def _restart(
         self,
@@ -203,18 +215,26 @@ class Actions:
         except AgentError as exc:
             machine.restarted(clock())
             self.report.event(
-                "service_restart_failed", "error", f"could not restart {service}: {exc.message}",
-                service=service, reason=reason, attempt=decision.attempt,
-            )  # fmt: skip
+                "service_restart_failed",
+                "error",
+                f"could not restart {service}: {exc.message}",
+                service=service,
+                reason=reason,
+                attempt=decision.attempt,
+            )
             return
-        self._own[service] = (wall - 1.0, self.wall() + 0.5)
+        self._own[service] = OwnWindow(wall - 1.0, self.wall() + 0.5)
         machine.restarted(clock())
         self.report.event(
-            "service_restarted", "warning",
+            "service_restarted",
+            "warning",
             f"restarted {service} (attempt {decision.attempt} in the last hour): {reason}",
-            service=service, reason=reason, attempt=decision.attempt,
-            seconds=round(clock() - started, 2), container=cid[:12],
-        )  # fmt: skip
+            service=service,
+            reason=reason,
+            attempt=decision.attempt,
+            seconds=round(clock() - started, 2),
+            container=cid[:12],
+        )
         if self.metrics is not None:
             self.metrics.restarted(service, reason_kind(reason))
 
@@ -228,12 +248,17 @@ class Actions:
             with contextlib.suppress(AgentError):
                 if stack.stop(client, self.settings.project, service, timeout=STOP_TIMEOUT):
                     stopped = "; its container was stopped so that Docker does not loop it"
-            self._own[service] = (wall - 1.0, self.wall() + 0.5)
+            self._own[service] = OwnWindow(wall - 1.0, self.wall() + 0.5)
         self.failed_reason[service] = reason
         self.report.event(
-            "service_failed", "crit", f"{service} failed: {reason}{stopped}. Fix: {fix}",
-            service=service, reason=reason, attempt=decision.attempt, fix=fix,
-        )  # fmt: skip
+            "service_failed",
+            "crit",
+            f"{service} failed: {reason}{stopped}. Fix: {fix}",
+            service=service,
+            reason=reason,
+            attempt=decision.attempt,
+            fix=fix,
+        )
         self.write_motd()
 
     def change_pending(self, pending: PendingChange | None) -> None:

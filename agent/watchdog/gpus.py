@@ -74,15 +74,24 @@ def report_gpus(news: GpuNews, report: Reporter, metrics: Metrics | None) -> lis
             metrics.xid_seen(x.index, x.uuid, x.xid)
     for x in news.xids:
         report.event(
-            "gpu_xid", "crit" if xids.needs_person(x.xid) else "warning",
+            "gpu_xid",
+            "crit" if xids.needs_person(x.xid) else "warning",
             f"GPU {x.index} reported XID {x.xid}",
-            gpu=x.index, uuid=x.uuid, xid=x.xid, fix=xids.fix(x.xid, x.index) or None,
-        )  # fmt: skip
+            gpu=x.index,
+            uuid=x.uuid,
+            xid=x.xid,
+            fix=xids.fix(x.xid, x.index) or None,
+        )
     for p in news.problems:
         report.once(
-            f"gpu{p.index}.{p.kind}", p.message, "gpu_problem",
-            "crit" if p.severity == "fail" else "warning", p.message,
-            gpu=p.index, uuid=p.uuid, kind=p.kind,
-        )  # fmt: skip
+            f"gpu{p.index}.{p.kind}",
+            p.message,
+            "gpu_problem",
+            "crit" if p.severity == "fail" else "warning",
+            p.message,
+            gpu=p.index,
+            uuid=p.uuid,
+            kind=p.kind,
+        )
     report.once("gpu.events", news.events, "gpu_events", "info", f"XID events: {news.events}")
     return [p.message for p in news.problems]

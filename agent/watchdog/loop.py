@@ -1,7 +1,8 @@
 """The watch loop: news from the engine and the probes in, decisions out, one step at a time.
 
-`Watch.step()` waits for news at most one tick, hands it to the services' machines, runs the
-periodic checks that are due (each with its own period; a check never raises into the loop),
+`Watch.step()` waits for news at most one tick, hands it to the services' machines (what the
+engine's facts and events mean: agent.watchdog.containers), runs the periodic checks that are
+due (each with its own period, agent.watchdog.schedule; a check never raises into the loop),
 acts on the decisions, and tells systemd it is alive. Clock, wall clock and the engine are
 injected, so tests drive it; `run` is the process around it.
 """
@@ -12,43 +13,24 @@ import contextlib
 import queue
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent import health, maintenance, probes, stack
+from agent import health, maintenance, stack
 from agent.errors import AgentError
 from agent.settings import Settings
 from agent.stack import ServiceStatus, StackEvent
 from agent.watchdog import state as saved
 from agent.watchdog.actions import Actions
+from agent.watchdog.containers import PROBED, STOPPED, read_container, read_event
 from agent.watchdog.gpus import GpuNews, GpuWatch, hopeless, report_gpus
 from agent.watchdog.judge import Signals
 from agent.watchdog.machine import Decision, Machine, Policy, Verdict
+from agent.watchdog.schedule import DEFAULT_PERIODS, Periods, job, needed, schedule
 from agent.watchdog.signals import Connected, Disconnected, EventFeed, News, ProbeDone, ProbePool
 from agent.watchdog.stages import ApiKey, stages
 
 if TYPE_CHECKING:
     from agent.engine import DockerClient
-
-
-@dataclass(frozen=True)
-class Periods:
-    tick: float = 5.0  # the loop wakes at least this often (and whenever news comes)
-    containers: float = 30.0  # container state re-read (events tell every change at once)
-    health: float = 3.0
-    models: float = 60.0
-    load: float = 5.0  # vLLM's /metrics
-    canary: float = 20.0  # a tiny completion, only while the engine is idle
-    ui: float = 10.0
-    gpu: float = 15.0
-    heartbeat: float = 30.0  # the state file is rewritten at least this often
-    maintenance: float = 2.0
-
-
-DEFAULT_PERIODS = Periods()
-TIMEOUTS = {"health": 2.0, "models": 5.0, "canary": 20.0, "ui": 3.0}
-PROBED = ("running", "paused")  # a paused container is hung with its port open
-NEEDED = {stack.VLLM: ("health", "models"), stack.UI: ("health",), stack.PROXY: ("health",)}
 
 
 class Watch:
@@ -70,6 +52,12 @@ class Watch:
         self.policy, self.periods, self.clock, self.wall = policy, periods, clock, wall
         self.services = stack.wanted_services(settings)
         self.stages = {s: stages(settings, s, api_key) for s in self.services}
+        self.schedules = {s: schedule(self.stages[s], periods) for s in self.services}
+        self.jobs = {
+            (s, row.name): job(row, settings, self.stages[s])
+            for s in self.services
+            for row in self.schedules[s]
+        }
         self.news: queue.Queue[News] = queue.Queue()
         self.pool = ProbePool(self.news, clock)
         self.feed = EventFeed(connect, settings.project, self.news, clock=clock)
@@ -145,19 +133,17 @@ class Watch:
 
     def _event(self, event: StackEvent, now: float) -> None:
         machine = self.machines.get(event.service)
-        if machine is None or self.maintenance or self.actions.own(event):
+        if machine is None or self.maintenance:
             return
-        kind = event.kind
-        if kind == "oom":
+        heard = read_event(event, ours=self.actions.own_window(event.service))
+        if heard.oom:
             self.actions.oom(event.service)
-        elif kind == "die":
-            if event.attributes.get("exitCode") != "0":  # 0: stopped on purpose (`down`)
-                self.actions.died(event)
-            self.due["containers"] = now + 0.5  # Docker's policy restarts it in 100 ms
-        elif kind == "health_status" and event.detail == "unhealthy":
-            self._decide(machine.observe(now, Verdict(False, UNHEALTHY, sustained=True)))
-        elif kind in ("start", "stop", "restart"):
-            self.due["containers"] = now + 0.2
+        if heard.died:
+            self.actions.died(event)
+        if heard.reread is not None:
+            self.due["containers"] = now + heard.reread
+        if heard.verdict is not None:
+            self._decide(machine.observe(now, heard.verdict))
 
     def _probe_done(self, done: ProbeDone, now: float) -> None:
         if isinstance(done.result, GpuNews):
@@ -172,7 +158,7 @@ class Watch:
         svc = self.containers.get(done.service)
         if svc is None or svc.state not in PROBED:
             return
-        verdict = sig.verdict(NEEDED[done.service])
+        verdict = sig.verdict(needed(self.schedules[done.service]))
         if verdict is not None:
             self._decide(machine.observe(now, verdict))
 
@@ -206,39 +192,20 @@ class Watch:
         self.actions.alive(self)
 
     def _schedule_probes(self, service: str, machine: Machine, now: float) -> None:
-        p, sig = self.periods, self.signals[service]
+        sig = self.signals[service]
         if sig.epoch != machine.epoch:  # (re)started: every probe is due at once
             sig.renew(machine.epoch)
             for key in [k for k in self.due if k.startswith(service + ".")]:
                 del self.due[key]
-        stages = self.stages[service]
         if machine.state == "failed":
             return
-        if service != stack.VLLM:  # Open WebUI and the proxy: /health, at the UI's period
-            if self._due(f"{service}.health", now, p.ui):
-                self._probe(
-                    service, "health", machine, lambda: stages["health"].run(TIMEOUTS["ui"])
-                )
-            return
-        if self._due(f"{service}.health", now, p.health):
-            self._probe(
-                service, "health", machine, lambda: stages["health"].run(TIMEOUTS["health"])
-            )
-        # the served name is re-checked slowly once it answered; quickly until then
-        models_ok = sig.latest.get("models", (False, ""))[0] and machine.state == "healthy"
-        if self._due(f"{service}.models", now, p.models if models_ok else p.health):
-            self._probe(
-                service, "models", machine, lambda: stages["models"].run(TIMEOUTS["models"])
-            )
-        if machine.state == "starting":
-            return
-        api = health.api_url(self.settings)
-        if self._due(f"{service}.load", now, p.load):
-            self._probe(service, "load", machine, lambda: probes.vllm_load(api))
-        if sig.idle and self._due(f"{service}.canary", now, p.canary):
-            self._probe(
-                service, "canary", machine, lambda: stages["canary"].run(TIMEOUTS["canary"])
-            )
+        for row in self.schedules[service]:
+            if not row.runs(state=machine.state, idle=sig.idle):
+                continue
+            passed = sig.latest.get(row.name, (False, ""))[0]
+            period = row.period(passed=passed, state=machine.state)
+            if self._due(f"{service}.{row.name}", now, period):
+                self._probe(service, row.name, machine, self.jobs[service, row.name])
 
     def _probe(self, service: str, name: str, machine: Machine, fn: Callable[[], Any]) -> None:
         if not self.pool.submit(service, name, machine.epoch, fn):
@@ -271,42 +238,33 @@ class Watch:
         now: float,
         first: bool,
     ) -> None:
+        seen = read_container(
+            old,
+            new,
+            failed=machine.state == "failed",
+            first=first,
+            maintenance=bool(self.maintenance),
+            now=now,
+            wall=self.actions.wall(),  # the clock our own restarts are marked on
+            ours=self.actions.own_window(new.service),
+        )
         report = self.actions.report
-        if new.state in ("missing", "exited", "dead", "created"):
-            if machine.state != "failed":
-                report.once(
-                    new.service, new.state, "service_stopped", "notice",
-                    f"{new.service} is {new.state}: the watchdog leaves it to `sandbox-agent up`",
-                    service=new.service,
-                )  # fmt: skip
-            return
-        report.forget(new.service)
-        if machine.state == "failed":
-            # running again although we stopped it: `up` (or a person) started it
-            if (
-                new.state == "running"
-                and new.container_id
-                and (old is None or old.state != "running")
-                and not first
-            ):
-                self._decide(machine.reset(now))
-            return
-        if first and new.uptime_s is not None:  # the watchdog restarted, not the service
-            machine.running_since(now - new.uptime_s)
-        if old is None or self.maintenance:
-            return
-        if old.container_id != new.container_id:
-            self._decide(machine.reset(now))  # recreated by `up`: a new container, a new start
-        elif new.restart_count > old.restart_count:
+        if seen.change == "stopped":
+            message = f"{new.service} is {new.state}: the watchdog leaves it to `sandbox-agent up`"
+            report.once(
+                new.service, new.state, "service_stopped", "notice", message, service=new.service
+            )
+        elif new.state not in STOPPED:
+            report.forget(new.service)
+        if seen.running_since is not None:
+            machine.running_since(seen.running_since)
+        if seen.change == "reset":
+            self._decide(machine.reset(now))
+        elif seen.change == "crashed":
             reason = self.actions.crash_reason(new)
-            self._decide(machine.crashed(now, reason, new.restart_count - old.restart_count))
-        elif (
-            new.state == "running"
-            and new.started_at != old.started_at
-            # a new run, neither ours nor its restart policy's: the engine restarted (it stops
-            # every container and starts them again), or a person started it
-            and self.actions.started_again(new, old.state)
-        ):
+            self._decide(machine.crashed(now, reason, seen.crashes))
+        elif seen.change == "started_again":
+            self.actions.started_again(new, seen.was)
             machine.started_again(now)
 
     def _check_maintenance(self, now: float) -> None:
@@ -362,9 +320,14 @@ class Watch:
             for name, m in self.machines.items()
         }
         state = saved.WatchState(
-            saved.fingerprint(self.settings), wall, self.actions.pid, records,
-            self.maintenance, tuple(self.actions.gpu_notes), self.cleared,
-        )  # fmt: skip
+            fingerprint=saved.fingerprint(self.settings),
+            updated=wall,
+            pid=self.actions.pid,
+            services=records,
+            maintenance=self.maintenance,
+            gpu=tuple(self.actions.gpu_notes),
+            cleared=self.cleared,
+        )
         with contextlib.suppress(OSError):
             saved.save(self.settings.paths.state, state)
         self.last_saved, self.dirty = now, False
@@ -388,10 +351,7 @@ class Watch:
         try:
             fn(*args)
         except Exception as exc:  # noqa: BLE001 - a check never raises into the loop
+            what = f"{type(exc).__name__}: {exc}"
             self.actions.report.once(
-                "loop", f"{type(exc).__name__}: {exc}", "watch_error", "error",
-                f"a check failed: {type(exc).__name__}: {exc}",
-            )  # fmt: skip
-
-
-UNHEALTHY = "Docker's healthcheck reports unhealthy"
+                "loop", what, "watch_error", "error", f"a check failed: {what}"
+            )

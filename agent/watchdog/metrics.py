@@ -28,21 +28,28 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.state = Gauge(
-            "sandbox_agent_service_state", "1 for the state the service is in",
-            ["service", "state"], registry=r,
-        )  # fmt: skip
+            "sandbox_agent_service_state",
+            "1 for the state the service is in",
+            ["service", "state"],
+            registry=r,
+        )
         self.restarts = Counter(
-            "sandbox_agent_service_restarts", "Restarts by the watchdog",
-            ["service", "reason"], registry=r,
-        )  # fmt: skip
+            "sandbox_agent_service_restarts",
+            "Restarts by the watchdog",
+            ["service", "reason"],
+            registry=r,
+        )
         self.crashes = Counter(
-            "sandbox_agent_service_crashes", "Exits restarted by Docker's policy",
-            ["service", "reason"], registry=r,
-        )  # fmt: skip
+            "sandbox_agent_service_crashes",
+            "Exits restarted by Docker's policy",
+            ["service", "reason"],
+            registry=r,
+        )
         self.last_tick = Gauge(
             "sandbox_agent_watch_last_tick_timestamp_seconds",
-            "Wall-clock time of the watch loop's last successful step", registry=r,
-        )  # fmt: skip
+            "Wall-clock time of the watch loop's last successful step",
+            registry=r,
+        )
         labels = ["gpu", "uuid"]
         self.gpu: dict[str, Any] = {
             name: Gauge(f"sandbox_agent_gpu_{name}", text, labels, registry=r)
@@ -55,9 +62,11 @@ class Metrics:
             )
         }
         self.xid = Counter(
-            "sandbox_agent_gpu_xid_events", "XID events from the driver",
-            ["gpu", "uuid", "xid"], registry=r,
-        )  # fmt: skip
+            "sandbox_agent_gpu_xid_events",
+            "XID events from the driver",
+            ["gpu", "uuid", "xid"],
+            registry=r,
+        )
         self._server: Any = None
         self._shown: dict[str, str] = {}
 

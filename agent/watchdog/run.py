@@ -17,10 +17,11 @@ from agent.secrets import SecretStore
 from agent.settings import Settings
 from agent.watchdog.actions import Actions
 from agent.watchdog.gpus import GpuWatch
-from agent.watchdog.loop import DEFAULT_PERIODS, Periods, Watch
+from agent.watchdog.loop import Watch
 from agent.watchdog.machine import Policy
 from agent.watchdog.metrics import Metrics
 from agent.watchdog.report import Reporter
+from agent.watchdog.schedule import DEFAULT_PERIODS, Periods
 from agent.watchdog.stages import ApiKey
 
 
@@ -59,10 +60,11 @@ def watch(
             metrics.serve(settings.watch.metrics_port, settings.watch.metrics_bind)
         except OSError as exc:
             report.event(
-                "metrics_unavailable", "error",
+                "metrics_unavailable",
+                "error",
                 f"cannot serve metrics on {settings.watch.metrics_bind}:"
                 f"{settings.watch.metrics_port}: {exc.strerror}",
-            )  # fmt: skip
+            )
     actions = Actions(
         settings, report, notifier, metrics=metrics, watchdog_every=sd.watchdog_interval(env)
     )
@@ -81,9 +83,12 @@ def watch(
         actions.alive(loop)
         notifier.notify("READY=1", f"STATUS={actions.status_line}")
         report.event(
-            "watch_started", "info", f"watching {settings.project}: {actions.status_line}",
-            project=settings.project, metrics_port=settings.watch.metrics_port or None,
-        )  # fmt: skip
+            "watch_started",
+            "info",
+            f"watching {settings.project}: {actions.status_line}",
+            project=settings.project,
+            metrics_port=settings.watch.metrics_port or None,
+        )
         while not stop.is_set():
             loop.step()
     finally:

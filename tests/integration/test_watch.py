@@ -287,3 +287,35 @@ def test_a_gpu_fallen_off_the_bus_fails_vllm_with_its_fix_and_is_not_looped(
         'sandbox_agent_gpu_power_watts{gpu="0",uuid="GPU-00000000-0000-0000-0000-000000000000"} 300.0'
         in metrics
     )
+
+
+def test_every_outage_of_the_engine_is_said_even_when_worded_alike(write_config) -> None:
+    """The loop in this process on the real engine: the stream's end reads alike each time,
+    and each outage is said once, however often the feed reports it."""
+    from agent import engine, sd, settings
+    from agent.watchdog.actions import Actions
+    from agent.watchdog.loop import Watch
+    from agent.watchdog.machine import Policy
+    from agent.watchdog.report import Reporter
+    from agent.watchdog.signals import Connected, Disconnected
+    from agent.watchdog.stages import ApiKey
+    from tests.integration.stack_support import project_name
+
+    s = settings.load(write_config({"project": project_name("wd"), "ui": {"enabled": False}}))
+    w = Watch(
+        s,
+        connect=lambda: engine.connect(s.docker.host, timeout=10),
+        api_key=ApiKey(None),
+        actions=Actions(s, Reporter(), sd.Notifier.from_env({})),
+        policy=Policy(),
+    )
+    try:
+        for at in (1.0, 2.0):
+            w.news.put(Disconnected(at, "the event stream ended"))
+            w.news.put(Disconnected(at + 0.1, "the event stream ended"))  # the same outage
+            w.news.put(Connected(at + 0.5))  # the containers are read again: no word of it
+            w.step()
+    finally:
+        w.close()
+    said = [e["event"] for e in w.actions.report.sent]
+    assert said == ["engine_disconnected", "engine_connected"] * 2, w.actions.report.sent

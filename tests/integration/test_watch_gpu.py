@@ -45,8 +45,11 @@ def run(
     done = subprocess.run(
         [sys.executable, "-c", SNIPPET, str(root), str(reads), str(xid_file), xids],
         env=nvml.fake_env(lib, scenario.write(tmp_path / "scenario"), calls=calls, xids=xid_file),
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     return out["reads"], out["metrics"], calls.read_text().split() if calls.exists() else []
@@ -62,9 +65,14 @@ def series(text: str) -> dict[str, float]:
 
 def card(index: int, **kw: Any) -> FakeGpu:
     return FakeGpu(
-        uuid=f"GPU-{index:08x}-aaaa", bus=f"00000000:{index + 1:02X}:00.0", util=37,
-        power_mw=215_500, mem_used=3 * GIB, temp=44, **kw,
-    )  # fmt: skip
+        uuid=f"GPU-{index:08x}-aaaa",
+        bus=f"00000000:{index + 1:02X}:00.0",
+        util=37,
+        power_mw=215_500,
+        mem_used=3 * GIB,
+        temp=44,
+        **kw,
+    )
 
 
 def test_one_session_many_reads_and_an_xid_that_needs_a_reboot(

@@ -135,17 +135,29 @@ def test_no_metrics_is_unknown_never_stuck() -> None:
 @pytest.mark.parametrize(
     "before, after, verdict, why",
     [
-        pytest.param(load(1, 10), load(3, 14), "busy", "3 request(s) in the engine and 4 token(s)",
-                     id="busy"),
-        pytest.param(load(1, 10), load(1, 10), "stuck", "1 request(s) in the engine and no token",
-                     id="stuck"),
+        pytest.param(
+            load(1, 10), load(3, 14), "busy", "3 request(s) in the engine and 4 token(s)", id="busy"
+        ),
+        pytest.param(
+            load(1, 10), load(1, 10), "stuck", "1 request(s) in the engine and no token", id="stuck"
+        ),
         pytest.param(load(0, 10), load(0, 10), "unknown", "no request in the engine", id="empty"),
-        pytest.param(load(1, 10), probes.EngineLoad(False, "HTTP 404: not found"), "unknown",
-                     "HTTP 404: not found", id="no metrics after"),
-        pytest.param(probes.EngineLoad(False, "timed out"), load(1, 10), "unknown", "timed out",
-                     id="no metrics before"),
+        pytest.param(
+            load(1, 10),
+            probes.EngineLoad(False, "HTTP 404: not found"),
+            "unknown",
+            "HTTP 404: not found",
+            id="no metrics after",
+        ),
+        pytest.param(
+            probes.EngineLoad(False, "timed out"),
+            load(1, 10),
+            "unknown",
+            "timed out",
+            id="no metrics before",
+        ),
     ],
-)  # fmt: skip
+)
 def test_doctor_tells_a_busy_engine_from_a_stuck_one_around_its_completion(
     before: probes.EngineLoad, after: probes.EngineLoad, verdict: str, why: str
 ) -> None:
