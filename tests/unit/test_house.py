@@ -176,3 +176,10 @@ def test_every_package_of_the_agent_is_in_the_wheel() -> None:
     )
     found = {module_name(p) for p in SOURCES if p.name == "__init__.py"}
     assert found - listed == set()
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(AGENT.parent)))
+def test_no_room_is_packed_to_fit(path: Path) -> None:
+    """No formatter escape in agent/: a room packed under the size rule is two rooms."""
+    text = path.read_text()
+    assert "fmt: skip" not in text and "fmt: off" not in text
