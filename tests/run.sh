@@ -84,7 +84,8 @@ for k in $(seq "$slices"); do
   pids+=($!)
 done
 rc=0
-total() { grep -ohE "[0-9]+ $1" "$out"/*.log | tail -n "$slices" | awk '{s+=$1} END {print s+0}'; }
+# how many tests a closing line counts as WORD (passed, failed, error, skipped): never fails
+count() { awk -v w="$1" '{for (i = 1; i < NF; i++) if ($(i + 1) ~ "^" w) s += $i} END {print s + 0}' <<<"$2"; }
 for k in $(seq "$slices"); do
   set +e
   wait "${pids[$((k - 1))]}"
@@ -96,10 +97,10 @@ for k in $(seq "$slices"); do
 done
 passed=0 failed=0 skipped=0
 for k in $(seq "$slices"); do
-  last=$(grep -E "[0-9]+ (passed|failed|skipped|error)" "$out/$k.log" | tail -1 || true)
-  passed=$((passed + $(grep -oE "[0-9]+ passed" <<<"$last" | awk '{print $1}' || echo 0)))
-  failed=$((failed + $(grep -oE "[0-9]+ (failed|errors?)" <<<"$last" | awk '{s+=$1} END {print s+0}')))
-  skipped=$((skipped + $(grep -oE "[0-9]+ skipped" <<<"$last" | awk '{print $1}' || echo 0)))
+  last=$(grep -E "[0-9]+ (passed|failed|skipped|error)" "$out/$k.log" | tail -n 1 || true)
+  passed=$((passed + $(count passed "$last")))
+  failed=$((failed + $(count failed "$last") + $(count error "$last")))
+  skipped=$((skipped + $(count skipped "$last")))
 done
 if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
   echo "pytest collected no tests: that is a failure, not a pass" >&2

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.docker
 
 
 def ctx_for(tmp_path: Path, write_config, vllm: str, webui: str, bundle: Path | None):
-    s = settings.load(write_config({"images": {"vllm": vllm, "webui": webui}}))
+    # registry.invalid named: the test is of a registry that cannot be reached, not refused
+    images = {"vllm": vllm, "webui": webui, "registries": ["registry.invalid"]}
+    s = settings.load(write_config({"images": images}))
     return StepContext(s, BootState(s.paths.state, "1"), root=tmp_path, bundle=bundle)
 
 

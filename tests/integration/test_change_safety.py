@@ -185,6 +185,10 @@ def test_a_change_landing_while_the_model_downloads_is_not_overwritten(box: Box)
     assert box.run("up").returncode == 0 and box.answers("acme/other")
 
 
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for_phase(box: Box, phase: str, child: subprocess.Popen) -> None:
     journal = box.folder / "state" / "change.json"
     for _ in range(1200):
@@ -213,6 +217,9 @@ def test_a_signal_in_the_gate_rolls_the_switch_back(
         stderr=subprocess.PIPE,
         text=True,
         env=agent_env(),
+        # as a terminal starts it: a runner in the background (tests/run.sh's slices) hands
+        # its children SIGINT ignored, which the agent rightly keeps ignored (nohup)
+        preexec_fn=_default_signals,
     )
     try:
         wait_for_phase(box, "starting", child)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent import deploy, stack
+from agent import deploy, gpu, stack
 from agent import settings as settings_mod
 from agent.errors import BadInput
 from agent.validate import OWNED_FLAGS, owned_flag
@@ -240,7 +240,7 @@ def render(folder: Path, model: dict[str, Any]) -> Rendered:
     (snapshot path, tensor parallel size, context length), the env file with the key."""
     settings = settings_mod.load(_config(folder, model))
     fake_snapshot(settings.paths.models, settings.model.id)
-    spec = deploy.plan(settings, None, found=([], None)).spec  # type: ignore[arg-type]
+    spec = deploy.plan(settings, None, found=gpu.GpuPlan(None, ())).spec  # type: ignore[arg-type]
     spec = dataclasses.replace(spec, secret_env={stack.VLLM: {"VLLM_API_KEY": KEY}})
     out = stack.render(settings, spec)
     stack.write_env_files(out)
