@@ -7,6 +7,7 @@ of canned answers with `fake_commands`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -176,8 +177,15 @@ def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 # --- slices: tests/run.sh runs the suite as several pytest processes at once ---------------
 # Most of the suite waits on containers and services, not on the CPU, so a few processes over
 # disjoint slices of it finish sooner on 2 cores. A module stays whole in one slice (its
-# module-scoped stacks are built once); every test that uses the ACME CA (fixed ports) goes to
-# slice 1, which holds the one pebble.
+# module-scoped stacks are built once); a module with a test that uses the ACME CA (fixed
+# ports) goes to slice 1, which holds the one pebble. Modules go longest first to the slice
+# with the least time, by the seconds each took at the last run (kept beside the test images'
+# cache); a module never timed counts as DEFAULT_SECONDS.
+
+DURATIONS = Path(os.environ.get("SANDBOX_TEST_CACHE", "/var/cache/sandbox-agent-test"))
+DURATIONS = DURATIONS / "durations.json"
+DEFAULT_SECONDS = 5.0
+_spent: dict[str, float] = {}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -188,10 +196,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _slice_of(item: pytest.Item, count: int, modules: list[str]) -> int:
-    if "pebble" in getattr(item, "fixturenames", ()):
-        return 1
-    return modules.index(item.nodeid.split("::", 1)[0]) % count + 1
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def _read_durations() -> dict[str, float]:
+    try:
+        data = json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def assign_slices(
+    modules: list[str], pinned: set[str], count: int, seconds: dict[str, float]
+) -> dict[str, int]:
+    """module -> slice (1-based): the pinned ones to slice 1, then longest first to the slice
+    with the least time so far."""
+    load = [0.0] * count
+    slices: dict[str, int] = {}
+    for module in sorted(pinned):
+        slices[module] = 1
+        load[0] += seconds.get(module, DEFAULT_SECONDS)
+    rest = sorted(set(modules) - pinned, key=lambda m: (-seconds.get(m, DEFAULT_SECONDS), m))
+    for module in rest:
+        least = min(range(count), key=lambda i: (load[i], i))
+        slices[module] = least + 1
+        load[least] += seconds.get(module, DEFAULT_SECONDS)
+    return slices
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -204,8 +236,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise ValueError
     except ValueError:
         raise pytest.UsageError(f"--slice {wanted}: use K/N with 1 <= K <= N") from None
-    modules = sorted({item.nodeid.split("::", 1)[0] for item in items})
-    keep = [item for item in items if _slice_of(item, count, modules) == index]
-    dropped = [item for item in items if item not in keep]
-    config.hook.pytest_deselected(items=dropped)
+    modules = sorted({_module(item.nodeid) for item in items})
+    pinned = {_module(i.nodeid) for i in items if "pebble" in getattr(i, "fixturenames", ())}
+    slices = assign_slices(modules, pinned, count, _read_durations())
+    keep = [item for item in items if slices[_module(item.nodeid)] == index]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
     items[:] = keep
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _spent[_module(report.nodeid)] = _spent.get(_module(report.nodeid), 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """This run's seconds per module merged into the durations file (the slices write at
+    once: under a lock, read, update, write a temp file and rename)."""
+    # only a full run's slices: a run of a few tests would make a long module look short
+    if not _spent or not session.config.getoption("--slice"):
+        return
+    if session.config.getoption("collectonly"):
+        return
+    import fcntl
+
+    try:
+        DURATIONS.parent.mkdir(parents=True, exist_ok=True)
+        with open(DURATIONS.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            merged = {**_read_durations(), **{k: round(v, 2) for k, v in _spent.items()}}
+            tmp = DURATIONS.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, DURATIONS)
+    except OSError:
+        pass  # a read-only cache: the next run slices by the defaults
