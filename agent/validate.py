@@ -258,11 +258,21 @@ def _path_problem(key: str, path: str, under_etc: tuple[str, ...]) -> str | None
     return None
 
 
+def _nested(inner: str, inner_path: str, outer: str, outer_path: str, nest: dict[str, str]) -> bool:
+    """`inner` lies inside (not at) `outer`, and may."""
+    return nest.get(inner) == outer and inner_path != outer_path and _inside(inner_path, outer_path)
+
+
 def separate_data_paths(
-    values: dict[str, Any], where: dict[str, str], under_etc: tuple[str, ...] = ()
+    values: dict[str, Any],
+    where: dict[str, str],
+    under_etc: tuple[str, ...] = (),
+    may_nest: dict[str, str] | None = None,
 ) -> None:
     """Data paths (key -> path) outside the system's folders, also through a symlink, and
-    none inside another; `under_etc` keys may live under /etc (secrets, state)."""
+    none inside another; `under_etc` keys may live under /etc (secrets, state); a key of
+    `may_nest` may lie inside (never at) the folder of the key it names."""
+    nest = may_nest or {}
     keys = tuple(values)
     for key in keys:
         given = str(values[key]).rstrip("/") or "/"
@@ -279,6 +289,8 @@ def separate_data_paths(
     for i, a in enumerate(keys):
         for b in keys[i + 1 :]:
             pa, pb = str(values[a]).rstrip("/"), str(values[b]).rstrip("/")
+            if _nested(a, pa, b, pb, nest) or _nested(b, pb, a, pa, nest):
+                continue
             if _inside(pa, pb) or _inside(pb, pa):
                 raise BadInput(
                     where[a],

@@ -42,6 +42,9 @@ ENV_KEYS: dict[str, str] = {row.env: row.key for row in ROWS if row.env}
 SCHEMA: dict[str, v.Validator] = {row.key: row.check for row in ROWS}
 PATH_KEYS = tuple(key for key in SCHEMA if key.startswith("paths."))
 MAY_BE_UNDER_ETC = ("paths.secrets", "paths.state")
+# a folder that may lie inside another data folder (never the other way round): backups in
+# the agent's own state folder, as by default, hold nothing a container mounts
+MAY_NEST = {"backup.dir": "paths.state"}
 
 
 def load(
@@ -72,7 +75,8 @@ def load(
     where = {key: f"{key} (from {origin[key]})" if key in origin else key for key in SCHEMA}
     for key, validate in SCHEMA.items():
         values[key] = validate(_get(raw, key), where[key])
-    v.separate_data_paths({k: values[k] for k in PATH_KEYS}, where, MAY_BE_UNDER_ETC)
+    data = {k: values[k] for k in (*MAY_NEST, *PATH_KEYS) if values[k] is not None}
+    v.separate_data_paths(data, where, MAY_BE_UNDER_ETC, MAY_NEST)
     _cross_checks(values, where)
     return build(values, path if exists else None)
 
