@@ -285,10 +285,16 @@ def down(settings: Settings, *, progress: Progress = _quiet) -> DownResult:
 
 
 def status(settings: Settings) -> stack.StackStatus:
+    from agent import backup
     from agent.watchdog import state as watch_state
 
     found = stack.stack_status(engine.connect(settings.docker.host), settings)
-    return dataclasses.replace(found, watchdog=watch_state.summary(settings.paths.state))
+    newest = backup.last(settings)
+    failed = backup.read_record(settings.paths.state).get("failed")
+    backups = {"last": newest.as_dict() if newest else None, "failed": failed or None}
+    return dataclasses.replace(
+        found, watchdog=watch_state.summary(settings.paths.state), backup=backups
+    )
 
 
 def logs(

@@ -14,7 +14,7 @@ from agent.checks.base import GPU_INVENTORY, Check, CheckSpec, DoctorContext
 from agent.results import Result
 from agent.settings import Settings
 
-AREAS = ("host", "gpu", "docker", "model", "stack")
+AREAS = ("host", "gpu", "docker", "model", "stack", "backup")
 
 
 @dataclass(frozen=True)

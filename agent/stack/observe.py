@@ -117,6 +117,7 @@ class StackStatus(Result):
     watchdog: dict[str, Any] | None = None  # the watchdog's view (agent.watchdog.summary)
     maintenance: str | None = None  # the change holding the maintenance lock now, if any
     pending_change: dict[str, str] | None = None  # one killed half done: summary and fix
+    backup: dict[str, Any] | None = None  # the last backup, and the last run if it failed
 
     @property
     def exit_code(self) -> int:

@@ -74,4 +74,5 @@ def test_every_check_id_is_unique_and_stable() -> None:
         "stack.ui",
         "stack.exposure",
         "stack.change",
+        "backup.last",
     } == set(ids)

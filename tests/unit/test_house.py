@@ -42,6 +42,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "watchdog",
         "steps",
         "bootstrap",
+        "backup",
     ),
     "cli": ("cli",),
 }
