@@ -100,9 +100,12 @@ def _stays_inside(rel: str, target: str) -> bool:
 
 def online_copy(source: Path, dest: Path) -> None:
     """`source` as one consistent snapshot at `dest`: SQLite's backup API, all pages in one
-    step (a step-wise copy restarts on every write the UI makes)."""
-    src = sqlite3.connect(layout.sqlite_uri(source), uri=True, timeout=60)
+    step (a step-wise copy restarts on every write the UI makes). Opened read-write but
+    query-only: a read-only connection to a WAL database leaves a `-wal` and `-shm` behind,
+    which this one removes on close when it is the last (as the UI does)."""
+    src = sqlite3.connect(layout.sqlite_uri(source, "rw"), uri=True, timeout=60)
     try:
+        src.execute("PRAGMA query_only=1")
         out = sqlite3.connect(dest)
         try:
             src.backup(out, pages=-1)

@@ -402,3 +402,13 @@ def test_nothing_to_back_up_says_so(write_config, tmp_path: Path) -> None:
     assert f"there is nothing to back up: {s.paths.ui_data} (paths.ui_data) is not a folder" in (
         caught.value.message
     )
+
+
+def test_a_backup_leaves_the_data_folder_as_it_was(write_config, tmp_path: Path) -> None:
+    """No byte changed and no file added: a read-only connection to a WAL database would
+    leave a -wal and -shm behind, a checkpoint would rewrite it."""
+    s = make_settings(write_config, tmp_path)
+    lay_out_ui_data(s.paths.ui_data).close()  # closed: no -wal, no -shm
+    before = tree(s.paths.ui_data)
+    backup.backup(s)
+    assert tree(s.paths.ui_data) == before
