@@ -345,6 +345,7 @@ def update(
     if any(key == "webui" for _, key, _ in steps) and current.paths.ui_data.is_dir():
         # a new Open WebUI migrates its database on its first start
         backup.check_swappable(current)
+        backup.check_room_for_copy(current)
         progress("backing up Open WebUI's data before it moves")
         backup.backup(current, reason="before update", progress=progress)
     stages: list[Stage] = []

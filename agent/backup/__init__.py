@@ -12,7 +12,13 @@ from agent.backup.store import (
     listing,
     read_record,
 )
-from agent.backup.swap import check_swappable, drop_copy, keep_copy, put_back
+from agent.backup.swap import (
+    check_room_for_copy,
+    check_swappable,
+    drop_copy,
+    keep_copy,
+    put_back,
+)
 
 __all__ = [
     "Archive",
@@ -22,6 +28,7 @@ __all__ = [
     "RestoreFailed",
     "RestoreResult",
     "backup",
+    "check_room_for_copy",
     "check_swappable",
     "describe",
     "drop_copy",

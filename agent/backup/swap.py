@@ -32,6 +32,7 @@ from agent.settings import Settings
 Progress = Callable[[str], None]
 Record = Callable[[dict[str, Any]], None]  # writes the journal with these folders
 COPYING = ".copying"  # suffix of keep_copy's folder until it is whole
+MARGIN = 64 << 20  # bytes left free beyond the copy
 
 
 def _quiet(_: str) -> None:
@@ -87,10 +88,36 @@ def swap_in(
     return data
 
 
+def check_room_for_copy(settings: Settings) -> None:
+    """An update copies the data folder beside it: refused before anything changes when the
+    disk has no room for the copy."""
+    live = settings.paths.ui_data
+    size = sum(os.lstat(Path(d) / f).st_size for d, _, files in os.walk(live) for f in files)
+    free = shutil.disk_usage(live.parent).free
+    if free < size + MARGIN:
+        raise AgentError(
+            f"there is no room beside {live} for the copy an update keeps of it until the new "
+            f"Open WebUI is up ({free // 1_000_000} MB free, the folder holds "
+            f"{size // 1_000_000} MB); nothing was changed",
+            fix=f"free space on the disk of {live.parent}, then run the update again",
+        )
+
+
+def _sweep_copies(live: Path) -> None:
+    """Copies an update left when it was killed after its end (the journal cleared, the copy
+    not yet removed). Call under the maintenance lock, after the repair: none is in use."""
+    prefix = f"{live.name}.before-update-"
+    with contextlib.suppress(OSError):
+        for name in os.listdir(live.parent):
+            if name.startswith(prefix):
+                shutil.rmtree(live.parent / name, ignore_errors=True)
+
+
 def keep_copy(settings: Settings, record: Record, progress: Progress = _quiet) -> dict[str, Any]:
     """A copy of the quiet data folder (the UI stopped) beside it, for a rollback to rename
     back. The journal names it before the copy begins; it is only there once it is whole."""
     live = settings.paths.ui_data
+    _sweep_copies(live)
     aside = layout.aside(live, "before-update", time.time())
     data = {"live": str(live), "aside": str(aside), "discard": "failed-update"}
     record(data)

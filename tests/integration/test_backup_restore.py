@@ -159,6 +159,8 @@ def test_a_restore_killed_midway_is_repaired_by_up_with_nothing_lost(box: Box) -
         else:
             pytest.fail("the restore never swapped the folders")
         time.sleep(1.0)  # in the gate: the UI is loading on the restored folder
+        running = box.run("status").stdout  # the lock held: the watchdog stands back
+        assert f"change running: restore {slow.name} (pid {child.pid}, since " in running
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()

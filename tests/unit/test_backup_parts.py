@@ -19,7 +19,7 @@ from agent.checks import backup as backup_check
 from agent.checks.base import DoctorContext
 from agent.cli import main
 from agent.cli.stack import backup_text
-from agent.errors import BadInput
+from agent.errors import AgentError, BadInput
 from tests.unit.backup_support import lay_out_ui_data, make_settings, tree
 
 
@@ -258,3 +258,18 @@ def test_cli_backup_and_list_print_what_was_kept(write_config, tmp_path: Path) -
     assert data["folder"] == str(s.backup_dir) and data["keep"] == 7
     ran = runner.invoke(main, ["restore", "--config", config, "nothing.tar.gz", "--yes"])
     assert ran.exit_code == 2 and "error: FILE: nothing.tar.gz is not a backup file" in ran.output
+
+
+def test_an_update_is_refused_when_the_copy_of_the_data_would_not_fit(
+    write_config, tmp_path, tmpfs
+):
+    disk = tmpfs(tmp_path / "disk", "4m")
+    s = make_settings(write_config, tmp_path, paths={"ui_data": str(disk / "open-webui")})
+    lay_out_ui_data(s.paths.ui_data).close()
+    with pytest.raises(AgentError) as caught:
+        swap.check_room_for_copy(s)
+    assert caught.value.message.startswith(
+        f"there is no room beside {s.paths.ui_data} for the copy an update keeps of it"
+    )
+    assert caught.value.message.endswith("; nothing was changed")
+    swap.check_room_for_copy(make_settings(write_config, tmp_path))  # /tmp has room
