@@ -347,7 +347,8 @@ def update(
         backup.check_swappable(current)
         backup.check_room_for_copy(current)
         progress("backing up Open WebUI's data before it moves")
-        backup.backup(current, reason="before update", progress=progress)
+        made = backup.backup(current, reason="before update", progress=progress)
+        progress(f"  backup: {made.path}")
     stages: list[Stage] = []
     done: dict[str, Any] = {}
     for service, key, ref in steps:

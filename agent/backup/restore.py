@@ -190,7 +190,14 @@ def _swap_and_gate(
     def record(data: dict[str, Any]) -> None:
         journal.write("restore", "saved", config, before, data)
 
-    data = swap.swap_in(settings, staging, record, progress)
+    try:
+        data = swap.swap_in(settings, staging, record, progress)
+    except BaseException:  # the UI would not stop, a rename failed: what moved goes back
+        recorded = journal.read() or {}
+        if isinstance(recorded.get("data"), dict):
+            swap.put_back(settings, recorded["data"], _said(progress))
+        journal.clear()
+        raise
     journal.write("restore", "starting", config, before, data)
     try:
         result = deploy.up(settings, progress=progress, **up)

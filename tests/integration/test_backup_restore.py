@@ -182,3 +182,38 @@ def test_a_restore_killed_midway_is_repaired_by_up_with_nothing_lost(box: Box) -
     assert (kept / "standin.json").exists()
     assert not box.journal.exists()
     assert not list(box.folder.glob("ui_data.restoring-*"))
+
+
+def test_a_restore_killed_while_it_unpacks_changed_nothing(box: Box) -> None:
+    """Killed before the swap: the data folder was never touched and no change is pending;
+    the half-unpacked folder is swept by the next restore, which goes through."""
+    big = box.data / "uploads" / "big.bin"
+    big.write_bytes(os.urandom(60_000_000))  # incompressible: the unpack takes a while
+    try:
+        archive = box.backup()
+    finally:
+        big.unlink()
+    before, ids = state(box), box.ids()
+    child = subprocess.Popen(
+        [AGENT, "restore", str(archive), "--yes", "--config", str(box.config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=agent_env(),
+    )
+    try:
+        for _ in range(3000):
+            if list(box.folder.glob("ui_data.restoring-*/uploads")):
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the restore never began to unpack")
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert not box.journal.exists() and state(box) == before and box.ids() == ids
+    assert "CHANGE HALF DONE" not in box.run("status").stdout
+    assert list(box.folder.glob("ui_data.restoring-*"))  # what it left
+    ran = box.run("restore", str(archive), "--yes")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert not list(box.folder.glob("ui_data.restoring-*"))
+    assert (box.data / "uploads" / "big.bin").stat().st_size == 60_000_000 and box.ui_ok()
