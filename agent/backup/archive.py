@@ -7,11 +7,11 @@ folder, checked with `PRAGMA quick_check`, and archived from there; its `-wal`, 
 file that shrinks while it is read is padded (tar has announced its size) and marked
 `changed`. Links stay links when they point inside the folder (the Hugging Face cache of
 embedding models is made of them), and are left out otherwise, as sockets and devices are.
+The gzip stream is sealed with the sha256 of its own bytes (agent.backup.sealed).
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from agent.backup import layout
+from agent.backup import layout, sealed
 from agent.errors import AgentError
 from agent.results import Record
 from agent.secrets import SecretStore
@@ -226,10 +226,8 @@ def write(
     """The archive written to `out`; returns its manifest."""
     members: list[Member] = []
     mtime = float(header["created_unix"])
-    with (
-        gzip.GzipFile(fileobj=out, mode="wb", compresslevel=COMPRESSLEVEL, mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-    ):
+    gz = sealed.SealedWriter(out, COMPRESSLEVEL)
+    with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         _json_member(tar, layout.HEADER, header, mtime)
         for rel, info in found.dirs:
             entry = _info(f"{layout.DATA}/{rel}", info)
@@ -248,6 +246,7 @@ def write(
         files = [m.as_dict() for m in members]
         manifest = {**header, "files": files, "skipped": found.skipped}
         _json_member(tar, layout.MANIFEST, manifest, mtime)
+    gz.close()  # the seal: the sha256 of every other byte, in the gzip header
     return manifest
 
 

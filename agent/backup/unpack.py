@@ -1,6 +1,7 @@
 """Reading an archive back: unpacked into a staging folder and checked against its manifest
-(every member's sha256 and size, no member more or less, the gzip stream's own CRC to its end)
-and every database against SQLite's `PRAGMA integrity_check`, before anything uses it.
+(the seal over the file's bytes, every member's sha256 and size, no member more or less, the
+gzip stream's own CRC to its end) and every database against SQLite's `PRAGMA
+integrity_check`, before anything uses it.
 
 Nothing in an archive is trusted: a member's name must be one a backup writes (no `..`, no
 absolute path, nothing under a link), only folders, files and links that stay inside are
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from agent.backup import archive, layout
+from agent.backup import archive, layout, sealed
 from agent.errors import AgentError, BadInput
 
 CHUNK = 1 << 20
@@ -205,12 +206,16 @@ def read_archive(path: Path, into: Path) -> _Reader:
         raise _Disk(exc) from None
     with os.fdopen(fd, "rb") as raw:
         try:
-            with gzip.GzipFile(fileobj=raw) as gz:
+            verified = sealed.Verified(raw)
+            with gzip.GzipFile(fileobj=verified, mode="rb") as gz:  # type: ignore[call-overload]
                 with tarfile.open(fileobj=gz, mode="r|") as tar:
                     for entry in tar:
                         reader.member(tar, entry)
                 while gz.read(CHUNK):  # to the end: the gzip trailer's CRC and length
                     pass
+            verified.check()
+        except sealed.SealBroken as exc:
+            raise reader.damaged(str(exc)) from None
         except READ_ERRORS as exc:
             raise reader.damaged(
                 f"it cannot be read to its end ({type(exc).__name__}: {exc})"
