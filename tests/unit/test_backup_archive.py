@@ -433,3 +433,17 @@ def test_a_backup_leaves_the_data_folder_as_it_was(write_config, tmp_path: Path)
     before = tree(s.paths.ui_data)
     backup.backup(s)
     assert tree(s.paths.ui_data) == before
+
+
+def test_a_large_folder_says_how_far_it_got(box) -> None:
+    (box.paths.ui_data / "uploads" / "big.bin").write_bytes(os.urandom(5_000_000))
+    ticks = iter(range(0, 10_000, 3))  # every read a little later than the last line
+    said: list[str] = []
+    backup.backup(box, progress=said.append, clock=lambda: float(next(ticks)))
+    shares = [line for line in said if line.startswith("  ") and "% (" in line]
+    assert len(shares) > 3, said
+    assert shares[-1].startswith("  100% (") and shares[-1].endswith(" of 5.1 MB)"), shares[-1]
+    assert said[:2] == [
+        "snapshot of webui.db (SQLite's online backup, the UI keeps running)",
+        "snapshot of vector_db/chroma.sqlite3 (SQLite's online backup, the UI keeps running)",
+    ]
