@@ -278,6 +278,7 @@ def down(settings: Settings, *, progress: Progress = _quiet) -> DownResult:
 
 
 def status(settings: Settings) -> stack.StackStatus:
+    from agent import backup
     from agent.checks.https import certificate_fix
     from agent.stack import certificate
     from agent.watchdog import state as watch_state
@@ -289,8 +290,11 @@ def status(settings: Settings) -> stack.StackStatus:
     cert = front.certificate
     if cert is not None and (cert.state != "issued" or cert.near_expiry):
         front = dataclasses.replace(front, fix=certificate_fix(settings, cert.name))
+    newest = backup.last(settings)
+    failed = backup.read_record(settings.paths.state).get("failed")
+    backups = {"last": newest.as_dict() if newest else None, "failed": failed or None}
     return dataclasses.replace(
-        found, watchdog=watch_state.summary(settings.paths.state), door=front
+        found, watchdog=watch_state.summary(settings.paths.state), door=front, backup=backups
     )
 
 

@@ -15,7 +15,7 @@ from agent.errors import ExitStatus
 from agent.results import Result
 from agent.settings import Settings
 
-AREAS = ("host", "gpu", "docker", "model", "stack", "https")
+AREAS = ("host", "gpu", "docker", "model", "stack", "https", "backup")
 
 
 @dataclass(frozen=True)

@@ -115,13 +115,23 @@ def _owner_problem(path: str) -> str | None:
     return None
 
 
+def _nested(inner: str, inner_path: str, outer: str, outer_path: str, nest: dict[str, str]) -> bool:
+    """`inner` lies inside (not at) `outer`, and may."""
+    return nest.get(inner) == outer and inner_path != outer_path and _inside(inner_path, outer_path)
+
+
 def separate_data_paths(
-    values: dict[str, Any], where: dict[str, str], own: tuple[str, ...] = ()
+    values: dict[str, Any],
+    where: dict[str, str],
+    own: tuple[str, ...] = (),
+    may_nest: dict[str, str] | None = None,
 ) -> None:
     """Data paths (key -> path) inside the folders data may live in and outside the system's,
-    also through a symlink, and none inside another; all but the `own` keys (secrets, state:
-    rules of their own) in folders of root's own; `own` keys may also live in the agent's own
-    folders under /etc and /var/lib."""
+    also through a symlink, and none inside another (a key of `may_nest` may lie inside, never
+    at, the folder of the key it names: backups in the state folder); all but the `own` keys
+    (secrets, state, backups: rules of their own) in folders of root's own; `own` keys may also
+    live in the agent's own folders under /etc and /var/lib."""
+    nest = may_nest or {}
     keys = tuple(values)
     for key in keys:
         given = str(values[key]).rstrip("/") or "/"
@@ -140,6 +150,8 @@ def separate_data_paths(
     for i, a in enumerate(keys):
         for b in keys[i + 1 :]:
             pa, pb = str(values[a]).rstrip("/"), str(values[b]).rstrip("/")
+            if _nested(a, pa, b, pb, nest) or _nested(b, pb, a, pa, nest):
+                continue
             if _inside(pa, pb) or _inside(pb, pa):
                 raise BadInput(
                     where[a],

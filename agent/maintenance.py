@@ -126,9 +126,24 @@ class Journal:
 
     path: Path
 
-    def write(self, kind: str, phase: str, config: Path, before: str | None) -> None:
+    def write(
+        self,
+        kind: str,
+        phase: str,
+        config: Path,
+        before: str | None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """`data`: the data folders a change moves (agent.backup.swap), for the repair."""
         # absolute: a repair may run from another folder than the change did
-        record = {"kind": kind, "phase": phase, "config": os.path.abspath(config), "before": before}
+        record: dict[str, Any] = {
+            "kind": kind,
+            "phase": phase,
+            "config": os.path.abspath(config),
+            "before": before,
+        }
+        if data is not None:
+            record["data"] = data
         atomic_write(self.path, json.dumps(record), mode=0o600)
 
     def read(self) -> dict[str, Any] | None:
@@ -150,11 +165,13 @@ def journal(state_dir: Path) -> Journal:
 class PendingChange:
     """A change killed half done: its journal is there, and nobody holds the lock."""
 
-    kind: str  # switch-model | update
+    kind: str  # switch-model | update | restore
     config: str
 
     @property
     def summary(self) -> str:
+        if self.kind == "restore":
+            return "an interrupted restore left Open WebUI's data folder half swapped"
         return (
             f"an interrupted {self.kind} left the settings half changed: {self.config} may name "
             "what did not come up"
@@ -162,6 +179,11 @@ class PendingChange:
 
     @property
     def fix(self) -> str:
+        if self.kind == "restore":
+            return (
+                "run `sandbox-agent up`: it puts the data folder from before the restore back "
+                "and starts the UI on it (then restore again)"
+            )
         return (
             f"run `sandbox-agent up`: it puts the settings from before the {self.kind} back "
             "and brings the stack back to them"

@@ -12,6 +12,9 @@ the file from before it), so a change killed at any point is repaired by the nex
 `switch-model` or `update`, and is shown half done until then. The maintenance lock keeps the
 watchdog (and a second change) away from the save to the end of the gate: not while the new
 model downloads or the new images pull, which can take hours while the old stack serves.
+An update that moves Open WebUI backs its data up first (agent.backup), and copies the quiet
+data folder aside before the new image may migrate its database: a rollback, or the repair of
+an update killed half done, renames that copy back before the old image starts.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import deploy, door, gpu, linode, log, maintenance, models, stack
+from agent import backup, deploy, door, gpu, linode, log, maintenance, models, stack
 from agent.errors import AgentError, BadInput
 from agent.files import atomic_write
 from agent.maintenance import ChangeInProgress
@@ -81,6 +84,8 @@ def recover(settings: Settings, config: Path, reload: Reload, **up: Any) -> Sett
         # the file the change wrote (recorded absolute); an older relative record: this one
         recorded = Path(str(record.get("config") or ""))
         _restore(recorded if recorded.is_absolute() else config, record.get("before"))
+        if isinstance(record.get("data"), dict):  # and the data folder from before it
+            backup.put_back(settings, record["data"], up.get("progress", _quiet))
         settings = reload(None)
         deploy.up(settings, **up)
     log.get("switch").warning("change.repaired", kind=record.get("kind"), phase=record.get("phase"))
@@ -124,6 +129,7 @@ class Stage:
     settings: Settings
     said: str = ""  # the progress line when it starts
     undo: str = ""  # what putting it back means, once it came up: for the rollback's message
+    keeps_data: bool = False  # a new Open WebUI: its data folder copied first, for a rollback
 
 
 def _said(progress: Progress) -> Progress:
@@ -143,10 +149,12 @@ class _Change:
     journal: maintenance.Journal
     before: str | None
     came_up: list[Stage] = field(default_factory=list)
+    data: dict[str, Any] | None = None  # the data folder's copy (agent.backup.swap)
 
-    def starting(self) -> None:
+    def starting(self, data: dict[str, Any] | None = None) -> None:
         """The stack is being changed: a kill from here on needs the repair."""
-        self.journal.write(self.kind, "starting", self.config, self.before)
+        self.data = data or self.data
+        self.journal.write(self.kind, "starting", self.config, self.before, self.data)
 
     def rolled_back(self) -> str:
         undone = "; ".join(s.undo for s in self.came_up if s.undo)
@@ -174,6 +182,8 @@ def _rollback_unless_done(
         what = "the new configuration did not come up" if failed else "interrupted"
         say(f"{what}: putting the previous one back")
         _restore(config, change.before)
+        if change.data is not None:  # before the old Open WebUI starts: its own schema
+            backup.put_back(old, change.data, say)
         try:
             deploy.up(reload(None), **{**up, "progress": say})
         except AgentError as again:
@@ -189,6 +199,8 @@ def _rollback_unless_done(
         say(change.rolled_back())
         raise
     journal.clear()
+    if change.data is not None:
+        backup.drop_copy(change.data)
 
 
 def _apply(
@@ -212,6 +224,8 @@ def _apply(
                 progress(stage.said)
             save(stage.settings, config, keep_backup=not change.came_up)  # .bak: from before
             change.starting()
+            if stage.keeps_data:
+                backup.keep_copy(stage.settings, change.starting, progress)
             result = deploy.up(stage.settings, progress=progress, **up)
             for name, action in result.actions.items():
                 if action != "kept" or name not in actions:
@@ -344,6 +358,13 @@ def update(
     client = engine.connect(current.docker.host)
     for _, _, ref in steps:  # every new image is here before any container changes; no lock:
         stack.ensure_image(client, ref, progress)  # the watchdog keeps the old ones up meanwhile
+    if any(key == "webui" for _, key, _ in steps) and current.paths.ui_data.is_dir():
+        # a new Open WebUI migrates its database on its first start
+        backup.check_swappable(current)
+        backup.check_room_for_copy(current)
+        progress("backing up Open WebUI's data before it moves")
+        made = backup.backup(current, reason="before update", progress=progress)
+        progress(f"  backup: {made.path}")
     stages: list[Stage] = []
     done: dict[str, Any] = {}
     for service, key, ref in steps:
@@ -353,6 +374,7 @@ def update(
                 reload(dict(done)),
                 said=f"moving {service} to {ref}",
                 undo=f"{service} is back on {before[key]} too (it had come up on {ref})",
+                keeps_data=key == "webui" and current.paths.ui_data.is_dir(),
             )
         )
     with maintenance.hold(settings.paths.state, "update"):

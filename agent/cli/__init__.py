@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from agent import __version__, log
+from agent.cli.backup import COMMANDS as BACKUP_COMMANDS
 from agent.cli.bootstrap import bootstrap
 from agent.cli.change import COMMANDS as CHANGE_COMMANDS
 from agent.cli.doctor import doctor
@@ -25,5 +26,13 @@ def main(verbose: bool) -> None:
         log.configure(verbose=True)
 
 
-for _command in (bootstrap, doctor, model, *STACK_COMMANDS, *CHANGE_COMMANDS, watch):
+for _command in (
+    bootstrap,
+    doctor,
+    model,
+    *STACK_COMMANDS,
+    *CHANGE_COMMANDS,
+    *BACKUP_COMMANDS,
+    watch,
+):
     main.add_command(_command)

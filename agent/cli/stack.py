@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -114,6 +115,7 @@ def status_text(result: StackStatus) -> Iterator[str]:
         yield f"CHANGE HALF DONE: {result.pending_change['summary']}"
         yield f"  fix: {result.pending_change['fix']}"
     yield from watchdog_text(result.watchdog)
+    yield from backup_text(result.backup)
     yield f"API key: {result.key_file}"
     if result.admin_login_file:
         yield f"Open WebUI admin sign-in: {result.admin_login_file}"
@@ -190,6 +192,20 @@ def watchdog_text(found: dict[str, Any] | None) -> Iterator[str]:
             )
     for note in found.get("gpu") or []:
         yield f"  GPU: {note}"
+
+
+def backup_text(found: dict[str, Any] | None) -> Iterator[str]:
+    """The last backup of Open WebUI's data, and the last run when it failed."""
+    if found is None:
+        return
+    newest, failed = found.get("last"), found.get("failed")
+    if newest:
+        age = _age(max(0.0, time.time() - float(newest["created_unix"])))
+        yield f"last backup: {newest['created']} ({age} ago): {newest['path']}"
+    else:
+        yield "last backup: none yet (`sandbox-agent backup` makes one)"
+    if failed and (not newest or float(failed.get("at_unix") or 0) > newest["created_unix"]):
+        yield f"  LAST BACKUP FAILED at {failed.get('at')}: {failed.get('error')}"
 
 
 def _age(seconds: float | None) -> str:

@@ -51,6 +51,8 @@ def watch(config_path: Path | None, as_json: bool, install: bool) -> None:
 
 def install_text(result: InstallResult) -> Iterator[str]:
     yield f"installed {result.unit} (ExecStart={result.exec_start}); enabled and started"
+    if result.timers:
+        yield f"and the daily backup: {', '.join(result.timers)} (enabled)"
 
 
 def watch_text(result: WatchResult) -> Iterator[str]:

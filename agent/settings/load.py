@@ -44,7 +44,10 @@ ENV_KEYS: dict[str, str] = {row.env: row.key for row in ROWS if row.env}
 SCHEMA: dict[str, v.Validator] = {row.key: row.check for row in ROWS}
 PATH_KEYS = tuple(key for key in SCHEMA if key.startswith("paths."))
 # may also live in the agent's own folders (/etc/sandbox-agent, /var/lib/sandbox-agent)
-OWN_FOLDERS = ("paths.secrets", "paths.state")
+OWN_FOLDERS = ("paths.secrets", "paths.state", "backup.dir")
+# a folder that may lie inside another data folder (never the other way round): backups in
+# the agent's own state folder, as by default, hold nothing a container mounts
+MAY_NEST = {"backup.dir": "paths.state"}
 
 
 def load(
@@ -75,7 +78,8 @@ def load(
     where = {key: f"{key} (from {origin[key]})" if key in origin else key for key in SCHEMA}
     for key, validate in SCHEMA.items():
         values[key] = validate(_get(raw, key), where[key])
-    folders.separate_data_paths({k: values[k] for k in PATH_KEYS}, where, OWN_FOLDERS)
+    data = {k: values[k] for k in (*MAY_NEST, *PATH_KEYS) if values[k] is not None}
+    folders.separate_data_paths(data, where, OWN_FOLDERS, MAY_NEST)
     _cross_checks(values, where)
     return build(values, path if exists else None)
 

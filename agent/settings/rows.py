@@ -339,6 +339,14 @@ ROWS: tuple[Row, ...] = (
         v.path,
         "where the watchdog's notice goes",
     ),
+    Row(
+        "backup.dir",
+        None,
+        "BACKUP_DIR",
+        v.optional(v.path),
+        "where backups of paths.ui_data go (default: paths.state/backups)",
+    ),
+    Row("backup.keep", 7, "BACKUP_KEEP", v.int_range(1, 1000), "backups kept there; older go"),
 )
 
 

@@ -99,6 +99,12 @@ class WatchSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    dir: Path | None  # None: paths.state/backups (`Settings.backup_dir`)
+    keep: int
+
+
+@dataclass(frozen=True)
 class Settings:
     project: str
     model: ModelSettings
@@ -112,6 +118,7 @@ class Settings:
     paths: Paths
     timeouts: Timeouts
     watch: WatchSettings
+    backup: BackupSettings
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -119,6 +126,11 @@ class Settings:
         """Seconds the watchdog lets a (re)started service load before failures count."""
         grace = self.watch.start_grace
         return self.timeouts.ready if grace == "auto" else grace
+
+    @property
+    def backup_dir(self) -> Path:
+        """Where backups go: backup.dir, else `backups` in paths.state."""
+        return self.backup.dir or self.paths.state / "backups"
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as config.yaml holds them (paths as strings, lists as lists)."""

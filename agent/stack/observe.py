@@ -151,6 +151,7 @@ class StackStatus(Result):
     maintenance: str | None = None  # the change holding the maintenance lock now, if any
     pending_change: dict[str, str] | None = None  # one killed half done: summary and fix
     door: DoorStatus | None = None  # the proxy's name, URLs and certificate
+    backup: dict[str, Any] | None = None  # the last backup, and the last run if it failed
 
     @property
     def exit_code(self) -> int:

@@ -26,7 +26,7 @@ def tree(path: Path) -> list[str]:
     [
         pytest.param(
             "modle:\n  id: a/b\n",
-            "error: modle (in {cfg}): unknown setting; allowed here: api, docker, gpus",
+            "error: modle (in {cfg}): unknown setting; allowed here: api, backup, docker, gpus",
             id="unknown-key",
         ),
         pytest.param(

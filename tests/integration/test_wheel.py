@@ -25,6 +25,12 @@ def test_a_wheel_from_the_checkout_renders_the_stack(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "agent/compose/docker-compose.yml" in names
     assert "agent/systemd/sandbox-agent.service" in names  # the unit the bootstrap installs
+    assert {
+        "agent/systemd/sandbox-agent-backup.service",
+        "agent/systemd/sandbox-agent-backup.timer",
+        "agent/backup/run.py",
+        "agent/settings/rows.py",
+    } <= set(names)
     assert {"agent/watchdog/loop.py", "agent/sd.py"} <= set(names)
     assert {"agent/cli/__init__.py", "agent/models/pull.py", "agent/stack/apply.py"} <= set(names)
     assert not [n for n in names if n.startswith("tests/")]

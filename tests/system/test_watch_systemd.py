@@ -13,6 +13,7 @@ unit describes would go untested."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import time
 from collections.abc import Iterator
@@ -122,6 +123,40 @@ def test_watch_install_leaves_the_unit_active_with_its_status(box: Box) -> None:
     assert "0 restarts in the last hour" in status
     [started] = box.journal("SANDBOX_EVENT=watch_started")
     assert started["_SYSTEMD_UNIT"] == "sandbox-agent.service" and started["PRIORITY"] == "6"
+
+
+SEED_DB = (
+    "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute('PRAGMA journal_mode=wal');"
+    " db.execute('CREATE TABLE chat (t TEXT)'); db.execute('INSERT INTO chat VALUES (1)');"
+    " db.commit()"
+)
+
+
+def test_the_daily_backup_is_installed_with_it_and_runs_in_its_sandbox(box: Box) -> None:
+    """`watch --install` installed the timer too; systemd reads both units cleanly, the timer
+    is enabled and scheduled, and the service, started as the timer starts it, writes a
+    backup, the login notice and its journal event from inside its own sandbox."""
+    units = "/etc/systemd/system/sandbox-agent-backup.service /etc/systemd/system/sandbox-agent-backup.timer"
+    assert box.sh(f"systemd-analyze verify {units} 2>&1").strip() == ""
+    assert box.sh("systemctl is-enabled sandbox-agent-backup.timer").strip() == "enabled"
+    assert "sandbox-agent-backup.timer" in box.sh("systemctl list-timers --all --no-pager")
+    unit = box.sh("cat /etc/systemd/system/sandbox-agent-backup.service")
+    assert f"ExecStart={AGENT} backup --daily\n" in unit
+    data = yaml.safe_load(box.sh("cat /etc/sandbox-agent/config.yaml"))["paths"]["ui_data"]
+    seed = f"{VENV}/bin/python -c {shlex.quote(SEED_DB)} {data}/webui.db"
+    box.sh(f"mkdir -p {data}/uploads && echo note > {data}/uploads/a.txt && {seed}")
+    box.sh("systemctl start sandbox-agent-backup.service")  # a oneshot: returns once it is done
+    [done] = box.journal("-u", "sandbox-agent-backup", "SANDBOX_EVENT=backup_done")
+    assert done["SANDBOX_REASON"] == "daily" and int(done["SANDBOX_SIZE"]) > 0
+    assert done["SANDBOX_PATH"].startswith("/var/lib/sandbox-agent/backups/open-webui-")
+    assert box.sh(f"stat -c %a {done['SANDBOX_PATH']}").strip() == "600"
+    notice = box.sh("cat /run/motd.d/51-sandbox-agent-backup")
+    assert (
+        notice.startswith("sandbox-agent backup:\n  last backup ")
+        and done["SANDBOX_PATH"] in notice
+    )
+    listed = box.sh(f"{AGENT} backup list")
+    assert "daily" in listed and done["SANDBOX_PATH"].rsplit("/", 1)[1] in listed
 
 
 def test_the_unit_writes_only_its_state_and_the_motd_folder(box: Box) -> None:

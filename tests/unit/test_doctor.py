@@ -79,4 +79,5 @@ def test_every_check_id_is_unique_and_stable() -> None:
         "https.dns",
         "https.proxy",
         "https.certificate",
+        "backup.last",
     } == set(ids)

@@ -43,6 +43,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "watchdog",
         "steps",
         "bootstrap",
+        "backup",
     ),
     "cli": ("cli",),
 }

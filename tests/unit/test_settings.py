@@ -61,7 +61,7 @@ def test_extra_args_from_env_are_split_never_shell_evaluated(tmp_path: Path) -> 
         pytest.param(
             {"modle": {}},
             "modle (in",
-            "unknown setting; allowed here: api, docker, gpus, https, hub",
+            "unknown setting; allowed here: api, backup, docker, gpus, https, hub",
             id="unknown-top-key",
         ),
         pytest.param(

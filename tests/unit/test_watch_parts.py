@@ -250,8 +250,15 @@ def test_install_writes_the_unit_and_enables_it(tmp_path: Path, fake_commands) -
     assert fake_commands.calls == [
         ("systemctl", "daemon-reload"),
         ("systemctl", "enable", "--now", "sandbox-agent.service"),
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "enable", "--now", "sandbox-agent-backup.timer"),
     ]
     assert result.exec_start == "/opt/venv/bin/sandbox-agent watch --config /etc/x.yaml"
+    backup = (tmp_path / "sandbox-agent-backup.service").read_text()
+    line = "ExecStart=/opt/venv/bin/sandbox-agent backup --daily --config /etc/x.yaml\n"
+    assert line in backup and "Type=oneshot" in backup
+    assert "OnCalendar=daily" in (tmp_path / "sandbox-agent-backup.timer").read_text()
+    assert result.timers == ("sandbox-agent-backup.service", "sandbox-agent-backup.timer")
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,12 @@ What it models of the real Open WebUI (checked against its auths router):
 Test knobs, same names as the vLLM stand-in: STANDIN_LOAD_SECONDS (do not listen until then),
 STANDIN_HEALTH=fail (/health 503), STANDIN_HANG=1 (/health and /api never answer),
 STANDIN_CRASH_AFTER=<s>; at runtime POST /_standin/mode {"health", "hang", "crash"}.
+A file standin.json in $DATA_DIR ({"load_seconds", "health"}) sets the same knobs from the
+data (a restored folder the UI is slow or fails to come up on).
+STANDIN_MIGRATE=<revision>: at start, "migrate" $DATA_DIR/webui.db as a new Open WebUI does on
+its first start (WAL mode; alembic_version set to <revision>, a table of that revision added),
+before anything else: with STANDIN_HEALTH=fail, the image of a new version that migrates and
+then fails its gate.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import os
 import re
 import secrets
 import signal
+import sqlite3
 import tempfile
 import threading
 import time
@@ -537,6 +544,23 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+def migrate(revision: str) -> None:
+    os.makedirs(DATA_DIR, exist_ok=True)
+    db = sqlite3.connect(os.path.join(DATA_DIR, "webui.db"))
+    try:
+        db.execute("PRAGMA journal_mode=wal")
+        db.execute("CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL)")
+        db.execute("DELETE FROM alembic_version")
+        db.execute("INSERT INTO alembic_version VALUES (?)", (revision,))
+        table = "standin_" + re.sub(r"[^A-Za-z0-9_]", "_", revision)
+        db.execute(f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, note TEXT)")
+        db.execute(f"INSERT INTO {table} (note) VALUES ('migrated')")
+        db.commit()
+    finally:
+        db.close()
+    log("INFO", f"migrated {DATA_DIR}/webui.db to {revision}")
+
+
 def main() -> None:
     def stop(signum: int, _frame: object) -> None:
         log("INFO", f"shutting down on signal {signum}")
@@ -550,7 +574,11 @@ def main() -> None:
         timer = threading.Timer(float(crash_after), fatal, args=("stand-in crash_after",))
         timer.daemon = True
         timer.start()
-    load_seconds = float(os.environ.get("STANDIN_LOAD_SECONDS") or 0)
+    if os.environ.get("STANDIN_MIGRATE"):
+        migrate(os.environ["STANDIN_MIGRATE"])
+    knobs = read_json(os.path.join(DATA_DIR, "standin.json"), {})  # the data's own knobs
+    knobs = knobs if isinstance(knobs, dict) else {}
+    load_seconds = float(knobs.get("load_seconds") or os.environ.get("STANDIN_LOAD_SECONDS") or 0)
     log("INFO", f"Open WebUI stand-in {VERSION}, data in {DATA_DIR}")
     if load_seconds > 0:
         time.sleep(load_seconds)
@@ -574,7 +602,8 @@ def main() -> None:
         store.save()
 
     Handler.store = store
-    Handler.mode = Mode(os.environ.get("STANDIN_HEALTH", "ok"), os.environ.get("STANDIN_HANG", ""))
+    health = str(knobs.get("health") or os.environ.get("STANDIN_HEALTH", "ok"))
+    Handler.mode = Mode(health, os.environ.get("STANDIN_HANG", ""))
     port = int(os.environ.get("PORT", "8080"))
     host = os.environ.get("HOST", "0.0.0.0")
     server = Server((host, port), Handler)
