@@ -50,7 +50,7 @@ def _replace(path: Path, raw: bytes, mode: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _read_regular(path: Path) -> tuple[bytes, int] | None:
@@ -72,7 +72,8 @@ def _read_regular(path: Path) -> tuple[bytes, int] | None:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """A folder's entries made durable (after a rename in it)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

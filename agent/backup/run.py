@@ -23,6 +23,7 @@ from typing import Any
 from agent import __version__
 from agent.backup import archive, layout, store
 from agent.errors import AgentError, BadInput
+from agent.files import fsync_dir
 from agent.results import INTERNAL, Result
 from agent.settings import Settings
 
@@ -183,7 +184,7 @@ def _take(
             os.fsync(out.fileno())
         final = target or _free_name(folder, now)
         os.replace(tmp, final)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     except OSError as exc:
         raise _failed(exc, folder, total) from None
     except sqlite3.Error as exc:  # the snapshot of a database, written into the folder
@@ -227,14 +228,6 @@ def _free_name(folder: Path, now: float) -> Path:
         if (found := layout.ARCHIVE.match(name)) and found.group(1) == stamp
     ]
     return folder / layout.archive_name(now, max(taken) + 1 if taken else 0)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _failed(exc: OSError, folder: Path, total: int) -> AgentError:

@@ -27,6 +27,7 @@ from typing import Any
 from agent import engine, log, stack
 from agent.backup import layout
 from agent.errors import AgentError
+from agent.files import fsync_dir
 from agent.settings import Settings
 
 Progress = Callable[[str], None]
@@ -57,15 +58,6 @@ def stop_ui(settings: Settings) -> None:
     stack.stop(client, settings.project, stack.UI)
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def swap_in(
     settings: Settings, staged: Path, record: Record, progress: Progress = _quiet
 ) -> dict[str, Any]:
@@ -84,7 +76,7 @@ def swap_in(
         progress(f"the data folder from before goes aside: {aside}")
         os.rename(live, aside)
     os.rename(staged, live)
-    _fsync_dir(live.parent)
+    fsync_dir(live.parent)
     return data
 
 
@@ -135,7 +127,7 @@ def keep_copy(settings: Settings, record: Record, progress: Progress = _quiet) -
             fix=f"free space beside {live} (the copy needs as much as the folder holds), "
             "then run the update again",
         ) from None
-    _fsync_dir(live.parent)
+    fsync_dir(live.parent)
     return data
 
 
@@ -153,7 +145,7 @@ def put_back(settings: Settings, data: dict[str, Any], progress: Progress = _qui
             os.rename(live, kept)
             progress(f"the data folder in use goes aside: {kept}")
         os.rename(aside, live)
-        _fsync_dir(live.parent)
+        fsync_dir(live.parent)
         progress(f"the data folder from before is back: {live}")
         log.get("backup").warning("data.put_back", live=str(live), aside=str(aside))
     # what never got in: restore's unpacked copy (its archive is there), a half copy
@@ -193,7 +185,7 @@ def copy_tree(source: Path, dest: Path) -> None:
                 _copy_file(src, dst)
                 _copy_meta(dst, info)
     for folder, info in reversed(folders):
-        _fsync_dir(folder)
+        fsync_dir(folder)
         _copy_meta(folder, info)
 
 
