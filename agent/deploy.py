@@ -277,27 +277,6 @@ def down(settings: Settings, *, progress: Progress = _quiet) -> DownResult:
     return DownResult(settings.project, tuple(removed), kept)
 
 
-def status(settings: Settings) -> stack.StackStatus:
-    from agent import backup
-    from agent.checks.https import certificate_fix
-    from agent.stack import certificate
-    from agent.watchdog import state as watch_state
-
-    client = engine.connect(settings.docker.host)
-    found = stack.stack_status(client, settings)
-    SecretStore(settings.paths.secrets).read_all()  # Caddy's last error is redacted with them
-    front = certificate.door_status(settings, client)
-    cert = front.certificate
-    if cert is not None and (cert.state != "issued" or cert.near_expiry):
-        front = dataclasses.replace(front, fix=certificate_fix(settings, cert.name))
-    newest = backup.last(settings)
-    failed = backup.read_record(settings.paths.state).get("failed")
-    backups = {"last": newest.as_dict() if newest else None, "failed": failed or None}
-    return dataclasses.replace(
-        found, watchdog=watch_state.summary(settings.paths.state), door=front, backup=backups
-    )
-
-
 def logs(
     settings: Settings, service: str, *, follow: bool = False, tail: int | Literal["all"] = "all"
 ) -> Iterator[bytes]:

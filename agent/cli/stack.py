@@ -96,9 +96,10 @@ def down_text(result: DownResult) -> Iterator[str]:
 @guarded
 def status(config_path: Path | None, as_json: bool) -> None:
     """Each service: state, health, ports, image, uptime."""
-    from agent import deploy
 
-    render(deploy.status(load_settings(config_path)), as_json, status_text)
+    from agent import overview
+
+    render(overview.status(load_settings(config_path)), as_json, status_text)
 
 
 def status_text(result: StackStatus) -> Iterator[str]:

@@ -1,7 +1,7 @@
 """`sandbox-agent watch --install` and the bootstrap: the unit the wheel carries, installed
 with ExecStart pointing at this sandbox-agent (agent.unitfile writes each word as systemd
 reads it back), then enabled and started through the one command runner (systemctl); the
-daily backup's timer with it (agent.backup.timer)."""
+daily backup's timer with it (agent.watchdog.backup_timer)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ class InstallResult(Result):
     exec_start: str
     enabled: bool
     started: bool
-    timers: tuple[str, ...] = ()  # installed with it: the daily backup (agent.backup.timer)
+    timers: tuple[
+        str, ...
+    ] = ()  # installed with it: the daily backup (agent.watchdog.backup_timer)
 
 
 def install_unit(
@@ -61,7 +63,7 @@ def install_unit(
     fix = "see `systemctl status sandbox-agent` and `journalctl -u sandbox-agent`"
     proc.run(["systemctl", "daemon-reload"], timeout=60, fix=fix)
     proc.run(["systemctl", "enable", *(["--now"] if start else []), UNIT], timeout=120, fix=fix)
-    from agent.backup import timer
+    from agent.watchdog import backup_timer as timer
 
     timers = timer.install(unit_dir, command or unitfile.agent_command(), config, start)
     exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))

@@ -13,13 +13,14 @@ import pytest
 from click.testing import CliRunner
 
 from agent import backup, settings, unitfile
-from agent.backup import layout, store, swap, timer
+from agent.backup import layout, store, swap
 from agent.backup.restore import check_version, resolve
 from agent.checks import backup as backup_check
 from agent.checks.base import DoctorContext
 from agent.cli import main
 from agent.cli.stack import backup_text
 from agent.errors import AgentError, BadInput
+from agent.watchdog import backup_timer as timer
 from tests.unit.backup_support import lay_out_ui_data, make_settings, tree
 
 

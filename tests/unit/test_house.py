@@ -44,6 +44,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "steps",
         "bootstrap",
         "backup",
+        "overview",
     ),
     "cli": ("cli",),
 }
