@@ -178,8 +178,8 @@ def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 # Most of the suite waits on containers and services, not on the CPU, so a few processes over
 # disjoint slices of it finish sooner on 2 cores. A module stays whole in one slice (its
 # module-scoped stacks are built once); a module with a test that uses the ACME CA (fixed
-# ports) goes to slice 1, which holds the one pebble, and so does every browser test (each
-# runs the real Open WebUI and a Chromium: two at once starve 2 cores past their timeouts). Modules go longest first to the slice
+# ports) goes to slice 1, which holds the one pebble. (tests/run.sh runs the browser tier
+# after the slices, alone.) Modules go longest first to the slice
 # with the least time, by the seconds each took at the last run (kept beside the test images'
 # cache); a module never timed counts as DEFAULT_SECONDS.
 
@@ -239,7 +239,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(f"--slice {wanted}: use K/N with 1 <= K <= N") from None
     modules = sorted({_module(item.nodeid) for item in items})
     pinned = {_module(i.nodeid) for i in items if "pebble" in getattr(i, "fixturenames", ())}
-    pinned |= {m for m in modules if m.startswith("tests/e2e/")}
     slices = assign_slices(modules, pinned, count, _read_durations())
     keep = [item for item in items if slices[_module(item.nodeid)] == index]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
