@@ -194,8 +194,7 @@ def resolve_door(settings: Settings, metadata: str = linode.METADATA) -> Door:
     name a public API is refused, before anything changes: vLLM's own port never faces the
     network."""
     front = door.current(settings)
-    wants_proxy = door.current(settings, "name.invalid").on
-    if settings.https.domain == "auto" and front.name is None and wants_proxy:
+    if settings.https.domain == "auto" and front.name is None and door.wants(settings).on:
         ipv4 = linode.metadata_ipv4(metadata)
         front = door.current(settings, door.linode_name(ipv4) if ipv4 else None)
     if not front.on and not loopback(settings.api.bind):

@@ -82,11 +82,20 @@ def current(settings: Settings, name: str | None = None) -> Door:
         chosen = name or saved_name(settings)
     else:
         chosen = domain
+    wanted = wants(settings)
+    if chosen is None or not wanted.on:
+        return Door(None, False, False)
+    return Door(chosen, wanted.ui, wanted.api)
+
+
+def wants(settings: Settings) -> Door:
+    """The door the settings would open once named (`https.domain` off: none), before auto's
+    name is known: what the bootstrap checks ports for, and whether `up` asks for a name."""
     ui = settings.ui.enabled and not loopback(settings.ui.bind)
     api = not loopback(settings.api.bind)
-    if chosen is None or not (ui or api):
+    if settings.https.domain == "off" or not (ui or api):
         return Door(None, False, False)
-    return Door(chosen, ui, api)
+    return Door(settings.https.domain, ui, api)
 
 
 def listen(bind: str) -> str | None:

@@ -102,7 +102,7 @@ def check_ports(settings: Settings, state: BootState) -> None:
     except AgentError:
         pass  # no engine yet: nothing of ours can hold a port
     # the door the settings open once named (auto's name is asked later, by the stack step)
-    front = door.current(settings, "name.invalid")
+    front = door.wants(settings)
     api_bind, ui_bind = door.published(front, settings.api.bind), settings.ui.bind
     wanted = [("API_PORT", api_bind, settings.api.port)]
     if settings.ui.enabled:
