@@ -27,6 +27,7 @@ PENDING = "pending.example.test"  # the mock DNS points it where no challenge ca
 NOWHERE = "255.255.255.255"  # a TCP connect there fails at once: "network is unreachable"
 API_PORT = 8443
 HEALTH_PORT = 8472
+ADMIN_PORT = 2019  # Caddy's admin API, unless `admin off`
 API_KEY = "sk-caddy-test-7d1c9a4e"
 LABEL = "org.sandbox-agent.test"
 LABEL_VALUE = "caddy-acme"
@@ -327,3 +328,13 @@ def tcp_listeners(port: int) -> set[str]:
                         socket.inet_ntop(socket.AF_INET if width == 8 else socket.AF_INET6, words)
                     )
     return found
+
+
+def plain_http(port: int, path: str, host: str | None = None) -> http.client.HTTPResponse:
+    """One plain-http GET to 127.0.0.1:port, its body read."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.request("GET", path, headers={"Host": host} if host else {})
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response

@@ -15,7 +15,7 @@ What these pin about Caddy 2.6.2, for the Caddyfile the agent renders (caddy_sup
   has read part of it (caddy#5652): a ``header_regexp Content-Length`` guard answers 413 first.
 - Plain http on http_port: 308 to ``https://NAME{uri}``; Caddy leaves the port out when the
   target is its own https_port (it assumes https_port is what clients reach as 443).
-- A name whose challenges fail: TLS handshakes for it get an "internal error" alert, the other
+- A name whose challenges fail (test_pending.py): TLS handshakes for it get an "internal error" alert, the other
   sites keep serving, and Caddy retries on its own 60 s later.
 """
 
@@ -24,21 +24,18 @@ from __future__ import annotations
 import functools
 import http.client
 import itertools
-import shutil
 import socket
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
-from agent import engine
-from agent.errors import AgentError
-from tests.fakes import acme, images
-from tests.fakes.upstream import CHUNK_GAP, CHUNKS, RecordingUpstream, serving
+from tests.fakes import acme
+from tests.fakes.upstream import CHUNK_GAP, CHUNKS, RecordingUpstream
 from tests.integration.caddy_support import (
+    ADMIN_PORT,
     API_KEY,
     API_PORT,
     HEALTH_PORT,
@@ -46,20 +43,16 @@ from tests.integration.caddy_support import (
     LABEL,
     LABEL_VALUE,
     NAME,
-    NOWHERE,
-    PENDING,
     Proxy,
-    caddyfile,
     event_arrivals,
     https,
+    plain_http,
     tcp_listeners,
     tls_connect,
     websocket_echo,
 )
 
 pytestmark = pytest.mark.docker
-
-ADMIN_PORT = 2019  # Caddy's admin API, unless `admin off`
 
 # What vLLM serves besides /v1 (vllm#58144): none of it may answer 200 through the proxy.
 VLLM_EXTRAS = (
@@ -91,76 +84,6 @@ KEYS = {
 
 def _auth(value: str | None) -> dict[str, str]:
     return {} if value is None else {"Authorization": value}
-
-
-# --- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> Iterator[docker.DockerClient]:
-    try:
-        client = engine.connect()
-    except AgentError as exc:
-        pytest.fail(f"{exc}; tests/run.sh installs and starts one")
-    leftovers = client.containers.list(all=True, filters={"label": f"{LABEL}={LABEL_VALUE}"})
-    for container in leftovers:  # an earlier run that was killed: ours by label
-        container.remove(force=True, v=True)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def caddy_image(docker_client: docker.DockerClient) -> str:
-    return images.ensure_image("caddy-standin")
-
-
-@pytest.fixture(scope="module")
-def upstreams() -> Iterator[tuple[RecordingUpstream, RecordingUpstream]]:
-    with serving("ui") as ui, serving("api") as api:
-        yield ui, api
-
-
-@pytest.fixture(scope="module")
-def root(pebble: acme.Pebble, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The root pebble's issued chains end in, as a file for ssl's cafile."""
-    path = tmp_path_factory.mktemp("pebble-root") / "root.pem"
-    path.write_text(pebble.root_pem())
-    return path
-
-
-@pytest.fixture(scope="module")
-def proxy(
-    docker_client: docker.DockerClient,
-    caddy_image: str,
-    pebble: acme.Pebble,
-    upstreams: tuple[RecordingUpstream, RecordingUpstream],
-    root: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Proxy]:
-    for port in (API_PORT, HEALTH_PORT, ADMIN_PORT):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                pytest.fail(
-                    f"port {port} is taken; the proxy under test needs it free (`ss -ltnp`; "
-                    "on a machine with systemd, Debian's caddy package starts caddy.service: "
-                    "`systemctl disable --now caddy`)"
-                )
-    ui, api = upstreams
-    workdir = tmp_path_factory.mktemp("caddy")
-    (workdir / "Caddyfile").write_text(caddyfile(ui.port, api.port))
-    shutil.copy(pebble.listener_cert, workdir / "root.pem")
-    (workdir / "proxy.env").write_text(f"SANDBOX_API_KEY={API_KEY}\n")
-    pebble.answer(PENDING, NOWHERE)
-    proxy = Proxy(docker_client, caddy_image, workdir)
-    try:
-        proxy.start()
-        proxy.wait_serving(NAME, root)
-        yield proxy
-    finally:
-        proxy.remove()
-        pebble.forget(PENDING)
 
 
 # --- certificates ---------------------------------------------------------------------------
@@ -217,47 +140,6 @@ def test_recreated_proxy_with_the_same_data_issues_no_new_certificate(
         if line.get("msg") == "obtaining certificate" and line.get("identifier") == NAME
     ]
     assert asked == []
-
-
-def test_a_name_that_fails_its_challenges_is_logged_refused_and_retried(
-    proxy: Proxy, pebble: acme.Pebble, root: Path
-) -> None:
-    failed = proxy.wait_log(
-        lambda line: line.get("msg") == "challenge failed" and line.get("identifier") == PENDING,
-        f"a failed challenge for {PENDING}",
-    )
-    assert failed["logger"] == "http.acme_client"
-    assert failed["level"] == "error"
-    assert NOWHERE in failed["error"]
-    assert failed["problem_type"].startswith("urn:ietf:params:acme:error:")
-    retry = proxy.wait_log(
-        lambda line: line.get("msg") == "will retry" and f"[{PENDING}]" in line.get("error", ""),
-        f"a retry for {PENDING}",
-    )
-    assert retry["logger"] == "tls.obtain"
-    assert retry["retrying_in"] == 60
-    assert any(
-        line.get("msg") == "could not get certificate from issuer"
-        and line.get("identifier") == PENDING
-        for line in proxy.log_lines()
-    )
-
-    with pytest.raises(ssl.SSLError, match="TLSV1_ALERT_INTERNAL_ERROR"):
-        tls_connect(PENDING, acme.TLS_PORT, root).close()
-    assert https("/", cafile=root).status == 200
-    assert _http(HEALTH_PORT, "/health").status == 200
-
-    pebble.forget(PENDING)  # the name points at this box again
-    proxy.wait_log(
-        lambda line: (
-            line.get("msg") == "certificate obtained successfully"
-            and line.get("identifier") == PENDING
-        ),
-        f"a certificate for {PENDING} after Caddy's own retry",
-        timeout=90,
-    )
-    reply = https("/", cafile=root, name=PENDING)
-    assert (reply.status, reply.body) == (200, b"pending")
 
 
 # --- the API site ---------------------------------------------------------------------------
@@ -389,17 +271,8 @@ def test_ui_site_sends_hsts(proxy: Proxy, root: Path) -> None:
     assert reply.headers["Strict-Transport-Security"] == "max-age=31536000"
 
 
-def _http(port: int, path: str, host: str | None = None) -> http.client.HTTPResponse:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    connection.request("GET", path, headers={"Host": host} if host else {})
-    response = connection.getresponse()
-    response.read()
-    connection.close()
-    return response
-
-
 def test_plain_http_is_redirected_to_https(proxy: Proxy) -> None:
-    reply = _http(acme.HTTP_PORT, "/c/1?tab=2", host=NAME)
+    reply = plain_http(acme.HTTP_PORT, "/c/1?tab=2", host=NAME)
     assert reply.status == 308
     assert reply.headers["Location"] == f"https://{NAME}/c/1?tab=2"
     plain = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=5)
@@ -412,8 +285,8 @@ def test_plain_http_is_redirected_to_https(proxy: Proxy) -> None:
 
 
 def test_health_site_answers_on_loopback_only_and_wget_reaches_it(proxy: Proxy) -> None:
-    assert _http(HEALTH_PORT, "/health").status == 200
-    assert _http(HEALTH_PORT, "/elsewhere").status == 404
+    assert plain_http(HEALTH_PORT, "/health").status == 200
+    assert plain_http(HEALTH_PORT, "/elsewhere").status == 404
     assert tcp_listeners(HEALTH_PORT) == {"127.0.0.1"}
     assert tcp_listeners(acme.TLS_PORT) & {"::", "0.0.0.0"}, "the check tells wildcard apart"
 
