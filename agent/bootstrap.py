@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from agent import log, maintenance, motd, proc
 from agent.errors import AgentError, ExitStatus
+from agent.markers import BootState
 from agent.results import INTERNAL, Result
-from agent.state import BootState
 from agent.steps import (
     ALL,
     Done,

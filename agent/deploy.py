@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from agent import door, engine, gate, gpu, health, linode, log, models, stack
+from agent import door, engine, gate, gpu, linode, log, models, service_health, stack
 from agent.door import Door
 from agent.errors import AgentError, BadInput
 from agent.refs import ModelRef
@@ -153,7 +153,7 @@ def up(
     project = stack.load_project(rendered.path, text=rendered.text)
     progress(f"stack {settings.project}: {planned.snapshot.name[:12]} of {settings.model.id}")
     actions = stack.reconcile(client, project, progress)
-    from agent.watchdog import state as watch_state
+    from agent.watchdog import ledger as watch_state
 
     if watch_state.clear_failed(settings.paths.state):  # `up` is how a person clears it
         progress("the watchdog's failed mark is cleared: it watches the stack again")
@@ -164,8 +164,8 @@ def up(
     result = DeployResult(
         project=settings.project,
         model=settings.model.name,
-        api_url=(public_api or health.api_url(settings)) + "/v1",
-        ui_url=(public_ui or health.ui_url(settings)) if settings.ui.enabled else None,
+        api_url=(public_api or service_health.api_url(settings)) + "/v1",
+        ui_url=(public_ui or service_health.ui_url(settings)) if settings.ui.enabled else None,
         compose_file=rendered.path,
         key_file=store.path(API_KEY),
         admin_login_file=store.path(WEBUI_ADMIN) if settings.ui.enabled else None,

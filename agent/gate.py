@@ -1,4 +1,4 @@
-"""The gate: every service of the stack healthy by agent.health's stages, in turn, within
+"""The gate: every service of the stack healthy by agent.service_health's stages, in turn, within
 `timeouts.ready`; a crash, a timeout or an API that answers without the key ends it with the
 service's last log lines. `up`, the bootstrap's stack step and every change pass this one gate.
 """
@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from agent import health, probes, stack
+from agent import probes, service_health, stack
 from agent.errors import AgentError
 from agent.secrets import SecretStore
 from agent.settings import Settings
@@ -37,22 +37,22 @@ def wait_ready(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Every health stage of every service in turn (agent.health), then the UI's admin, then
-    the proxy (when the door is open).
+    """Every health stage of every service in turn (agent.service_health), then the UI's admin,
+    then the proxy (when the door is open).
 
     Within `timeouts.ready` in all: no probe waits longer than the time left."""
-    checks = health.stages(settings, stack.VLLM, api_key)
+    checks = service_health.stages(settings, stack.VLLM, api_key)
     if settings.ui.enabled:
         store = SecretStore(settings.paths.secrets)
-        ui = health.ui_url(settings)
+        ui = service_health.ui_url(settings)
         checks += [
-            *health.stages(settings, stack.UI, api_key),
-            health.Stage(
+            *service_health.stages(settings, stack.UI, api_key),
+            service_health.Stage(
                 "Open WebUI admin", stack.UI, lambda t: _ensure_admin(settings, store, ui, t), 10
             ),
         ]
     if stack.PROXY in stack.wanted_services(settings):
-        checks += health.stages(settings, stack.PROXY, api_key)
+        checks += service_health.stages(settings, stack.PROXY, api_key)
     start = clock()
     deadline = start + settings.timeouts.ready
     restarts = {s.service: s.restart_count for s in stack.status(client, settings.project, ())}
@@ -64,7 +64,7 @@ def wait_ready(
             if result.ok:
                 progress(f"  ok after {clock() - start:.0f}s: {result.detail}")
                 break
-            if stage.label == health.KEY_REQUIRED and result.status not in (None, 401, 403):
+            if stage.label == service_health.KEY_REQUIRED and result.status not in (None, 401, 403):
                 # An answer without the key is no "not yet": the API is open to anyone.
                 stack.stop(client, settings.project, stack.VLLM)
                 raise NotReady(
@@ -112,10 +112,10 @@ def _crashed(
     project: str,
     service: str,
     restarts: dict[str, int],
-    limit: int = health.CRASH_RESTARTS,
+    limit: int = service_health.CRASH_RESTARTS,
 ) -> str:
     found = {s.service: s for s in stack.status(client, project, (service,))}
-    return health.container_problem(found.get(service), restarts.get(service, 0), limit)
+    return service_health.container_problem(found.get(service), restarts.get(service, 0), limit)
 
 
 def _not_ready(

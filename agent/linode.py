@@ -1,6 +1,6 @@
 """The Linode metadata service: this box's public IPv4 address.
 
-`PUT /v1/token`, then `GET /v1/network` with the token (PLATFORM.md), through agent.web: no
+`PUT /v1/token`, then `GET /v1/network` with the token (PLATFORM.md), through agent.http_client: no
 proxy, no redirect, short timeouts (the service is on the hypervisor's link; a region without
 it must not hold the MOTD up). The token is registered with the log's redaction and sent
 only in the request's header. Not every region has the service, so the fallback is the
@@ -15,7 +15,7 @@ import json
 import socket
 from collections.abc import Iterable
 
-from agent import log, web
+from agent import http_client, log
 
 METADATA = "http://169.254.169.254/v1"
 TIMEOUT = 2.0  # seconds per request; the service answers in milliseconds where it exists
@@ -26,7 +26,7 @@ CONTAINER_LINKS = ("docker", "br-", "veth", "virbr", "cni", "flannel")
 
 def metadata_ipv4(base: str = METADATA, timeout: float = TIMEOUT) -> str | None:
     """The first public IPv4 the metadata service at `base` lists; None when it does not answer."""
-    got = web.fetch(
+    got = http_client.fetch(
         f"{base}/token",
         method="PUT",
         headers={"Metadata-Token-Expiry-Seconds": str(TOKEN_SECONDS)},
@@ -38,7 +38,7 @@ def metadata_ipv4(base: str = METADATA, timeout: float = TIMEOUT) -> str | None:
         _unanswered(base, got)
         return None
     log.register_secret(token)
-    got = web.fetch(
+    got = http_client.fetch(
         f"{base}/network",
         headers={"Metadata-Token": token, "Accept": "application/json"},
         timeout=timeout,
@@ -55,7 +55,7 @@ def metadata_ipv4(base: str = METADATA, timeout: float = TIMEOUT) -> str | None:
         return None
 
 
-def _unanswered(base: str, got: web.Reply) -> None:
+def _unanswered(base: str, got: http_client.Reply) -> None:
     why = got.failure or (f"HTTP {got.status}" if not got.ok else "its answer is no token")
     log.get("linode").info("metadata.unavailable", url=base, reason=why)
 

@@ -3,7 +3,7 @@
 On a terminal: readable console lines. Otherwise one JSON object per line on stderr, which
 journald stores verbatim when we run under systemd (JOURNAL_STREAM), so `journalctl -o cat`
 piped to `jq` reads every event; the watchdog adds native journal fields through
-agent.systemd. JSON lines need no library and read the same in CI, in a container log and
+agent.systemd_client. JSON lines need no library and read the same in CI, in a container log and
 in the journal.
 
 A processor redacts secrets wherever they appear: values of secret-looking keys, every value

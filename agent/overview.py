@@ -16,7 +16,7 @@ def status(settings: Settings) -> stack.StackStatus:
     from agent import backup
     from agent.checks.https import certificate_fix
     from agent.stack import certificate
-    from agent.watchdog import state as watch_state
+    from agent.watchdog import ledger as watch_state
 
     client = engine.connect(settings.docker.host)
     found = stack.stack_status(client, settings)

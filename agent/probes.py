@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent import log, web
+from agent import http_client, log
 from agent.results import Record
 
 
@@ -41,9 +41,9 @@ def request(
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
-    # agent.web.fetch: no proxy (http_proxy would see every key a probe sends), no redirect
+    # agent.http_client.fetch: no proxy (http_proxy would see every key a probe sends), no redirect
     # (it would carry the key to another host)
-    reply = web.fetch(
+    reply = http_client.fetch(
         url, method="POST" if data else "GET", headers=headers, data=data, timeout=timeout
     )
     if reply.status is None:

@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent import bootstrap, settings  # noqa: E402
-from agent.state import BootState  # noqa: E402
+from agent.markers import BootState  # noqa: E402
 from agent.steps import ALL, Done, StepContext, Todo  # noqa: E402
 
 PROFILE = {

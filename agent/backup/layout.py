@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent import health, probes
+from agent import probes, service_health
 from agent.results import Record
 from agent.settings import Settings
 
@@ -146,7 +146,9 @@ def image_version(image: str) -> str | None:
 def ui_version(settings: Settings, timeout: float = 3.0) -> tuple[str | None, str]:
     """The running Open WebUI's version and where it was read: its `/api/version`, else the
     tag of the configured image; (None, why) when neither says."""
-    status, payload, _ = probes.request(health.ui_url(settings) + "/api/version", timeout=timeout)
+    status, payload, _ = probes.request(
+        service_health.ui_url(settings) + "/api/version", timeout=timeout
+    )
     if status == 200 and isinstance(payload, dict) and isinstance(payload.get("version"), str):
         return payload["version"][:64], "its /api/version"
     tagged = image_version(settings.images.webui)

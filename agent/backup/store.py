@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent import log, sd
+from agent import log, systemd_client
 from agent.backup import layout
 from agent.errors import AgentError
 from agent.files import atomic_write
@@ -229,7 +229,7 @@ def _notice(settings: Settings, kept: dict[str, Any]) -> None:
 
 
 def _event(done: dict[str, Any] | None, failed: dict[str, Any] | None) -> None:
-    journal = sd.Journal()
+    journal = systemd_client.Journal()
     try:
         if done is not None:
             message = f"backup done: {done['path']} ({human(done['size'])} in {done['seconds']}s)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from agent import gpu
 from agent.engine import SOCKET
+from agent.facts import Facts
 from agent.results import Record
 from agent.settings import Settings
 
@@ -38,24 +38,15 @@ class DoctorContext:
     settings: Settings
     root: Path = Path("/")
     docker_url: str = SOCKET
-    _cache: dict[str, Any] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    facts: Facts = field(default_factory=Facts)
 
     def once(self, name: str, compute: Callable[[], T]) -> T:
         """`compute()` the first time any check asks for `name`; the same answer after."""
-        with self._lock:
-            lock = self._locks.setdefault(name, threading.Lock())
-        with lock:
-            if name not in self._cache:
-                self._cache[name] = compute()
-            found: T = self._cache[name]
-            return found
+        return self.facts.once(name, compute)
 
     def known(self, name: str) -> Any | None:
         """A fact a check has already read, or None: a report shows it, never reads it anew."""
-        with self._lock:
-            return self._cache.get(name)
+        return self.facts.known(name)
 
     def gpu_inventory(self) -> gpu.GpuInventory:
         """The GPU inventory, read once per doctor run whoever asks first."""

@@ -11,7 +11,7 @@ import contextlib
 import ipaddress
 import socket
 
-from agent import door, engine, health, linode, stack
+from agent import door, engine, linode, service_health, stack
 from agent.checks.base import Check, CheckSpec, DoctorContext
 from agent.errors import AgentError
 from agent.secrets import SecretStore
@@ -154,7 +154,9 @@ def check_proxy(ctx: DoctorContext) -> Check:
             detail=f"restarted {svc.restart_count} time(s)",
             fix=f"`sandbox-agent logs {stack.PROXY}` shows why; then {UP_FIX}",
         )
-    judged = health.assess(svc, health.stages(s, stack.PROXY, None), budget=PROBE_BUDGET)
+    judged = service_health.assess(
+        svc, service_health.stages(s, stack.PROXY, None), budget=PROBE_BUDGET
+    )
     detail = f"container {svc.container}, image {svc.image}, health {svc.health}"
     if not judged.ok:
         return Check(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from agent import engine, health, maintenance, probes, stack
+from agent import engine, maintenance, probes, service_health, stack
 from agent.checks.base import Check, CheckSpec, DoctorContext
 from agent.secrets import API_KEY, SecretStore
 
@@ -51,10 +51,16 @@ def check_api(ctx: DoctorContext) -> Check:
         return svc
     s = ctx.settings
     key = SecretStore(s.paths.secrets).read(API_KEY)
-    before, started = probes.vllm_load(health.api_url(s), LOAD_TIMEOUT), time.monotonic()
-    judged = health.assess(svc, health.stages(s, stack.VLLM, key), budget=PROBE_BUDGET)
+    before, started = probes.vllm_load(service_health.api_url(s), LOAD_TIMEOUT), time.monotonic()
+    judged = service_health.assess(
+        svc, service_health.stages(s, stack.VLLM, key), budget=PROBE_BUDGET
+    )
     answered = judged.probe is not None and judged.probe.status is not None
-    if judged.failed is not None and judged.failed.label == health.KEY_REQUIRED and answered:
+    if (
+        judged.failed is not None
+        and judged.failed.label == service_health.KEY_REQUIRED
+        and answered
+    ):
         return Check(
             "stack.api",
             "fail",
@@ -63,10 +69,14 @@ def check_api(ctx: DoctorContext) -> Check:
             fix="run `sandbox-agent up` (it starts vLLM with the key from "
             f"{s.paths.secrets / API_KEY}); check model.extra_args for a flag that replaces it",
         )
-    if not judged.ok and judged.failed is not None and judged.failed.label == health.COMPLETION:
+    if (
+        not judged.ok
+        and judged.failed is not None
+        and judged.failed.label == service_health.COMPLETION
+    ):
         waited = time.monotonic() - started
-        after = probes.vllm_load(health.api_url(s), LOAD_TIMEOUT)
-        verdict, why = health.completion_wait(before, after, waited)
+        after = probes.vllm_load(service_health.api_url(s), LOAD_TIMEOUT)
+        verdict, why = service_health.completion_wait(before, after, waited)
         if verdict == "busy":
             return Check(
                 "stack.api",
@@ -113,7 +123,7 @@ def check_api(ctx: DoctorContext) -> Check:
     return Check(
         "stack.api",
         "ok",
-        f"vLLM serves {s.model.name!r} at {health.api_url(s)}/v1 (with the key)",
+        f"vLLM serves {s.model.name!r} at {service_health.api_url(s)}/v1 (with the key)",
         detail=_detail(svc),
     )
 
@@ -125,8 +135,10 @@ def check_ui(ctx: DoctorContext) -> Check:
     svc = _running(ctx, "stack.ui", stack.UI)
     if isinstance(svc, Check):
         return svc
-    ui = health.ui_url(s)
-    judged = health.assess(svc, health.stages(s, stack.UI, None), budget=PROBE_BUDGET)
+    ui = service_health.ui_url(s)
+    judged = service_health.assess(
+        svc, service_health.stages(s, stack.UI, None), budget=PROBE_BUDGET
+    )
     if not judged.ok:
         return Check(
             "stack.ui",

@@ -10,10 +10,10 @@ import click
 from agent import __version__, log
 from agent.cli.backup import COMMANDS as BACKUP_COMMANDS
 from agent.cli.bootstrap import bootstrap
-from agent.cli.change import COMMANDS as CHANGE_COMMANDS
 from agent.cli.doctor import doctor
 from agent.cli.model import model
 from agent.cli.stack import COMMANDS as STACK_COMMANDS
+from agent.cli.switch import COMMANDS as CHANGE_COMMANDS
 from agent.cli.watch import watch
 
 

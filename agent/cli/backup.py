@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from agent.cli.change import _confirm, _signals_raise, yes_option
 from agent.cli.options import (
     config_file,
     config_option,
@@ -21,6 +20,7 @@ from agent.cli.options import (
     progress_printer,
 )
 from agent.cli.render import guarded, render
+from agent.cli.switch import _confirm, _signals_raise, yes_option
 
 if TYPE_CHECKING:
     from agent.backup import BackupList, BackupResult, RestoreResult

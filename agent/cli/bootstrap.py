@@ -60,7 +60,7 @@ def bootstrap(
 ) -> None:
     """Install and start everything this box needs; resumes where a previous run stopped."""
     from agent import bootstrap as runner
-    from agent.state import BootState
+    from agent.markers import BootState
     from agent.steps import StepContext, inputs
 
     env = bootstrap_env()
@@ -68,7 +68,7 @@ def bootstrap(
     token, token_name = env["token"]
     instance, instance_name = env["instance"]
     if instance is None:  # at a later boot, or a person asking for --status
-        from agent.state import local_instance_id, recorded_instance_id
+        from agent.markers import local_instance_id, recorded_instance_id
 
         instance = recorded_instance_id(settings.paths.state)
         instance_name = "the recorded instance id"

@@ -14,7 +14,7 @@ import binascii
 import urllib.parse
 from pathlib import Path
 
-from agent import log, web
+from agent import http_client, log
 from agent.errors import AgentError
 
 KEYS = "apt-keys"  # the bundle's folder of keys
@@ -41,8 +41,8 @@ def signing_key(name: str, url: str, bundle: Path | None) -> bytes:
         f"as {KEYS}/{name}.asc; then run `sandbox-agent bootstrap` again"
     )
     try:
-        data = web.download(url, limit=MAX_KEY)
-    except web.DownloadFailed as exc:
+        data = http_client.download(url, limit=MAX_KEY)
+    except http_client.DownloadFailed as exc:
         raise AgentError(f"the {name} apt repository's key: {exc.message}", fix=fix) from None
     key = armoured(data)
     if key is None:

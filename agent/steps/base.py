@@ -8,16 +8,16 @@ the runner checks again after it, so a step is done only when the box says so.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from agent import engine, gpu, host, linode
 from agent.errors import AgentError
+from agent.facts import Facts
+from agent.markers import BootState
 from agent.settings import Settings
-from agent.state import BootState
 from agent.steps.apt import AptBatch
 
 if TYPE_CHECKING:
@@ -95,8 +95,7 @@ class StepContext:
     read_gpus: Callable[[Path], gpu.GpuInventory] = gpu.read_inventory
     # where the Linode metadata service is; tests point it at a local one
     metadata: str = linode.METADATA
-    _cache: dict[str, Any] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    facts: Facts = field(default_factory=Facts)
 
     def __post_init__(self) -> None:
         if not self.boot_id:
@@ -112,15 +111,10 @@ class StepContext:
         return engine.connect(self.settings.docker.host)
 
     def once(self, name: str, compute: Callable[[], T]) -> T:
-        with self._lock:
-            if name not in self._cache:
-                self._cache[name] = compute()
-            found: T = self._cache[name]
-            return found
+        return self.facts.once(name, compute)
 
     def forget(self, name: str) -> None:
-        with self._lock:
-            self._cache.pop(name, None)
+        self.facts.forget(name)
 
     def os_release(self) -> host.OsRelease:
         return self.once("os", lambda: host.os_release(self.root))

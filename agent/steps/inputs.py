@@ -20,9 +20,9 @@ import yaml
 from agent import settings as settings_mod
 from agent.errors import AgentError, BadInput
 from agent.files import atomic_write
+from agent.markers import INSTANCE_ID, BootState, check_instance_id, record_instance_id
 from agent.secrets import HF_TOKEN, SecretStore
 from agent.settings import Settings
-from agent.state import INSTANCE_ID, BootState, check_instance_id, record_instance_id
 from agent.steps import units
 
 TOKEN = re.compile(r"^[A-Za-z0-9_.=-]{8,512}$")  # hf_... and older api_... tokens

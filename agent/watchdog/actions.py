@@ -14,9 +14,9 @@ from agent import log, stack
 from agent.errors import AgentError
 from agent.files import atomic_write
 from agent.maintenance import PendingChange
-from agent.sd import Notifier
 from agent.settings import Settings
 from agent.stack import ServiceStatus, StackEvent
+from agent.systemd_client import Notifier
 from agent.watchdog.certificate import CertificateWatch
 from agent.watchdog.containers import OwnWindow
 from agent.watchdog.machine import Decision, Machine

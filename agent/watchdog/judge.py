@@ -1,8 +1,8 @@
-"""From the latest signals of one service to one Verdict, with agent.health's definitions.
+"""From the latest signals of one service to one Verdict, with agent.service_health's definitions.
 
 vLLM: /health, the served name in /v1/models, the engine's progress from /metrics
-(health.engine_progress: stuck vs busy) and, now and then when idle, a tiny completion.
-Open WebUI: /health. The verdict is ok only when every latest signal of this epoch is.
+(service_health.engine_progress: stuck vs busy) and, now and then when idle, a tiny completion.
+Open WebUI: /service_health. The verdict is ok only when every latest signal of this epoch is.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import health, probes
+from agent import probes, service_health
 from agent.watchdog.machine import Verdict
 
 LOAD_SAMPLES = 12  # /metrics samples kept per service (a minute at the default period)
@@ -22,7 +22,7 @@ class Signals:
 
     epoch: int = 0
     latest: dict[str, tuple[bool, str]] = field(default_factory=dict)
-    load: list[health.LoadSample] = field(default_factory=list)
+    load: list[service_health.LoadSample] = field(default_factory=list)
     progress: str = "unknown"  # idle | busy | stuck | unknown
 
     def renew(self, epoch: int) -> None:
@@ -31,8 +31,8 @@ class Signals:
 
     def take(self, name: str, result: Any, at: float, stall: float) -> None:
         if name == "load":
-            self.load = [*self.load[-(LOAD_SAMPLES - 1) :], health.LoadSample(at, result)]
-            self.progress, why = health.engine_progress(self.load, stall)
+            self.load = [*self.load[-(LOAD_SAMPLES - 1) :], service_health.LoadSample(at, result)]
+            self.progress, why = service_health.engine_progress(self.load, stall)
             # /metrics that cannot be read says nothing about health (/health does)
             self.latest["load"] = (self.progress != "stuck", why)
             return
@@ -61,5 +61,5 @@ LABELS = {
     "canary": "a 1-token completion",
 }
 # Already sustained when seen once: a completion that timed out, an engine stuck for
-# health.STALL_SECONDS.
+# service_health.STALL_SECONDS.
 HARD = frozenset({"load", "canary"})

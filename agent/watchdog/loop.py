@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from agent import health, maintenance, stack
+from agent import maintenance, service_health, stack
 from agent.errors import AgentError
 from agent.settings import Settings
 from agent.stack import ServiceStatus, StackEvent
-from agent.watchdog import state as saved
+from agent.watchdog import ledger as saved
 from agent.watchdog.actions import Actions
 from agent.watchdog.containers import PROBED, STOPPED, read_container, read_event
 from agent.watchdog.gpus import GpuNews, GpuWatch, hopeless, report_gpus
@@ -154,7 +154,7 @@ class Watch:
             return  # started before a restart: says nothing about the new run
         sig = self.signals[done.service]
         sig.renew(machine.epoch)
-        sig.take(done.name, done.result, now, health.STALL_SECONDS)
+        sig.take(done.name, done.result, now, service_health.STALL_SECONDS)
         svc = self.containers.get(done.service)
         if svc is None or svc.state not in PROBED:
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent import log
-from agent.sd import Journal
+from agent.systemd_client import Journal
 
 LEVELS = {"crit": "critical", "error": "error", "warning": "warning", "notice": "info"}
 

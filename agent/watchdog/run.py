@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent import engine, sd
+from agent import engine, systemd_client
 from agent.results import Result
 from agent.secrets import SecretStore
 from agent.settings import Settings
@@ -50,9 +50,9 @@ def watch(
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-    notifier = sd.Notifier.from_env(env)
-    journal = sd.Journal()
-    native = journal.available and sd.journal_stream_is_stderr(env)
+    notifier = systemd_client.Notifier.from_env(env)
+    journal = systemd_client.Journal()
+    native = journal.available and systemd_client.journal_stream_is_stderr(env)
     report = Reporter(journal if native else None)
     metrics = Metrics()
     if settings.watch.metrics_port:
@@ -66,7 +66,11 @@ def watch(
                 f"{settings.watch.metrics_port}: {exc.strerror}",
             )
     actions = Actions(
-        settings, report, notifier, metrics=metrics, watchdog_every=sd.watchdog_interval(env)
+        settings,
+        report,
+        notifier,
+        metrics=metrics,
+        watchdog_every=systemd_client.watchdog_interval(env),
     )
     gpus = GpuWatch(root) if settings.gpus != "none" else None
     loop = Watch(

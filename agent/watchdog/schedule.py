@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent import health, probes
+from agent import probes, service_health
 from agent.settings import Settings
 
 
@@ -77,10 +77,12 @@ def needed(rows: tuple[Periodic, ...]) -> tuple[str, ...]:
     return tuple(row.name for row in rows if row.needed)
 
 
-def job(row: Periodic, settings: Settings, stages: Mapping[str, health.Stage]) -> Callable[[], Any]:
+def job(
+    row: Periodic, settings: Settings, stages: Mapping[str, service_health.Stage]
+) -> Callable[[], Any]:
     """What running `row` once does: its stage with its timeout, or vLLM's /metrics (load)."""
     if row.name == "load":
-        api = health.api_url(settings)
+        api = service_health.api_url(settings)
         return lambda: probes.vllm_load(api, row.timeout)
     stage = stages[row.name]
     return lambda: stage.run(row.timeout)

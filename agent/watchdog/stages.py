@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent import health, probes
+from agent import probes, service_health
 from agent.errors import AgentError
 from agent.secrets import API_KEY, SecretStore
 from agent.settings import Settings
@@ -64,27 +64,27 @@ class ApiKey:
             return self.value
 
 
-def stages(settings: Settings, service: str, key: ApiKey) -> dict[str, health.Stage]:
-    """agent.health's stages of `service` by role, each building its probe with the key now."""
+def stages(settings: Settings, service: str, key: ApiKey) -> dict[str, service_health.Stage]:
+    """agent.service_health's stages of `service` by role, each probe built with the key now."""
 
     def run(index: int) -> Callable[[float], probes.Probe]:
         def probe(timeout: float) -> probes.Probe:
             sent = key.get()
-            done = health.stages(settings, service, sent)[index].run(timeout)
+            done = service_health.stages(settings, service, sent)[index].run(timeout)
             if not done.ok and done.status in REFUSED and key.refused(sent):
-                done = health.stages(settings, service, key.get())[index].run(timeout)
+                done = service_health.stages(settings, service, key.get())[index].run(timeout)
             return done
 
         return probe
 
     return {
         _role(stage.label): dataclasses.replace(stage, run=run(index))
-        for index, stage in enumerate(health.stages(settings, service, None))
+        for index, stage in enumerate(service_health.stages(settings, service, None))
     }
 
 
 def _role(label: str) -> str:
-    """Which of agent.health's stages a label is: health, models, canary (or itself)."""
+    """Which of agent.service_health's stages a label is: health, models, canary (or itself)."""
     for word, role in (("/health", "health"), ("/v1/models", "models"), ("completion", "canary")):
         if label.endswith(word):
             return role

@@ -20,7 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agent import proc  # noqa: E402
-from agent.state import BootState  # noqa: E402
+from agent.markers import BootState  # noqa: E402
 from tests.fakes.box import FakeBox  # noqa: E402
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent import settings
-from agent.state import BootState
+from agent.markers import BootState
 from agent.steps import StepContext, StepFailed, Todo, images
 from tests.fakes.wheelhouse import build_module
 from tests.integration.stack_support import docker_client, standin_images

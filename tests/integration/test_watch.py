@@ -292,7 +292,7 @@ def test_a_gpu_fallen_off_the_bus_fails_vllm_with_its_fix_and_is_not_looped(
 def test_every_outage_of_the_engine_is_said_even_when_worded_alike(write_config) -> None:
     """The loop in this process on the real engine: the stream's end reads alike each time,
     and each outage is said once, however often the feed reports it."""
-    from agent import engine, sd, settings
+    from agent import engine, settings, systemd_client
     from agent.watchdog.actions import Actions
     from agent.watchdog.loop import Watch
     from agent.watchdog.machine import Policy
@@ -306,7 +306,7 @@ def test_every_outage_of_the_engine_is_said_even_when_worded_alike(write_config)
         s,
         connect=lambda: engine.connect(s.docker.host, timeout=10),
         api_key=ApiKey(None),
-        actions=Actions(s, Reporter(), sd.Notifier.from_env({})),
+        actions=Actions(s, Reporter(), systemd_client.Notifier.from_env({})),
         policy=Policy(),
     )
     try:

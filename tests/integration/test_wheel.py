@@ -31,7 +31,7 @@ def test_a_wheel_from_the_checkout_renders_the_stack(tmp_path: Path) -> None:
         "agent/backup/run.py",
         "agent/settings/rows.py",
     } <= set(names)
-    assert {"agent/watchdog/loop.py", "agent/sd.py"} <= set(names)
+    assert {"agent/watchdog/loop.py", "agent/systemd_client.py"} <= set(names)
     assert {"agent/cli/__init__.py", "agent/models/pull.py", "agent/stack/apply.py"} <= set(names)
     assert not [n for n in names if n.startswith("tests/")]
 

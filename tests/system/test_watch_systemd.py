@@ -229,8 +229,8 @@ def test_journalctl_finds_the_restart_with_its_fields(box: Box, stack: Stack) ->
 
 def test_journald_takes_multiline_and_oversize_entries(box: Box) -> None:
     script = (
-        "from agent import sd\n"
-        "j = sd.Journal()\n"
+        "from agent import systemd_client\n"
+        "j = systemd_client.Journal()\n"
         "assert j.send('two\\nlines', 'notice', SANDBOX_TEST='nl', SANDBOX_WHY='a\\nb')\n"
         "assert j.send('big', 'info', SANDBOX_TEST='big', SANDBOX_BIG='x' * 400000)\n"
     )

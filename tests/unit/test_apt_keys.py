@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from agent import settings, web
+from agent import http_client, settings
 from agent.errors import AgentError
-from agent.state import BootState
+from agent.markers import BootState
 from agent.steps import StepContext, apt, apt_keys
 from tests.fakes.box import lay_out_host, lay_out_key_bundle
 from tests.fakes.web_peers import (
@@ -130,22 +130,22 @@ def test_a_bundle_file_that_is_no_key_is_refused_naming_it(
     assert keys.requests == []
 
 
-# --- agent.web.download: https only, retries, redirects -------------------------------------
+# --- agent.http_client.download: https only, retries, redirects -------------------------------------
 
 
 def test_transient_failures_are_retried_three_times_in_all(keys: KeyServer) -> None:
     keys.files["/gpg"] = TEST_KEY_ASC
     keys.fail["/gpg"] = [503, 502]
-    assert web.download(keys.url("/gpg"), backoff=0.01) == TEST_KEY_ASC
+    assert http_client.download(keys.url("/gpg"), backoff=0.01) == TEST_KEY_ASC
     assert keys.paths() == ["/gpg"] * 3
     keys.fail["/gpg"] = [503, 503, 503]
-    with pytest.raises(web.DownloadFailed, match=r"answered HTTP 503 \("):
-        web.download(keys.url("/gpg"), backoff=0.01)
+    with pytest.raises(http_client.DownloadFailed, match=r"answered HTTP 503 \("):
+        http_client.download(keys.url("/gpg"), backoff=0.01)
 
 
 def test_a_missing_key_is_not_asked_for_again(keys: KeyServer) -> None:
-    with pytest.raises(web.DownloadFailed) as caught:
-        web.download(keys.url("/nope"), backoff=0.01)
+    with pytest.raises(http_client.DownloadFailed) as caught:
+        http_client.download(keys.url("/nope"), backoff=0.01)
     assert caught.value.message == f"cannot download {keys.url('/nope')}: it answered HTTP 404"
     assert caught.value.fix == (
         "check that this box reaches 127.0.0.1 over https, then run the command again"
@@ -155,21 +155,23 @@ def test_a_missing_key_is_not_asked_for_again(keys: KeyServer) -> None:
 
 def test_no_server_is_three_tries_then_the_host_in_the_fix(tmp_path: Path) -> None:
     url = closed_url("/gpg").replace("http://", "https://")
-    with pytest.raises(web.DownloadFailed) as caught:
-        web.download(url, backoff=0.01)
+    with pytest.raises(http_client.DownloadFailed) as caught:
+        http_client.download(url, backoff=0.01)
     assert caught.value.message.startswith(f"cannot download {url}: no answer from 127.0.0.1: ")
     assert "127.0.0.1" in (caught.value.fix or "")
 
 
 def test_plain_http_is_never_fetched_not_even_after_a_redirect(keys: KeyServer) -> None:
-    with pytest.raises(web.DownloadFailed, match=r"is not an https address"):
-        web.download("http://127.0.0.1:9/gpg")
+    with pytest.raises(http_client.DownloadFailed, match=r"is not an https address"):
+        http_client.download("http://127.0.0.1:9/gpg")
     keys.files["/moved"] = TEST_KEY_ASC
     keys.redirects["/gpg"] = keys.url("/moved")
-    assert web.download(keys.url("/gpg")) == TEST_KEY_ASC
+    assert http_client.download(keys.url("/gpg")) == TEST_KEY_ASC
     keys.redirects["/old"] = keys.url("/moved").replace("https://", "http://")
-    with pytest.raises(web.DownloadFailed, match=r"it redirects to http://.*, which is not https"):
-        web.download(keys.url("/old"), backoff=0.01)
+    with pytest.raises(
+        http_client.DownloadFailed, match=r"it redirects to http://.*, which is not https"
+    ):
+        http_client.download(keys.url("/old"), backoff=0.01)
     assert keys.paths() == ["/gpg", "/moved", "/old"]
 
 
@@ -178,5 +180,5 @@ def test_a_certificate_this_box_does_not_trust_is_no_answer(
 ) -> None:
     keys.files["/gpg"] = TEST_KEY_ASC
     monkeypatch.delenv("SSL_CERT_FILE")
-    with pytest.raises(web.DownloadFailed, match=r"CERTIFICATE_VERIFY_FAILED"):
-        web.download(keys.url("/gpg"), backoff=0.01)
+    with pytest.raises(http_client.DownloadFailed, match=r"CERTIFICATE_VERIFY_FAILED"):
+        http_client.download(keys.url("/gpg"), backoff=0.01)

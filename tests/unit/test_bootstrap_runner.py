@@ -13,7 +13,7 @@ import pytest
 
 from agent import bootstrap, settings, unitfile
 from agent.errors import AgentError
-from agent.state import BootState
+from agent.markers import BootState
 from agent.steps import ALL as ALL_STEPS
 from agent.steps import Done, RebootNeeded, StepContext, StepMeta, Todo
 

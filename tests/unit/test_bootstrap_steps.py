@@ -16,7 +16,7 @@ from agent.checks import gpu as gpu_checks
 from agent.checks.base import DoctorContext
 from agent.engine import EngineUnavailable
 from agent.gpu import Gpu, GpuInventory, PciDevice
-from agent.state import BootState
+from agent.markers import BootState
 from agent.steps import (
     Done,
     StepContext,

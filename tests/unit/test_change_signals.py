@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.cli.change import _signals_raise
+from agent.cli.switch import _signals_raise
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent import bootstrap, linode, log, settings
+from agent.markers import BootState
 from agent.secrets import SecretStore
-from agent.state import BootState
 from agent.steps import StepContext, motd
 from tests.fakes.web_peers import MetadataServer, closed_url, running
 

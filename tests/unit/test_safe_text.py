@@ -20,10 +20,10 @@ from agent.cli import main
 from agent.cli.bootstrap import _Board, result_text
 from agent.cli.render import fail, render
 from agent.errors import AgentError
-from agent.sd import Notifier
+from agent.markers import BootState
 from agent.secrets import API_KEY, SecretStore
-from agent.state import BootState
 from agent.steps import StepContext, StepMeta, Todo
+from agent.systemd_client import Notifier
 from agent.watchdog.actions import Actions
 from agent.watchdog.report import Reporter
 

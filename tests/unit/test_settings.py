@@ -366,7 +366,7 @@ def test_an_ipv4_mapped_bind_is_the_ipv4_address_it_stands_for(
 
 def test_the_login_message_calls_a_mapped_loopback_bind_local(tmp_path: Path, write_config) -> None:
     """The MOTD's words for `API_BIND=::ffff:127.0.0.1`: this box only, no public address."""
-    from agent.state import BootState
+    from agent.markers import BootState
     from agent.steps import StepContext, motd
 
     mapped = {"bind": "::ffff:127.0.0.1"}

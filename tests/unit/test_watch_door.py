@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agent import door, engine, probes, sd, settings, stack
+from agent import door, engine, probes, settings, stack, systemd_client
 from agent.watchdog.actions import Actions
 from agent.watchdog.certificate import CertificateWatch
 from agent.watchdog.loop import Watch
@@ -71,7 +71,7 @@ def watch_of(s: settings.Settings, tmp_path: Path) -> Watch:
         s,
         connect=lambda: engine.connect(nowhere, timeout=1),
         api_key=ApiKey(None),
-        actions=Actions(s, Reporter(), sd.Notifier.from_env({})),
+        actions=Actions(s, Reporter(), systemd_client.Notifier.from_env({})),
         policy=Policy(),
     )
 
@@ -120,7 +120,7 @@ def test_a_pending_certificate_is_a_motd_notice_until_it_is_issued(
     door_settings: Any, tmp_path: Path
 ) -> None:
     s = door_settings()
-    actions = Actions(s, Reporter(), sd.Notifier.from_env({}))
+    actions = Actions(s, Reporter(), systemd_client.Notifier.from_env({}))
     watch = actions.certificate
     assert watch.check(0.0, actions.report) and watch.lines[0] == (
         f"https: no certificate yet for {NAME}; Caddy asks {LE} again by itself"
@@ -179,7 +179,7 @@ def test_systemd_is_told_the_loop_lives_while_a_change_holds_the_lock(
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(str(path))
         server.settimeout(2)
-        actions = Actions(s, Reporter(), sd.Notifier(str(path)), watchdog_every=0.0)
+        actions = Actions(s, Reporter(), systemd_client.Notifier(str(path)), watchdog_every=0.0)
         w = Watch(
             s,
             connect=lambda: engine.connect(f"unix://{tmp_path}/no-engine.sock", timeout=1),

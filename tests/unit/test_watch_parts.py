@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import health, probes, sd, settings
+from agent import probes, service_health, settings, systemd_client
 from agent.errors import BadInput
-from agent.watchdog import install, state
+from agent.watchdog import install, ledger
 from agent.watchdog.machine import Machine, Policy
 from agent.watchdog.report import Reporter
 
@@ -23,7 +23,7 @@ def test_notify_reaches_an_abstract_socket_with_a_leading_at() -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind("\0" + name)
         server.settimeout(2)
-        notifier = sd.Notifier.from_env({"NOTIFY_SOCKET": "@" + name})
+        notifier = systemd_client.Notifier.from_env({"NOTIFY_SOCKET": "@" + name})
         assert notifier.notify("READY=1", "STATUS=vllm healthy · open-webui healthy")
         assert server.recv(4096).decode() == "READY=1\nSTATUS=vllm healthy · open-webui healthy"
         notifier.close()
@@ -34,13 +34,13 @@ def test_notify_reaches_a_socket_path(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(str(path))
         server.settimeout(2)
-        assert sd.Notifier(str(path)).notify("WATCHDOG=1")
+        assert systemd_client.Notifier(str(path)).notify("WATCHDOG=1")
         assert server.recv(64) == b"WATCHDOG=1"
 
 
 def test_without_systemd_notify_is_a_no_op() -> None:
-    assert sd.Notifier.from_env({}).notify("READY=1") is False
-    assert sd.Notifier("/nonexistent/socket").notify("READY=1") is False
+    assert systemd_client.Notifier.from_env({}).notify("READY=1") is False
+    assert systemd_client.Notifier("/nonexistent/socket").notify("READY=1") is False
 
 
 @pytest.mark.parametrize(
@@ -52,11 +52,13 @@ def test_without_systemd_notify_is_a_no_op() -> None:
     ],
 )
 def test_the_watchdog_interval_is_half_of_watchdogsec(env: dict, interval: float | None) -> None:
-    assert sd.watchdog_interval(env) == interval
+    assert systemd_client.watchdog_interval(env) == interval
 
 
 def test_journal_fields_use_the_binary_form_for_newlines() -> None:
-    data = sd.encode({"MESSAGE": "one line", "sandbox.reason": "two\nlines", "skip": None})
+    data = systemd_client.encode(
+        {"MESSAGE": "one line", "sandbox.reason": "two\nlines", "skip": None}
+    )
     multi = b"two\nlines"
     assert data == (
         b"MESSAGE=one line\n" + b"SANDBOX_REASON\n" + struct.pack("<Q", len(multi)) + multi + b"\n"
@@ -67,11 +69,11 @@ def test_journal_fields_use_the_binary_form_for_newlines() -> None:
     "key, name", [("service", "SERVICE"), ("_private", "PRIVATE"), ("1st", "X1ST"), ("a-b", "A_B")]
 )
 def test_journal_field_names(key: str, name: str) -> None:
-    assert sd.field_name(key) == name
+    assert systemd_client.field_name(key) == name
 
 
 def test_journal_send_without_journald_says_so(tmp_path: Path) -> None:
-    assert sd.Journal(tmp_path / "no-socket").send("x") is False
+    assert systemd_client.Journal(tmp_path / "no-socket").send("x") is False
 
 
 def test_journal_datagram_on_a_real_socket(tmp_path: Path) -> None:
@@ -79,7 +81,7 @@ def test_journal_datagram_on_a_real_socket(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(str(path))
         server.settimeout(2)
-        journal = sd.Journal(path)
+        journal = systemd_client.Journal(path)
         assert journal.available
         assert journal.send("restarted vllm", "warning", SANDBOX_EVENT="service_restarted")
         assert server.recv(4096) == (
@@ -105,8 +107,8 @@ def load(running: float, generated: float, ok: bool = True) -> probes.EngineLoad
     return probes.EngineLoad(ok, "read", running, 0.0, generated)
 
 
-def samples(*points: tuple[float, float, float]) -> list[health.LoadSample]:
-    return [health.LoadSample(t, load(r, g)) for t, r, g in points]
+def samples(*points: tuple[float, float, float]) -> list[service_health.LoadSample]:
+    return [service_health.LoadSample(t, load(r, g)) for t, r, g in points]
 
 
 @pytest.mark.parametrize(
@@ -121,15 +123,15 @@ def samples(*points: tuple[float, float, float]) -> list[health.LoadSample]:
     ],
 )
 def test_stuck_or_busy_from_the_token_counter(points: list, verdict: str) -> None:
-    found, why = health.engine_progress(samples(*points))
+    found, why = service_health.engine_progress(samples(*points))
     assert found == verdict
     if verdict == "stuck":
         assert "no token generated for 15s" in why
 
 
 def test_no_metrics_is_unknown_never_stuck() -> None:
-    bad = [health.LoadSample(0, probes.EngineLoad(False, "HTTP 404: not found"))]
-    assert health.engine_progress(bad) == ("unknown", "HTTP 404: not found")
+    bad = [service_health.LoadSample(0, probes.EngineLoad(False, "HTTP 404: not found"))]
+    assert service_health.engine_progress(bad) == ("unknown", "HTTP 404: not found")
 
 
 @pytest.mark.parametrize(
@@ -161,7 +163,7 @@ def test_no_metrics_is_unknown_never_stuck() -> None:
 def test_doctor_tells_a_busy_engine_from_a_stuck_one_around_its_completion(
     before: probes.EngineLoad, after: probes.EngineLoad, verdict: str, why: str
 ) -> None:
-    found, detail = health.completion_wait(before, after, 8.2)
+    found, detail = service_health.completion_wait(before, after, 8.2)
     assert found == verdict and detail.startswith(why), detail
     if verdict != "unknown":
         assert "in the 8s doctor waited" in detail
@@ -173,40 +175,40 @@ def test_the_state_survives_a_restart_of_the_watchdog(tmp_path: Path) -> None:
     m.crashed(100.0, "exited")
     m.crashed(110.0, "exited")
     wall = 1_000_000.0
-    rec = state.record(m, 120.0, wall, None)
+    rec = ledger.record(m, 120.0, wall, None)
     assert rec.restarts == (wall - 20, wall - 10)
     # the agent restarts 5 s later with a new monotonic clock
-    again = state.restore(rec, "vllm", policy, 7.0, wall + 5)
+    again = ledger.restore(rec, "vllm", policy, 7.0, wall + 5)
     assert again.restarts_in_window(7.0) == 2
     assert [d.action for d in again.crashed(8.0, "exited")][-1] == "failed"
 
 
 def test_up_clears_a_failed_service_in_the_file(tmp_path: Path) -> None:
-    rec = state.ServiceRecord("vllm", "failed", "crashed 5 times", 1.0, (1.0, 2.0), "abc")
-    ok = state.ServiceRecord("open-webui", "healthy", "", 1.0, ())
-    state.save(tmp_path, state.WatchState("fp", 2.0, 42, {"vllm": rec, "open-webui": ok}))
+    rec = ledger.ServiceRecord("vllm", "failed", "crashed 5 times", 1.0, (1.0, 2.0), "abc")
+    ok = ledger.ServiceRecord("open-webui", "healthy", "", 1.0, ())
+    ledger.save(tmp_path, ledger.WatchState("fp", 2.0, 42, {"vllm": rec, "open-webui": ok}))
     assert (tmp_path / "watchdog.json").stat().st_mode & 0o777 == 0o600
-    assert state.clear_failed(tmp_path) is True
-    found = state.load(tmp_path)
+    assert ledger.clear_failed(tmp_path) is True
+    found = ledger.load(tmp_path)
     assert found is not None and found.cleared > 0
     assert found.services["vllm"].state == "starting" and found.services["vllm"].restarts == ()
     assert found.services["open-webui"].state == "healthy"
-    assert state.clear_failed(tmp_path) is False
-    summary = state.summary(tmp_path)
+    assert ledger.clear_failed(tmp_path) is False
+    summary = ledger.summary(tmp_path)
     assert summary is not None and summary["services"]["vllm"]["restarts_last_hour"] == 0
 
 
 def test_a_broken_state_file_reads_as_none(tmp_path: Path) -> None:
     (tmp_path / "watchdog.json").write_text("{not json")
-    assert state.load(tmp_path) is None and state.summary(tmp_path) is None
+    assert ledger.load(tmp_path) is None and ledger.summary(tmp_path) is None
 
 
 def test_a_change_of_settings_changes_the_fingerprint(write_config) -> None:
     a = settings.load(write_config())
     b = settings.load(write_config({"model": {"id": "acme/other"}}))
     c = settings.load(write_config({"watch": {"restarts_per_hour": 9}}))
-    assert state.fingerprint(a) != state.fingerprint(b)
-    assert state.fingerprint(a) == state.fingerprint(c)  # the watchdog's own knobs do not
+    assert ledger.fingerprint(a) != ledger.fingerprint(b)
+    assert ledger.fingerprint(a) == ledger.fingerprint(c)  # the watchdog's own knobs do not
 
 
 def test_watch_settings_defaults_and_environment(write_config) -> None:
@@ -309,9 +311,9 @@ def test_install_failure_says_where_to_look(tmp_path: Path, fake_commands) -> No
 
 
 def test_status_json_carries_the_watchdog(tmp_path: Path) -> None:
-    rec = state.ServiceRecord("vllm", "failed", "3 restarts in an hour", 1.0, ())
-    state.save(tmp_path, state.WatchState("fp", 0.0, 7, {"vllm": rec}, "switch-model x"))
-    found = state.summary(tmp_path)
+    rec = ledger.ServiceRecord("vllm", "failed", "3 restarts in an hour", 1.0, ())
+    ledger.save(tmp_path, ledger.WatchState("fp", 0.0, 7, {"vllm": rec}, "switch-model x"))
+    found = ledger.summary(tmp_path)
     assert json.loads(json.dumps(found))["maintenance"] == "switch-model x"
 
 

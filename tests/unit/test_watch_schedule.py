@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import engine, probes, sd, settings, stack
+from agent import engine, probes, settings, stack, systemd_client
 from agent.watchdog.actions import Actions
 from agent.watchdog.loop import Watch
 from agent.watchdog.machine import Policy
@@ -80,7 +80,7 @@ def test_a_healthy_proxy_health_makes_the_proxy_healthy(door_open, tmp_path: Pat
         door_open,
         connect=lambda: engine.connect(nowhere, timeout=1),
         api_key=ApiKey(None),
-        actions=Actions(door_open, Reporter(), sd.Notifier.from_env({})),
+        actions=Actions(door_open, Reporter(), systemd_client.Notifier.from_env({})),
         policy=Policy(),
     )
     w.start()
