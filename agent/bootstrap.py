@@ -182,12 +182,12 @@ def run(
     ctx: StepContext,
     steps: Sequence[Step] = ALL,
     *,
-    listener: Listener = _ignore,
+    listener: Listener | None = None,
     reboot: bool = True,
 ) -> BootstrapResult:
     """Run every step that is not done, overlapped as their needs allow."""
     with maintenance.hold(ctx.settings.paths.state, "bootstrap"):
-        return _run_all(ctx, steps, listener, reboot)
+        return _run_all(ctx, steps, listener or _ignore, reboot)
 
 
 def _run_all(
@@ -333,6 +333,17 @@ def plan(ctx: StepContext, steps: Sequence[Step] = ALL) -> PlanResult:
             items.append(PlanItem(meta.id, title, "run", outcome.reason, None, after))
             todo.add(meta.id)
     return PlanResult(ctx.state.instance_id, tuple(items))
+
+
+def checklist(state: BootState) -> BootstrapResult:
+    """`--status`: the last run's checklist, or AgentError when none ran on this instance."""
+    last = last_run(state)
+    if last is None:
+        raise AgentError(
+            f"no bootstrap has run on this instance ({state.instance_id})",
+            fix="run `sandbox-agent bootstrap`",
+        )
+    return last
 
 
 def last_run(state: BootState) -> BootstrapResult | None:

@@ -153,9 +153,9 @@ def up(
     project = stack.load_project(rendered.path, text=rendered.text)
     progress(f"stack {settings.project}: {planned.snapshot.name[:12]} of {settings.model.id}")
     actions = stack.reconcile(client, project, progress)
-    from agent.watchdog import ledger as watch_state
+    from agent.watchdog import ledger
 
-    if watch_state.clear_failed(settings.paths.state):  # `up` is how a person clears it
+    if ledger.clear_failed(settings.paths.state):  # `up` is how a person clears it
         progress("the watchdog's failed mark is cleared: it watches the stack again")
     stack.write(rendered)  # the file describes the stack that was started
     progress(", ".join(f"{name} {action}" for name, action in actions.items()))

@@ -16,7 +16,7 @@ def status(settings: Settings) -> stack.StackStatus:
     from agent import backup
     from agent.checks.https import certificate_fix
     from agent.stack import certificate
-    from agent.watchdog import ledger as watch_state
+    from agent.watchdog import ledger
 
     client = engine.connect(settings.docker.host)
     found = stack.stack_status(client, settings)
@@ -29,5 +29,5 @@ def status(settings: Settings) -> stack.StackStatus:
     failed = backup.read_record(settings.paths.state).get("failed")
     backups = {"last": newest.as_dict() if newest else None, "failed": failed or None}
     return dataclasses.replace(
-        found, watchdog=watch_state.summary(settings.paths.state), door=front, backup=backups
+        found, watchdog=ledger.summary(settings.paths.state), door=front, backup=backups
     )

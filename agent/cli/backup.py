@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from agent.cli.environment import confirm, signals_raise
 from agent.cli.options import (
     config_file,
     config_option,
@@ -20,7 +21,7 @@ from agent.cli.options import (
     progress_printer,
 )
 from agent.cli.render import guarded, render
-from agent.cli.switch import _confirm, _signals_raise, yes_option
+from agent.cli.switch import yes_option
 
 if TYPE_CHECKING:
     from agent.backup import BackupList, BackupResult, RestoreResult
@@ -136,8 +137,8 @@ def restore(file: Path, yes: bool, config_path: Path | None, as_json: bool) -> N
     from agent import backup as backups
 
     settings = load_settings(config_path)
-    _confirm(yes, f"Replace the data in {settings.paths.ui_data} with the backup {file}?")
-    with _signals_raise():
+    confirm(yes, f"Replace the data in {settings.paths.ui_data} with the backup {file}?")
+    with signals_raise():
         result = backups.restore(
             settings,
             file,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from agent.cli.environment import current
 from agent.cli.options import (
-    bootstrap_env,
+    bootstrap_given,
     config_file,
     config_option,
     hf_token,
@@ -20,7 +20,6 @@ from agent.cli.options import (
     metadata_url,
 )
 from agent.cli.render import guarded, render
-from agent.errors import AgentError
 from agent.log import safe_text
 
 if TYPE_CHECKING:
@@ -60,70 +59,30 @@ def bootstrap(
 ) -> None:
     """Install and start everything this box needs; resumes where a previous run stopped."""
     from agent import bootstrap as runner
-    from agent.markers import BootState
-    from agent.steps import StepContext, inputs
+    from agent.steps import inputs
 
-    env = bootstrap_env()
-    settings = load_settings(config_path)
-    token, token_name = env["token"]
-    instance, instance_name = env["instance"]
-    if instance is None:  # at a later boot, or a person asking for --status
-        from agent.markers import local_instance_id, recorded_instance_id
-
-        instance = recorded_instance_id(settings.paths.state)
-        instance_name = "the recorded instance id"
-        if instance is None:
-            instance, instance_name = local_instance_id(host_root()), "the machine id"
-    bundle_value, bundle_name = (bundle, "--bundle") if bundle else env["bundle"]
+    settings, root = load_settings(config_path), host_root()
     got = inputs.gather(
-        settings,
-        config_path=config_file(config_path).absolute(),
-        instance_id=instance,
-        instance_source=instance_name,
-        token=token,
-        token_source=token_name,
-        bundle=bundle_value,
-        bundle_source=bundle_name,
+        settings, bootstrap_given(bundle), config_path=config_file(config_path), root=root
     )
-    if host_root() == Path("/"):  # units the box's own systemd starts (not a laid-out tree)
+    if root == Path("/"):  # units the box's own systemd starts (not a laid-out tree)
         inputs.check_units(got)
-    state = BootState(settings.paths.state, got.instance_id)
+    tty = current().stdout_isatty and not as_json
+    ctx = inputs.context(got, root=root, tty=tty, metadata=metadata_url())
     if show_status:
-        last = runner.last_run(state)
-        if last is None:
-            raise AgentError(
-                f"no bootstrap has run on this instance ({got.instance_id})",
-                fix="run `sandbox-agent bootstrap`",
-            )
-        render(last, as_json, checklist_text)
-    tty = sys.stdout.isatty() and not as_json
-    from agent.settings import DEFAULT_CONFIG
-
-    ctx = StepContext(
-        settings,
-        state,
-        root=host_root(),
-        token=got.token or None,
-        bundle=got.bundle,
-        tty=tty,
-        config_path=None if got.config_path == DEFAULT_CONFIG else got.config_path,
-        metadata=metadata_url(),
-    )
-    if show_plan:
+        render(runner.checklist(ctx.state), as_json, checklist_text)
+    elif show_plan:
         render(runner.plan(ctx), as_json, plan_text)
-    inputs.check_ports(settings, state)
-    inputs.save(got)
-    # after a reboot the form's token is gone from the environment: the saved one serves
-    ctx.token = got.token or hf_token(settings)
-    board = _Board() if tty else None
-    result = runner.run(ctx, listener=board.draw if board else _quiet, reboot=not no_reboot)
-    if board:
-        board.draw(result, final=True)
-    render(result, as_json, lambda r: result_text(r, drawn=board is not None))
-
-
-def _quiet(_: Any) -> None:
-    pass
+    else:
+        inputs.check_ports(settings, ctx.state)
+        inputs.save(got)
+        # after a reboot the form's token is gone from the environment: the saved one serves
+        ctx.token = got.token or hf_token(settings)
+        board = _Board() if tty else None
+        result = runner.run(ctx, listener=board.draw if board else None, reboot=not no_reboot)
+        if board:
+            board.draw(result, final=True)
+        render(result, as_json, lambda r: result_text(r, drawn=board is not None))
 
 
 class _Board:
@@ -134,10 +93,11 @@ class _Board:
 
     def draw(self, result: BootstrapResult, final: bool = False) -> None:
         out = [safe_text(line) for line in checklist_text(result, summary=False)]
+        stdout = current().stdout
         if self.lines:
-            sys.stdout.write(f"\x1b[{self.lines}F\x1b[J")
-        sys.stdout.write("\n".join(out) + "\n")
-        sys.stdout.flush()
+            stdout.write(f"\x1b[{self.lines}F\x1b[J")
+        stdout.write("\n".join(out) + "\n")
+        stdout.flush()
         self.lines = len(out)
 
 

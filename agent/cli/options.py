@@ -1,18 +1,22 @@
-"""What every verb takes: --config and --json, and the one place that reads the environment."""
+"""What every verb takes: --config and --json, and what it reads of its environment
+(agent.cli.environment): the settings, the host root, the metadata service, the token."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from agent.cli.environment import current
 from agent.errors import BadInput
 
 if TYPE_CHECKING:
     from agent.settings import Settings
+    from agent.steps.inputs import Given
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +58,7 @@ def load_settings(config_path: Path | None, flags: dict[str, Any] | None = None)
 
     if config_path is not None and not settings.config_exists(config_path):
         raise BadInput("--config", f"{config_path} does not exist", fix="pass an existing file")
-    return settings.load(config_path, env=os.environ, flags=flags)
+    return settings.load(config_path, env=current().environ, flags=flags)
 
 
 def refuse_settings_environment(verb: str) -> None:
@@ -65,7 +69,8 @@ def refuse_settings_environment(verb: str) -> None:
     variable named."""
     from agent.settings import ENV_KEYS
 
-    found = [name for name in ENV_KEYS if os.environ.get(name)]
+    env = current()
+    found = [name for name in ENV_KEYS if env.get(name)]
     if not found:
         return
     one = len(found) == 1
@@ -84,7 +89,7 @@ def config_file(config_path: Path | None) -> Path:
     $SANDBOX_AGENT_CONFIG, else the default (it need not exist yet)."""
     from agent.settings import DEFAULT_CONFIG
 
-    found = config_path or Path(os.environ.get("SANDBOX_AGENT_CONFIG") or DEFAULT_CONFIG)
+    found = config_path or Path(current().get("SANDBOX_AGENT_CONFIG") or DEFAULT_CONFIG)
     return Path(os.path.abspath(found))  # a change's journal names it; a repair runs anywhere
 
 
@@ -95,7 +100,7 @@ def reloader(config_path: Path | None) -> Callable[[dict[str, Any] | None], Sett
 
 def host_root() -> Path:
     """`/` on a box. SANDBOX_AGENT_ROOT points the host checks at a laid-out tree (tests)."""
-    return Path(os.environ.get("SANDBOX_AGENT_ROOT") or "/")
+    return Path(current().get("SANDBOX_AGENT_ROOT") or "/")
 
 
 def metadata_url() -> str:
@@ -103,36 +108,43 @@ def metadata_url() -> str:
     no test reaches the link-local address)."""
     from agent import linode
 
-    return os.environ.get("SANDBOX_AGENT_METADATA_URL") or linode.METADATA
+    return current().get("SANDBOX_AGENT_METADATA_URL") or linode.METADATA
 
 
 def hf_token(settings: Settings) -> str | None:
     """The Hugging Face token: the secret file, else HF_TOKEN from this process's environment."""
     from agent.secrets import SecretStore
 
-    return SecretStore(settings.paths.secrets).hf_token(os.environ)
+    return SecretStore(settings.paths.secrets).hf_token(current().environ)
 
 
 def progress_printer(as_json: bool) -> Callable[[str], None]:
     """Progress lines go to stdout for a person, to stderr when stdout carries the JSON."""
     from agent.log import safe_text
 
-    return lambda line: click.echo(safe_text(line), err=as_json)
+    env = current()
+    return lambda line: env.echo(safe_text(line), err=as_json)
 
 
-def bootstrap_env() -> dict[str, tuple[str | None, str]]:
-    """The StackScript's non-setting inputs, each with the name it came from."""
-    token_name = "HF_TOKEN_PASSWORD" if os.environ.get("HF_TOKEN_PASSWORD") else "HF_TOKEN"
-    linode = os.environ.get("LINODE_ID")
-    return {
-        "token": (os.environ.get(token_name) or None, token_name),
-        "instance": (linode or None, "LINODE_ID"),
-        "bundle": (os.environ.get("SANDBOX_AGENT_BUNDLE") or None, "SANDBOX_AGENT_BUNDLE"),
-    }
+def bootstrap_given(bundle: str | None) -> Given:
+    """The StackScript's non-setting inputs from the environment (--bundle over the
+    variable), each with the name it came by."""
+    from agent.steps.inputs import Given
+
+    env = current()
+    token_name = "HF_TOKEN_PASSWORD" if env.get("HF_TOKEN_PASSWORD") else "HF_TOKEN"
+    given = Given(
+        token=env.get(token_name),
+        token_source=token_name,
+        instance_id=env.get("LINODE_ID"),
+        bundle=env.get("SANDBOX_AGENT_BUNDLE"),
+    )
+    return replace(given, bundle=bundle, bundle_source="--bundle") if bundle else given
 
 
 def systemd_env() -> dict[str, str]:
     """What systemd hands a service through the environment, for `watch`: the notify socket,
     the watchdog interval and the PID it is meant for, and the journal stream of stderr."""
     names = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
-    return {name: os.environ[name] for name in names if name in os.environ}
+    environ = current().environ
+    return {name: environ[name] for name in names if name in environ}

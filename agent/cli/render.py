@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-import click
-
 from agent import log
+from agent.cli.environment import current
 from agent.errors import AgentError, ExitStatus
 
 if TYPE_CHECKING:
@@ -38,22 +37,24 @@ def render(result: R, as_json: bool, text: Callable[[R], Iterable[str]]) -> NoRe
     if as_json:
         emit_json(result.as_dict())
     else:
+        env = current()
         for line in text(result):
-            click.echo(log.safe_text(line), err=isinstance(line, ToStderr))
+            env.echo(log.safe_text(line), err=isinstance(line, ToStderr))
     sys.exit(result.exit_code)
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(log.redact(data), indent=2, default=str))
+    current().echo(json.dumps(log.redact(data), indent=2, default=str))
 
 
 def fail(exc: AgentError, as_json: bool) -> NoReturn:
     if as_json:
         emit_json(exc.as_dict())
     else:
-        click.echo(f"error: {log.safe_text(exc.message)}", err=True)
+        env = current()
+        env.echo(f"error: {log.safe_text(exc.message)}", err=True)
         if exc.fix:
-            click.echo(f"  fix: {log.safe_text(exc.fix)}", err=True)
+            env.echo(f"  fix: {log.safe_text(exc.fix)}", err=True)
     sys.exit(exc.exit_code)
 
 
@@ -68,7 +69,7 @@ def guarded(fn: F) -> F:
         except AgentError as exc:
             fail(exc, as_json)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            current().echo("interrupted", err=True)
             sys.exit(ExitStatus.INTERRUPTED)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             path = _write_debug_log()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
+from agent.cli.environment import current
 from agent.cli.options import (
     config_file,
     config_option,
@@ -139,7 +139,7 @@ def logs(config_path: Path | None, service: str, follow: bool, tail: str) -> Non
             "--tail", f"{shown(tail)} is not a number of lines", fix="pass a number or 'all'"
         )
     count: int | Literal["all"] = "all" if lines is None else lines
-    out = sys.stdout.buffer
+    out = current().stdout.buffer
     for chunk in deploy.logs(load_settings(config_path), service, follow=follow, tail=count):
         out.write(chunk)
         out.flush()

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
 
+from agent.cli.environment import confirm, signals_raise
 from agent.cli.options import (
     WholeNumber,
     config_file,
@@ -26,42 +23,11 @@ from agent.cli.options import (
     reloader,
 )
 from agent.cli.render import guarded, render
-from agent.errors import BadInput
 
 if TYPE_CHECKING:
     from agent.switch import ChangeResult
 
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-
-
-def _confirm(yes: bool, question: str) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise BadInput("--yes", "this changes the running stack", fix="pass --yes to confirm")
-    if not click.confirm(question, default=False):
-        raise BadInput("--yes", "not confirmed; nothing was changed")
-
-
-@contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGTERM (systemctl, kill) and SIGHUP (the ssh session closed) raise SystemExit while
-    a change runs, as Ctrl-C raises KeyboardInterrupt: its rollback runs on every way out.
-    A signal this process was started ignoring (`nohup`) stays ignored."""
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = {
-        sig: signal.signal(sig, stop)
-        for sig in (signal.SIGTERM, signal.SIGHUP)
-        if signal.getsignal(sig) is not signal.SIG_IGN
-    }
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @click.command(name="switch-model")
@@ -95,8 +61,8 @@ def switch_model(
     ref = ModelRef.parse(name)
     if served_name is not None:
         load_settings(config_path, {"model.served_name": served_name})  # validated first
-    _confirm(yes, f"Switch {settings.model.ref} to {ref}?")
-    with _signals_raise():
+    confirm(yes, f"Switch {settings.model.ref} to {ref}?")
+    with signals_raise():
         result = switch.switch_model(
             settings,
             config_file(config_path),
@@ -137,8 +103,8 @@ def update(
     settings = load_settings(config_path)
     flags = {"images.vllm": vllm_image, "images.webui": webui_image, "images.proxy": proxy_image}
     load_settings(config_path, {k: v for k, v in flags.items() if v})  # validated first
-    _confirm(yes, "Update the stack's images?")
-    with _signals_raise():
+    confirm(yes, "Update the stack's images?")
+    with signals_raise():
         result = switch.update(
             settings,
             config_file(config_path),

@@ -20,10 +20,18 @@ import yaml
 from agent import settings as settings_mod
 from agent.errors import AgentError, BadInput
 from agent.files import atomic_write
-from agent.markers import INSTANCE_ID, BootState, check_instance_id, record_instance_id
+from agent.markers import (
+    INSTANCE_ID,
+    BootState,
+    check_instance_id,
+    local_instance_id,
+    record_instance_id,
+    recorded_instance_id,
+)
 from agent.secrets import HF_TOKEN, SecretStore
 from agent.settings import Settings
 from agent.steps import units
+from agent.steps.base import StepContext
 
 TOKEN = re.compile(r"^[A-Za-z0-9_.=-]{8,512}$")  # hf_... and older api_... tokens
 BUNDLE = re.compile(r"^/[A-Za-z0-9_./@+-]{0,255}$")
@@ -158,26 +166,56 @@ def _record_bundle(state_dir: Path, instance_id: str, bundle: Path) -> None:
         atomic_write(note, f"{bundle}\n", mode=0o600)
 
 
-def gather(
-    settings: Settings,
-    *,
-    config_path: Path,
-    instance_id: str,
-    instance_source: str,
-    token: str | None,
-    token_source: str,
-    bundle: str | None,
-    bundle_source: str,
-) -> Inputs:
-    """Every input checked; raises BadInput naming the first bad one. Writes nothing. A run
-    given no bundle takes the one recorded for this instance."""
-    check_instance_id(instance_id, instance_source)
+@dataclass(frozen=True)
+class Given:
+    """The bootstrap's inputs that are not settings, as they arrived, each with the name it
+    came by (the form's variables, or --bundle): an error names that."""
+
+    token: str | None = None
+    token_source: str = "HF_TOKEN"
+    instance_id: str | None = None  # None: the one the last run recorded, else the machine id
+    instance_source: str = "LINODE_ID"
+    bundle: str | None = None  # None: the one recorded for this instance
+    bundle_source: str = "SANDBOX_AGENT_BUNDLE"
+
+
+def gather(settings: Settings, given: Given, *, config_path: Path, root: Path) -> Inputs:
+    """Every input checked; raises BadInput naming the first bad one. Writes nothing.
+
+    With no instance id given (a later boot's resume unit, a person asking for --status):
+    the one the last run recorded, else this machine's id. With no bundle given: the one
+    recorded for this instance."""
+    instance, instance_source = given.instance_id, given.instance_source
+    if instance is None:
+        instance, instance_source = (
+            recorded_instance_id(settings.paths.state),
+            "the recorded instance id",
+        )
+    if instance is None:
+        instance, instance_source = local_instance_id(root), "the machine id"
+    check_instance_id(instance, instance_source)
+    bundle, bundle_source = given.bundle, given.bundle_source
     recorded = not bundle
     if recorded:
-        bundle, bundle_source = recorded_bundle(settings.paths.state, instance_id)
+        bundle, bundle_source = recorded_bundle(settings.paths.state, instance)
     found = check_bundle(bundle, bundle_source, recorded=recorded)
-    token = check_token(token, token_source)
-    return Inputs(settings, config_path, instance_id, token, token_source, found, bundle_source)
+    token = check_token(given.token, given.token_source)
+    return Inputs(settings, config_path, instance, token, given.token_source, found, bundle_source)
+
+
+def context(got: Inputs, *, root: Path, tty: bool, metadata: str) -> StepContext:
+    """The steps' context for these inputs (the settings file named only when it is not the
+    default one: the units the bootstrap installs name it then)."""
+    return StepContext(
+        got.settings,
+        BootState(got.settings.paths.state, got.instance_id),
+        root=root,
+        token=got.token or None,
+        bundle=got.bundle,
+        tty=tty,
+        config_path=None if got.config_path == settings_mod.DEFAULT_CONFIG else got.config_path,
+        metadata=metadata,
+    )
 
 
 def check_units(got: Inputs) -> None:

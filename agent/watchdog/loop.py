@@ -19,7 +19,7 @@ from agent import maintenance, service_health, stack
 from agent.errors import AgentError
 from agent.settings import Settings
 from agent.stack import ServiceStatus, StackEvent
-from agent.watchdog import ledger as saved
+from agent.watchdog import ledger
 from agent.watchdog.actions import Actions
 from agent.watchdog.containers import PROBED, STOPPED, read_container, read_event
 from agent.watchdog.gpus import GpuNews, GpuWatch, hopeless, report_gpus
@@ -76,11 +76,11 @@ class Watch:
     def start(self) -> None:
         """Read the saved state and the stack's containers; then the event feed runs."""
         now, wall = self.clock(), self.wall()
-        found = saved.load(self.settings.paths.state)
-        same = found is not None and found.fingerprint == saved.fingerprint(self.settings)
+        found = ledger.load(self.settings.paths.state)
+        same = found is not None and found.fingerprint == ledger.fingerprint(self.settings)
         for service in self.services:
             rec = found.services.get(service) if found and same else None
-            self.machines[service] = saved.restore(rec, service, self.policy, now, wall)
+            self.machines[service] = ledger.restore(rec, service, self.policy, now, wall)
         self.cleared = found.cleared if found else 0.0
         if found is not None and not same:
             self.actions.report.event(
@@ -291,7 +291,7 @@ class Watch:
     def _check_cleared(self, now: float) -> None:
         if not self._due("cleared", now, 2.0):
             return
-        found = saved.load(self.settings.paths.state)
+        found = ledger.load(self.settings.paths.state)
         if found is not None and found.cleared > self.cleared:
             self.cleared = found.cleared
             for machine in self.machines.values():
@@ -316,11 +316,11 @@ class Watch:
         if not (force or self.dirty or now - self.last_saved >= self.periods.heartbeat):
             return
         records = {
-            name: saved.record(m, now, wall, self._failed_id(name, m))
+            name: ledger.record(m, now, wall, self._failed_id(name, m))
             for name, m in self.machines.items()
         }
-        state = saved.WatchState(
-            fingerprint=saved.fingerprint(self.settings),
+        state = ledger.WatchState(
+            fingerprint=ledger.fingerprint(self.settings),
             updated=wall,
             pid=self.actions.pid,
             services=records,
@@ -329,7 +329,7 @@ class Watch:
             cleared=self.cleared,
         )
         with contextlib.suppress(OSError):
-            saved.save(self.settings.paths.state, state)
+            ledger.save(self.settings.paths.state, state)
         self.last_saved, self.dirty = now, False
 
     # --- helpers --------------------------------------------------------------------------

@@ -285,7 +285,9 @@ def test_this_machines_addresses_are_its_own() -> None:
 
 def test_expiry_words_for_a_certificate_issued_today(open_door: Any) -> None:
     s = open_door()
-    now = datetime.now(timezone.utc)
     certs.place(door.store(s), LE, NAME, certs.pem(NAME, 90))
-    found = certificate.read(s, NAME, now=now + timedelta(days=80))
+    # a minute after the 80th day: the certificate's end, stamped to the second as it was
+    # made, is under 10 whole days away (a `now` taken before it was made could be 10)
+    later = datetime.now(timezone.utc) + timedelta(days=80, minutes=1)
+    found = certificate.read(s, NAME, now=later)
     assert found.days_left == 9 and found.near_expiry

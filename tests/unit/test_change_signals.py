@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.cli.switch import _signals_raise
+from agent.cli.environment import signals_raise
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def handlers() -> Iterator[None]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
 def test_a_signal_during_a_change_raises_system_exit(handlers: None, sig: signal.Signals) -> None:
     signal.signal(sig, signal.SIG_DFL)
-    with pytest.raises(SystemExit) as caught, _signals_raise():
+    with pytest.raises(SystemExit) as caught, signals_raise():
         os.kill(os.getpid(), sig)
     assert caught.value.code == 128 + sig
     assert signal.getsignal(sig) is signal.SIG_DFL  # put back after the change
@@ -33,7 +33,7 @@ def test_a_signal_during_a_change_raises_system_exit(handlers: None, sig: signal
 def test_a_signal_ignored_by_nohup_stays_ignored(handlers: None) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    with _signals_raise():
+    with signals_raise():
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
         os.kill(os.getpid(), signal.SIGHUP)  # nothing happens
         assert callable(signal.getsignal(signal.SIGTERM))

@@ -102,6 +102,22 @@ def test_every_room_has_a_floor() -> None:
     assert rooms - set(ROOM_FLOOR) == set(), "give each new room a floor in FLOORS"
 
 
+def test_the_verbs_reach_their_streams_through_the_environment() -> None:
+    """sys.stdin, sys.stdout and sys.stderr only in cli/environment.py, in the CLI: a verb
+    writes to and asks of the Environment it is handed (httpie's), so a test hands another."""
+    users = set()
+    for p in sorted((AGENT / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "sys"
+                and node.attr in ("stdin", "stdout", "stderr")
+            ):
+                users.add(p.name)
+    assert users == {"environment.py"}
+
+
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(AGENT.parent)))
 def test_no_import_runs_up_a_floor_or_across_peers(path: Path) -> None:
     here = room_of(module_name(path))
@@ -144,7 +160,7 @@ def test_one_way_to_run_a_command() -> None:
 
 
 def test_one_reader_of_the_environment() -> None:
-    """os.environ, os.environb and os.getenv only in cli/options.py: the rest of the agent is
+    """os.environ, os.environb and os.getenv only in cli/environment.py: the rest of the agent is
     handed what it needs (settings, the token, systemd's variables), so tests pass it in."""
     readers = set()
     for p in SOURCES:
@@ -159,7 +175,7 @@ def test_one_reader_of_the_environment() -> None:
                 continue
             if hit:
                 readers.add(str(p.relative_to(AGENT)))
-    assert readers == {"cli/options.py"}
+    assert readers == {"cli/environment.py"}
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(AGENT.parent)))

@@ -109,16 +109,8 @@ def test_the_bootstrap_saves_its_inputs_without_following_a_planted_bak(
     token_link.parent.mkdir(mode=0o700)
     token_link.symlink_to(victim)
     s = settings.load(cfg, env={"MODEL_ID": "org/from-the-form"})
-    got = inputs.gather(
-        s,
-        config_path=cfg,
-        instance_id="12345",
-        instance_source="LINODE_ID",
-        token="hf_" + "t" * 30,
-        token_source="HF_TOKEN",
-        bundle=None,
-        bundle_source="SANDBOX_AGENT_BUNDLE",
-    )
+    given = inputs.Given(token="hf_" + "t" * 30, instance_id="12345")
+    got = inputs.gather(s, given, config_path=cfg, root=tmp_path)
     with pytest.raises(AgentError, match="symbolic link"):
         inputs.save(got)  # the token file is a planted link: refused, never written through
     assert untouched(victim)

@@ -127,14 +127,7 @@ def test_the_bundle_is_recorded_and_a_later_run_takes_it(tmp_path: Path, write_c
 
     def gather(given: str | None) -> inputs.Inputs:
         return inputs.gather(
-            s,
-            config_path=config,
-            instance_id="77",
-            instance_source="LINODE_ID",
-            token=None,
-            token_source="HF_TOKEN",
-            bundle=given,
-            bundle_source="SANDBOX_AGENT_BUNDLE",
+            s, inputs.Given(instance_id="77", bundle=given), config_path=config, root=tmp_path
         )
 
     assert gather(None).bundle is None  # nothing recorded yet
