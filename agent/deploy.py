@@ -101,27 +101,36 @@ def plan(
     return Plan(snapshot, stack.StackSpec(str(container_path), tp, max_len, chosen.request))
 
 
-def up(
-    settings: Settings,
-    *,
-    root: Path = Path("/"),
-    template: Path | None = None,
-    progress: Progress = _quiet,
-    client: DockerClient | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    token: str | None = None,
-    metadata: str = linode.METADATA,
-    front: Door | None = None,
-) -> DeployResult:
+@dataclass(frozen=True)
+class UpOptions:
+    """How `up` reaches this box: the same for every `up` one command makes (the change's, its
+    rollback's, a repair's), so a command builds it once (the CLI from its environment)."""
+
+    root: Path = Path("/")
+    template: Path | None = None
+    progress: Progress = _quiet
+    client: DockerClient | None = None
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    token: str | None = None
+    metadata: str = linode.METADATA
+    front: Door | None = None  # the door, once resolved for this command (else resolved here)
+
+    def saying(self, progress: Progress) -> UpOptions:
+        return dataclasses.replace(self, progress=progress)
+
+
+def up(settings: Settings, options: UpOptions | None = None) -> DeployResult:
     """Fetch the model when it is missing, then render, start what is missing or changed,
     and wait until every service is healthy. Every refusal comes before the first write."""
+    o = options or UpOptions()
+    root, token, progress, clock = o.root, o.token, o.progress, o.clock
     started = clock()
-    client = client or engine.connect(settings.docker.host)
-    front = front if front is not None else resolve_door(settings, metadata)
+    client = o.client or engine.connect(settings.docker.host)
+    front = o.front if o.front is not None else resolve_door(settings, o.metadata)
     found = gpu_plan(settings, client, root)
     text = check_inputs(
-        settings, template=template, token=token, gpu_count=found.request, front=front
+        settings, template=o.template, token=token, gpu_count=found.request, front=front
     )
     _ensure_model(settings, token, found)
     planned = plan(settings, client, root=root, found=found)
@@ -159,7 +168,7 @@ def up(
         progress("the watchdog's failed mark is cleared: it watches the stack again")
     stack.write(rendered)  # the file describes the stack that was started
     progress(", ".join(f"{name} {action}" for name, action in actions.items()))
-    gate.wait_ready(settings, client, api_key, progress=progress, sleep=sleep, clock=clock)
+    gate.wait_ready(settings, client, api_key, progress=progress, sleep=o.sleep, clock=clock)
     public_ui, public_api = door.ui_url(settings, front), door.api_url(settings, front)
     result = DeployResult(
         project=settings.project,

@@ -22,11 +22,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agent import backup, deploy, door, gpu, linode, log, maintenance, models, stack
+from agent import backup, deploy, door, gpu, log, maintenance, models, stack
 from agent.errors import AgentError, BadInput
 from agent.files import atomic_write
 from agent.maintenance import ChangeInProgress
@@ -52,10 +52,6 @@ class ChangeResult(Result):
     seconds: float = 0.0
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 # --- the journal and the rollback ---------------------------------------------------------
 
 
@@ -70,7 +66,7 @@ def _restore(config: Path, before: str | None) -> None:
         atomic_write(config, before, mode=0o644)
 
 
-def recover(settings: Settings, config: Path, reload: Reload, **up: Any) -> Settings:
+def recover(settings: Settings, config: Path, reload: Reload, up: deploy.UpOptions) -> Settings:
     """Repair a change that was killed: settings put back as they were before it, the stack
     brought back to them. Returns the settings to go on with. Call with the lock held."""
     journal = _journal(settings)
@@ -78,40 +74,43 @@ def recover(settings: Settings, config: Path, reload: Reload, **up: Any) -> Sett
     if record is None:
         return settings
     if record.get("phase") in maintenance.HALF_DONE:
-        up.get("progress", _quiet)(
+        up.progress(
             f"an interrupted {record.get('kind')} is repaired first: previous settings back"
         )
         # the file the change wrote (recorded absolute); an older relative record: this one
         recorded = Path(str(record.get("config") or ""))
         _restore(recorded if recorded.is_absolute() else config, record.get("before"))
         if isinstance(record.get("data"), dict):  # and the data folder from before it
-            backup.put_back(settings, record["data"], up.get("progress", _quiet))
+            backup.put_back(settings, record["data"], up.progress)
         settings = reload(None)
-        deploy.up(settings, **up)
+        deploy.up(settings, up)
     log.get("switch").warning("change.repaired", kind=record.get("kind"), phase=record.get("phase"))
     journal.clear()
     return settings
 
 
-def up(settings: Settings, config: Path, reload: Reload, **kw: Any) -> deploy.DeployResult:
+def up(
+    settings: Settings, config: Path, reload: Reload, options: deploy.UpOptions
+) -> deploy.DeployResult:
     """`sandbox-agent up`: an interrupted change repaired first, under the maintenance lock.
     Bad input is refused before the lock is taken (it is a file)."""
     # bad input first, with the door as saved (no network); then the name, when auto asks
-    template, token = kw.get("template"), kw.get("token")
-    deploy.check_inputs(settings, template=template, token=token, front=door.current(settings))
-    kw["front"] = deploy.resolve_door(settings, kw.pop("metadata", linode.METADATA))
+    deploy.check_inputs(
+        settings, template=options.template, token=options.token, front=door.current(settings)
+    )
+    options = replace(options, front=deploy.resolve_door(settings, options.metadata))
     state = settings.paths.state
     if maintenance.current(state) is None and maintenance.pending(state) is None:
         # before the lock: the watchdog keeps watching while a missing model downloads
-        deploy.fetch_model(settings, root=kw.get("root", Path("/")), token=kw.get("token"))
+        deploy.fetch_model(settings, root=options.root, token=options.token)
     with maintenance.hold(state, "up"):
-        return deploy.up(recover(settings, config, reload, **kw), **kw)
+        return deploy.up(recover(settings, config, reload, options), options)
 
 
-def _unchanged(planned: Settings, config: Path, reload: Reload, **up: Any) -> None:
+def _unchanged(planned: Settings, config: Path, reload: Reload, up: deploy.UpOptions) -> None:
     """Under the lock, before the first save: the settings are still those the change was
     prepared from (another change may have run, or been killed, while this one fetched)."""
-    now = recover(planned, config, reload, **up)
+    now = recover(planned, config, reload, up)
     if now is planned:
         now = reload(None)
     if now != planned:
@@ -164,7 +163,7 @@ class _Change:
 
 @contextlib.contextmanager
 def _rollback_unless_done(
-    kind: str, old: Settings, config: Path, reload: Reload, up: dict[str, Any]
+    kind: str, old: Settings, config: Path, reload: Reload, up: deploy.UpOptions
 ) -> Iterator[_Change]:
     """The change's block, journalled. Every way out of it but its end (an error, Ctrl-C,
     SIGTERM raised as SystemExit in the CLI) puts the settings from before back, and
@@ -177,7 +176,7 @@ def _rollback_unless_done(
     try:
         yield change
     except BaseException as exc:
-        say = _said(up.get("progress", _quiet))
+        say = _said(up.progress)
         failed = isinstance(exc, AgentError)
         what = "the new configuration did not come up" if failed else "interrupted"
         say(f"{what}: putting the previous one back")
@@ -185,7 +184,7 @@ def _rollback_unless_done(
         if change.data is not None:  # before the old Open WebUI starts: its own schema
             backup.put_back(old, change.data, say)
         try:
-            deploy.up(reload(None), **{**up, "progress": say})
+            deploy.up(reload(None), up.saying(say))
         except AgentError as again:
             journal.clear()  # the file is back: a repair would only run this `up` again
             raise ChangeFailed(
@@ -209,8 +208,7 @@ def _apply(
     stages: list[Stage],
     config: Path,
     reload: Reload,
-    progress: Progress,
-    up: dict[str, Any],
+    up: deploy.UpOptions,
 ) -> dict[str, str]:
     """Save each stage's settings and bring the stack to them in turn (only what changed is
     recreated, and gated). When one does not come up, the settings from before the first
@@ -218,7 +216,8 @@ def _apply(
     stages that came up included. Returns each service's action (`kept` only when no stage
     changed it). Call with the lock held."""
     actions: dict[str, str] = {}
-    with _rollback_unless_done(kind, old, config, reload, {**up, "progress": progress}) as change:
+    progress = up.progress
+    with _rollback_unless_done(kind, old, config, reload, up) as change:
         for stage in stages:
             if stage.said:
                 progress(stage.said)
@@ -226,7 +225,7 @@ def _apply(
             change.starting()
             if stage.keeps_data:
                 backup.keep_copy(stage.settings, change.starting, progress)
-            result = deploy.up(stage.settings, progress=progress, **up)
+            result = deploy.up(stage.settings, up)
             for name, action in result.actions.items():
                 if action != "kept" or name not in actions:
                     actions[name] = action
@@ -239,20 +238,17 @@ def switch_model(
     config: Path,
     ref: ModelRef,
     reload: Reload,
+    up: deploy.UpOptions,
     *,
     served_name: str | None = None,
     max_model_len: int | None = None,
-    token: str | None = None,
-    root: Path = Path("/"),
-    progress: Progress = _quiet,
-    **up: Any,
 ) -> ChangeResult:
     """Serve `ref` instead of the current model, or keep the current one serving."""
     started = time.monotonic()
-    up = {"root": root, "token": token, **up}
+    root, token, progress = up.root, up.token, up.progress
     what = f"switch-model {ref}"
     with maintenance.hold(settings.paths.state, what):  # a change killed earlier: repaired
-        current = recover(settings, config, reload, progress=progress, **up)
+        current = recover(settings, config, reload, up)
     new = reload(
         {
             "model.id": ref.repo_id,
@@ -278,8 +274,8 @@ def switch_model(
     progress(f"fetching {ref} while {current.model.ref} keeps serving")
     models.pull(new, ref, token=token, gpu_memory=fit_on)  # no lock: the watchdog
     with maintenance.hold(settings.paths.state, what):  # keeps the old model up meanwhile
-        _unchanged(current, config, reload, progress=progress, **up)
-        actions = _apply("switch-model", current, [Stage(new)], config, reload, progress, up)
+        _unchanged(current, config, reload, up)
+        actions = _apply("switch-model", current, [Stage(new)], config, reload, up)
     return ChangeResult(
         "switch-model", True, before, after, actions, round(time.monotonic() - started, 1)
     )
@@ -306,13 +302,11 @@ def update(
     settings: Settings,
     config: Path,
     reload: Reload,
+    up: deploy.UpOptions,
     *,
     vllm_image: str | None = None,
     webui_image: str | None = None,
     proxy_image: str | None = None,
-    root: Path = Path("/"),
-    progress: Progress = _quiet,
-    **up: Any,
 ) -> ChangeResult:
     """Move the stack to new images, one service at a time (vLLM, Open WebUI, the proxy), each
     gated; when one does not come up, the whole update is rolled back. With no image given,
@@ -321,7 +315,7 @@ def update(
     from agent import engine
 
     started = time.monotonic()
-    up = {"root": root, **up}
+    root, progress = up.root, up.progress
     pinned = vllm_image is None and webui_image is None and proxy_image is None
     proxied = stack.PROXY in stack.wanted_services(settings)
     if proxy_image and not proxied:
@@ -333,7 +327,7 @@ def update(
             "UI_BIND that faces the network), at the next `sandbox-agent up`",
         )
     with maintenance.hold(settings.paths.state, "update"):  # a change killed earlier: repaired
-        current = recover(settings, config, reload, progress=progress, **up)
+        current = recover(settings, config, reload, up)
     wanted: dict[str, Any] = {}
     if vllm_image or pinned:
         wanted["images.vllm"] = vllm_image or VLLM_IMAGE
@@ -378,8 +372,8 @@ def update(
             )
         )
     with maintenance.hold(settings.paths.state, "update"):
-        _unchanged(current, config, reload, progress=progress, **up)
-        actions = _apply("update", current, stages, config, reload, progress, up)
+        _unchanged(current, config, reload, up)
+        actions = _apply("update", current, stages, config, reload, up)
     return ChangeResult(
         "update", True, before, after, actions, round(time.monotonic() - started, 1)
     )

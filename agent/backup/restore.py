@@ -37,10 +37,6 @@ class RestoreFailed(AgentError):
     """The UI did not come up on the restored data; the data from before was put back."""
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 @dataclass(frozen=True)
 class RestoreResult(Result):
     archive: Path
@@ -124,17 +120,15 @@ def restore(
     settings: Settings,
     archive: Path,
     config: Path,
-    *,
-    progress: Progress = _quiet,
-    clock: Callable[[], float] = time.monotonic,
-    **up: Any,
+    up: deploy.UpOptions | None = None,
 ) -> RestoreResult:
     """The data folder from `archive`, gated; the one from before kept aside."""
     path = resolve(settings, archive)
     if not settings.ui.enabled:
         raise BadInput("ui.enabled", "is false: there is no Open WebUI to restore into")
     swap.check_swappable(settings)
-    started = clock()
+    up = up or deploy.UpOptions()
+    progress, started = up.progress, up.clock()
     with store.exclusive(settings.paths.state, f"restore {path.name}"):
         header = store.read_header(path)
         if header is None:
@@ -167,7 +161,7 @@ def restore(
         schema=layout.section(header, "schema"),
         databases=found.databases,
         files=sum(1 for f in found.manifest["files"] if f.get("kind") in ("file", "sqlite")),
-        seconds=round(clock() - started, 1),
+        seconds=round(up.clock() - started, 1),
         actions=actions,
     )
 
@@ -181,7 +175,7 @@ def _said(progress: Progress) -> Progress:
 
 
 def _swap_and_gate(
-    settings: Settings, staging: Path, config: Path, progress: Progress, up: dict[str, Any]
+    settings: Settings, staging: Path, config: Path, progress: Progress, up: deploy.UpOptions
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Under the lock: swap, gate; every way out of the gate but its end puts it back."""
     journal = maintenance.journal(settings.paths.state)
@@ -200,14 +194,14 @@ def _swap_and_gate(
         raise
     journal.write("restore", "starting", config, before, data)
     try:
-        result = deploy.up(settings, progress=progress, **up)
+        result = deploy.up(settings, up)
     except BaseException as exc:
         say = _said(progress)
         what = exc.message if isinstance(exc, AgentError) else "interrupted"
         say("the UI did not come up on the restored data: putting the data from before back")
         kept = swap.put_back(settings, {**data, "discard": "restore-failed"}, say)
         try:
-            deploy.up(settings, **{**up, "progress": say})
+            deploy.up(settings, up.saying(say))
         except AgentError as again:
             journal.clear()
             raise RestoreFailed(

@@ -13,12 +13,10 @@ from agent.cli.environment import confirm, signals_raise
 from agent.cli.options import (
     config_file,
     config_option,
-    hf_token,
-    host_root,
     json_option,
     load_settings,
-    metadata_url,
     progress_printer,
+    up_options,
 )
 from agent.cli.render import guarded, render
 from agent.cli.switch import yes_option
@@ -140,13 +138,7 @@ def restore(file: Path, yes: bool, config_path: Path | None, as_json: bool) -> N
     confirm(yes, f"Replace the data in {settings.paths.ui_data} with the backup {file}?")
     with signals_raise():
         result = backups.restore(
-            settings,
-            file,
-            config_file(config_path),
-            progress=progress_printer(as_json),
-            root=host_root(),
-            token=hf_token(settings),
-            metadata=metadata_url(),
+            settings, file, config_file(config_path), up_options(settings, as_json)
         )
     render(result, as_json, restore_text)
 

@@ -15,6 +15,7 @@ from agent.cli.environment import current
 from agent.errors import BadInput
 
 if TYPE_CHECKING:
+    from agent.deploy import UpOptions
     from agent.settings import Settings
     from agent.steps.inputs import Given
 
@@ -87,9 +88,9 @@ def refuse_settings_environment(verb: str) -> None:
 def config_file(config_path: Path | None) -> Path:
     """The settings file a change (or the bootstrap) writes: --config, else
     $SANDBOX_AGENT_CONFIG, else the default (it need not exist yet)."""
-    from agent.settings import DEFAULT_CONFIG
+    from agent import settings
 
-    found = config_path or Path(current().get("SANDBOX_AGENT_CONFIG") or DEFAULT_CONFIG)
+    found = settings.config_path(config_path, current().environ)
     return Path(os.path.abspath(found))  # a change's journal names it; a repair runs anywhere
 
 
@@ -116,6 +117,20 @@ def hf_token(settings: Settings) -> str | None:
     from agent.secrets import SecretStore
 
     return SecretStore(settings.paths.secrets).hf_token(current().environ)
+
+
+def up_options(settings: Settings, as_json: bool, template: Path | None = None) -> UpOptions:
+    """How a verb's `up` reaches this box, from its environment: the root, the token, the
+    metadata service, and progress to a person (to stderr beside --json)."""
+    from agent.deploy import UpOptions
+
+    return UpOptions(
+        root=host_root(),
+        template=template,
+        progress=progress_printer(as_json),
+        token=hf_token(settings),
+        metadata=metadata_url(),
+    )
 
 
 def progress_printer(as_json: bool) -> Callable[[str], None]:

@@ -13,13 +13,11 @@ from agent.cli.environment import current
 from agent.cli.options import (
     config_file,
     config_option,
-    hf_token,
-    host_root,
     json_option,
     load_settings,
-    metadata_url,
     progress_printer,
     reloader,
+    up_options,
 )
 from agent.cli.render import guarded, render
 from agent.errors import BadInput
@@ -45,16 +43,8 @@ def up(config_path: Path | None, as_json: bool, template: Path | None) -> None:
     from agent import switch
 
     settings = load_settings(config_path)
-    result = switch.up(
-        settings,
-        config_file(config_path),
-        reloader(config_path),
-        root=host_root(),
-        template=template,
-        progress=progress_printer(as_json),
-        token=hf_token(settings),
-        metadata=metadata_url(),
-    )
+    options = up_options(settings, as_json, template)
+    result = switch.up(settings, config_file(config_path), reloader(config_path), options)
     render(result, as_json, up_text)
 
 

@@ -13,14 +13,11 @@ from agent.cli.options import (
     WholeNumber,
     config_file,
     config_option,
-    hf_token,
-    host_root,
     json_option,
     load_settings,
-    metadata_url,
-    progress_printer,
     refuse_settings_environment,
     reloader,
+    up_options,
 )
 from agent.cli.render import guarded, render
 
@@ -68,12 +65,9 @@ def switch_model(
             config_file(config_path),
             ref,
             reloader(config_path),
+            up_options(settings, as_json),
             served_name=served_name,
             max_model_len=max_model_len,
-            token=hf_token(settings),
-            root=host_root(),
-            progress=progress_printer(as_json),
-            metadata=metadata_url(),
         )
     render(result, as_json, change_text)
 
@@ -109,13 +103,10 @@ def update(
             settings,
             config_file(config_path),
             reloader(config_path),
+            up_options(settings, as_json),
             vllm_image=vllm_image,
             webui_image=webui_image,
             proxy_image=proxy_image,
-            root=host_root(),
-            progress=progress_printer(as_json),
-            token=hf_token(settings),
-            metadata=metadata_url(),
         )
     render(result, as_json, change_text)
 

@@ -36,17 +36,17 @@ def watch(config_path: Path | None, as_json: bool, install: bool) -> None:
     """Keep the stack healthy: restart what hangs or fails, stop crash loops, report."""
     from agent import watchdog
 
+    settings = load_settings(config_path)  # bad settings are refused before anything moves
     if install:
         from agent.settings import DEFAULT_CONFIG
 
-        load_settings(config_path)  # bad settings are refused before anything is installed
         # the file these settings came from (--config or $SANDBOX_AGENT_CONFIG): the service
         # has neither, so a file other than the default is named in its ExecStart
         config = config_file(config_path).resolve()
         result = watchdog.install_unit(config=None if config == DEFAULT_CONFIG else config)
         render(result, as_json, install_text)
-    settings = load_settings(config_path)  # DOCKER_HOST arrives as docker.host
-    render(watchdog.watch(settings, systemd_env(), root=host_root()), as_json, watch_text)
+    else:  # DOCKER_HOST arrives as docker.host
+        render(watchdog.watch(settings, systemd_env(), root=host_root()), as_json, watch_text)
 
 
 def install_text(result: InstallResult) -> Iterator[str]:

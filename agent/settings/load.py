@@ -58,7 +58,7 @@ def load(
 ) -> Settings:
     """Merge every source, validate, and return the settings. Reads; never writes."""
     env = env or {}
-    path = config or Path(env.get("SANDBOX_AGENT_CONFIG") or DEFAULT_CONFIG)
+    path = config_path(config, env)
     raw = copy.deepcopy(DEFAULTS)
     origin: dict[str, str] = {}
     exists = config_exists(path)
@@ -91,6 +91,12 @@ def save(settings: Settings, path: Path, *, keep_backup: bool = True) -> None:
         settings.as_dict(), sort_keys=False
     )
     atomic_write(path, text, mode=0o644, keep_backup=keep_backup)
+
+
+def config_path(config: Path | None, env: Mapping[str, str]) -> Path:
+    """The settings file: --config, else $SANDBOX_AGENT_CONFIG, else the default (it need
+    not exist)."""
+    return config or Path(env.get("SANDBOX_AGENT_CONFIG") or DEFAULT_CONFIG)
 
 
 def config_exists(path: Path) -> bool:

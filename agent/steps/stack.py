@@ -31,10 +31,12 @@ def check(ctx: StepContext) -> Outcome:
 def apply(ctx: StepContext) -> str | None:
     result = deploy.up(
         ctx.settings,
-        root=ctx.root,
-        token=ctx.token,
-        metadata=ctx.metadata,
-        progress=lambda line: ctx.progress(META.id, line),
+        deploy.UpOptions(
+            root=ctx.root,
+            token=ctx.token,
+            metadata=ctx.metadata,
+            progress=lambda line: ctx.progress(META.id, line),
+        ),
     )
     ctx.state.mark_done(META.id, f"ready in {result.seconds:.0f}s")
     return f"{result.model} answers at {result.api_url}"

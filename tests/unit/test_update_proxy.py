@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import settings, switch
+from agent import deploy, settings, switch
 from agent.errors import BadInput
 
 
@@ -21,7 +21,7 @@ def test_a_proxy_image_without_a_proxy_is_refused_with_nothing_changed(
         raise AssertionError("nothing is reloaded: the refusal comes first")
 
     with pytest.raises(BadInput) as caught:
-        switch.update(s, config, reload, proxy_image="caddy:2.10.3")
+        switch.update(s, config, reload, deploy.UpOptions(), proxy_image="caddy:2.10.3")
     assert caught.value.exit_code == 2
     assert str(caught.value).startswith(
         "--proxy-image: no proxy runs (https.domain is off, or auto without a Linode name, or "
