@@ -46,7 +46,11 @@ def watch(config_path: Path | None, as_json: bool, install: bool) -> None:
         result = watchdog.install_unit(config=None if config == DEFAULT_CONFIG else config)
         render(result, as_json, install_text)
     else:  # DOCKER_HOST arrives as docker.host
-        render(watchdog.watch(settings, systemd_env(), root=host_root()), as_json, watch_text)
+        # `up` may bring the stack to other settings meanwhile: the file is read again then
+        watched = watchdog.watch(
+            settings, systemd_env(), root=host_root(), reload=lambda: load_settings(config_path)
+        )
+        render(watched, as_json, watch_text)
 
 
 def install_text(result: InstallResult) -> Iterator[str]:

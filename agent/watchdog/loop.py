@@ -13,6 +13,7 @@ import contextlib
 import queue
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import maintenance, service_health, stack
@@ -70,6 +71,12 @@ class Watch:
         self.connected = False
         self.last_saved, self.cleared = 0.0, 0.0
         self.dirty = True
+        # the compose file `up` writes once the stack it describes has started: when it
+        # changes, `up` (alone, or a change's) brought the stack to new settings, and this
+        # loop's view of them (the served name, the door) may be old (run.watch reloads)
+        self.compose = settings.paths.stack / stack.COMPOSE_FILE
+        self.deployed = _stamp(self.compose)
+        self.redeployed = False
 
     # --- life -----------------------------------------------------------------------------
 
@@ -175,6 +182,8 @@ class Watch:
         now = self.clock()
         if self._due("maintenance", now, self.periods.maintenance):
             self._check_maintenance(now)
+            if not self.maintenance and (found := _stamp(self.compose)) != self.deployed:
+                self.deployed, self.redeployed = found, True
         if self._due("containers", now, self.periods.containers):
             self._read_containers(now)
         if self.maintenance:  # standing back, alive: WATCHDOG=1 through a half-hour switch
@@ -355,3 +364,12 @@ class Watch:
             self.actions.report.once(
                 "loop", what, "watch_error", "error", f"a check failed: {what}"
             )
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """Which version of a file is there (replaced by rename: a new inode), None when none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size

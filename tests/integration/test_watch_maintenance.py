@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agent import maintenance
 from tests.integration.watch_support import Stack, Watcher, stamp
@@ -132,6 +133,31 @@ def test_a_change_killed_half_done_is_shown_everywhere_and_the_watchdog_leaves_i
         assert status(st)["pending_change"] is None and st.config.read_text() == before
         checks = {c["id"]: c for c in json.loads(st.run("doctor", "--json").stdout)["checks"]}
         assert checks["stack.change"]["status"] == "ok"
+    finally:
+        w.stop()
+        st.remove()
+
+
+def test_after_up_brings_other_settings_the_watchdog_watches_what_runs_now(
+    tmp_path: Path,
+) -> None:
+    """`up` serves the model under another name: the watchdog started on the old settings
+    reads the new ones and probes the name now served, so it restarts nothing (on the old
+    view, the served-name probe fails and vLLM is restarted after its start grace)."""
+    st = Stack(tmp_path / "stack", watch={"start_grace": GRACE})
+    w = Watcher(st.config)
+    try:
+        w.wait_for("service_healthy", 30, service="vllm")
+        data = yaml.safe_load(st.config.read_text())
+        data["model"]["served_name"] = "renamed"
+        st.config.write_text(yaml.safe_dump(data))
+        st.up()  # vLLM recreated with --served-model-name renamed
+        reloaded = w.wait_for("settings_reloaded", 20)
+        w.wait_for("service_healthy", 30, where=lambda e: stamp(e) > stamp(reloaded))
+        time.sleep(GRACE + 6)  # past the new container's grace: the old view would restart it
+        for name in ("service_unhealthy", "service_restarted"):
+            assert w.named(name) == [], w.dump()
+        assert w.proc.poll() is None
     finally:
         w.stop()
         st.remove()
