@@ -15,6 +15,17 @@ import tempfile
 from pathlib import Path
 
 MAX_BACKUP = 16 << 20  # bytes: the files we back up are settings, never this large
+PACKAGE = Path(__file__).resolve().parent  # agent/
+
+
+def packaged(folder: str, name: str) -> Path | None:
+    """A data file shipped with the agent: `folder/name` inside the installed package (the
+    wheel maps the top-level compose/ and systemd/ to agent/compose/ and agent/systemd/),
+    else beside agent/ in a checkout; None when neither has it."""
+    for place in (PACKAGE / folder, PACKAGE.parent / folder):
+        if (place / name).is_file():
+            return place / name
+    return None
 
 
 def atomic_write(

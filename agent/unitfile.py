@@ -13,6 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from agent import files
 from agent.errors import AgentError, BadInput
 from agent.validate import shown
 
@@ -33,10 +34,9 @@ HIDDEN_BY = {
 def packaged(name: str) -> Path:
     """systemd/<name>: in the installed package (the wheel maps the top-level systemd/ to
     agent/systemd/), else beside agent/ in a checkout (as compose/ is found)."""
-    package = Path(__file__).resolve().parent
-    for folder in (package / "systemd", package.parent / "systemd"):
-        if (folder / name).is_file():
-            return folder / name
+    found = files.packaged("systemd", name)
+    if found is not None:
+        return found
     raise AgentError(
         f"the unit {name} is not in this installation of sandbox-agent",
         fix="reinstall the release: run its stackscript.sh again",

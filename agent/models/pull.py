@@ -145,12 +145,12 @@ def pull(
 
     def result(fetched: int, seconds: float, already: bool) -> PullResult:
         return PullResult(
-            ref.repo_id,
-            ref.revision,
-            resolved.commit,
-            snapshot,
-            names,
-            resolved.bytes,
+            repo_id=ref.repo_id,
+            revision=ref.revision,
+            commit=resolved.commit,
+            path=snapshot,
+            files=names,
+            bytes_total=resolved.bytes,
             bytes_fetched=fetched,
             seconds=seconds,
             already_complete=already,
@@ -266,15 +266,15 @@ def _complete_offline(
         reason=exc.message,
     )
     return PullResult(
-        ref.repo_id,
-        ref.revision,
-        commit,
-        snapshot,
-        tuple(f["path"] for f in files),
-        sum(f["size"] for f in files),
-        0,
-        0.0,
-        True,
+        repo_id=ref.repo_id,
+        revision=ref.revision,
+        commit=commit,
+        path=snapshot,
+        files=tuple(f["path"] for f in files),
+        bytes_total=sum(f["size"] for f in files),
+        bytes_fetched=0,
+        seconds=0.0,
+        already_complete=True,
         offline=True,
     )
 

@@ -19,7 +19,7 @@ import yaml
 from agent import door as front
 from agent.door import Door
 from agent.errors import AgentError, BadInput
-from agent.files import atomic_write
+from agent.files import PACKAGE, atomic_write, packaged
 from agent.secrets import SecretStore
 from agent.settings import Settings
 from agent.stack.caddy import caddyfile
@@ -29,17 +29,8 @@ CLOSED = Door(None, False, False)
 COMPOSE_FILE = "docker-compose.yml"
 
 
-def _template() -> Path:
-    """compose/docker-compose.yml: inside the installed package (the wheel maps the top-level
-    compose/ to agent/compose/), else beside agent/ in a checkout."""
-    package = Path(__file__).resolve().parents[1]
-    for folder in (package / "compose", package.parent / "compose"):
-        if (folder / COMPOSE_FILE).is_file():
-            return folder / COMPOSE_FILE
-    return package / "compose" / COMPOSE_FILE
-
-
-TEMPLATE = _template()
+# compose/docker-compose.yml as shipped (a missing one fails where it is read, with its path)
+TEMPLATE = packaged("compose", COMPOSE_FILE) or PACKAGE / "compose" / COMPOSE_FILE
 HEADER = (
     "# Rendered by sandbox-agent from its settings: change config.yaml and run\n"
     "# `sandbox-agent up` rather than editing this file. Secrets live in the env files.\n"
