@@ -20,7 +20,7 @@ from agent import door, engine, gate, gpu, linode, log, models, service_health, 
 from agent.door import Door
 from agent.errors import AgentError, BadInput
 from agent.refs import ModelRef
-from agent.results import INTERNAL, Result
+from agent.results import INTERNAL, Progress, Result, quiet
 from agent.secrets import API_KEY, WEBUI_ADMIN, WEBUI_SECRET_KEY, SecretStore
 from agent.settings import Settings, loopback
 
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from agent.engine import DockerClient
 
 HF_HOME_IN_VLLM = Path("/root/.cache/huggingface")  # the vLLM image's HF_HOME
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -55,10 +54,6 @@ class DownResult(Result):
 class Plan:
     snapshot: Path
     spec: stack.StackSpec
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def healthy_gpus(settings: Settings, root: Path) -> list[int]:
@@ -108,7 +103,7 @@ class UpOptions:
 
     root: Path = Path("/")
     template: Path | None = None
-    progress: Progress = _quiet
+    progress: Progress = quiet
     client: DockerClient | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
@@ -278,7 +273,7 @@ def _read_template(template: Path | None) -> str | None:
         raise BadInput("--template", f"{template} cannot be read: {exc.strerror}") from None
 
 
-def down(settings: Settings, *, progress: Progress = _quiet) -> DownResult:
+def down(settings: Settings, *, progress: Progress = quiet) -> DownResult:
     """Remove the stack's containers and network; models and chat history stay."""
     removed = stack.down(engine.connect(settings.docker.host), settings.project, progress=progress)
     kept = (settings.paths.ui_data, settings.paths.models)

@@ -11,20 +11,15 @@ from typing import TYPE_CHECKING
 
 from agent import probes, service_health, stack
 from agent.errors import AgentError
+from agent.results import Progress, quiet
 from agent.secrets import SecretStore
 from agent.settings import Settings
 
 if TYPE_CHECKING:
     from agent.engine import DockerClient
 
-Progress = Callable[[str], None]
-
 
 class NotReady(AgentError):
-    pass
-
-
-def _quiet(_: str) -> None:
     pass
 
 
@@ -33,7 +28,7 @@ def wait_ready(
     client: DockerClient,
     api_key: str,
     *,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:

@@ -1,6 +1,7 @@
 """The one result base: what a command returns, and how it reads as JSON.
 
-A command function returns a `Result`; the CLI prints `as_dict()` for `--json` (or a text
+A command function returns a `Result` (and says how long work goes as `Progress` lines, for a
+person; `quiet` says nothing); the CLI prints `as_dict()` for `--json` (or a text
 rendering of the same object) and exits with `exit_code`. Fields marked
 `field(metadata=INTERNAL)` serve the text rendering only and stay out of the JSON.
 """
@@ -8,12 +9,18 @@ rendering of the same object) and exits with `exit_code`. Fields marked
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agent.errors import ExitStatus
 
 INTERNAL = {"json": False}
+Progress = Callable[[str], None]
+
+
+def quiet(_: str) -> None:
+    """Progress that nobody reads."""
 
 
 def plain(obj: Any) -> Any:

@@ -31,11 +31,10 @@ from agent.errors import AgentError, BadInput
 from agent.files import atomic_write
 from agent.maintenance import ChangeInProgress
 from agent.refs import ModelRef
-from agent.results import Result
+from agent.results import Progress, Result
 from agent.settings import PROXY_IMAGE, VLLM_IMAGE, WEBUI_IMAGE, Settings, save
 
 Reload = Callable[[dict[str, Any] | None], Settings]  # the CLI's loader, flags on top
-Progress = Callable[[str], None]
 
 
 class ChangeFailed(AgentError):

@@ -201,9 +201,14 @@ def _module(nodeid: str) -> str:
     return nodeid.split("::", 1)[0]
 
 
-def _read_durations() -> dict[str, float]:
+# Seconds per module from a full run, kept in the tree: a fresh machine (no cache yet) slices
+# by these, not by DEFAULT_SECONDS for all (`python tests/conftest.py` copies the cache here).
+SEED = Path(__file__).resolve().parent / "durations.json"
+
+
+def _read_durations(path: Path = DURATIONS) -> dict[str, float]:
     try:
-        data = json.loads(DURATIONS.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
@@ -239,7 +244,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(f"--slice {wanted}: use K/N with 1 <= K <= N") from None
     modules = sorted({_module(item.nodeid) for item in items})
     pinned = {_module(i.nodeid) for i in items if "pebble" in getattr(i, "fixturenames", ())}
-    slices = assign_slices(modules, pinned, count, _read_durations())
+    slices = assign_slices(modules, pinned, count, {**_read_durations(SEED), **_read_durations()})
     keep = [item for item in items if slices[_module(item.nodeid)] == index]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
     items[:] = keep
@@ -269,3 +274,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             os.replace(tmp, DURATIONS)
     except OSError:
         pass  # a read-only cache: the next run slices by the defaults
+
+
+if __name__ == "__main__":  # the seed from this machine's last full run, for the tree
+    seconds = {k: v for k, v in _read_durations().items() if Path(k).exists()}
+    SEED.write_text(json.dumps(seconds, indent=1, sort_keys=True) + "\n")
+    print(f"{SEED}: {len(seconds)} modules")

@@ -17,7 +17,6 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,9 @@ from agent import deploy, maintenance
 from agent.backup import layout, store, swap, unpack
 from agent.errors import AgentError, BadInput
 from agent.maintenance import ChangeInProgress
-from agent.results import Result
+from agent.results import Progress, Result
 from agent.settings import Settings
 
-Progress = Callable[[str], None]
 MARGIN = 64 << 20  # bytes left free after unpacking, beyond what the archive holds
 
 

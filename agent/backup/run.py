@@ -24,15 +24,10 @@ from agent import __version__
 from agent.backup import archive, layout, store
 from agent.errors import AgentError, BadInput
 from agent.files import fsync_dir
-from agent.results import INTERNAL, Result
+from agent.results import INTERNAL, Progress, Result, quiet
 from agent.settings import Settings
 
-Progress = Callable[[str], None]
 REPORT_EVERY = 2.0  # seconds between progress lines
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -93,7 +88,7 @@ def backup(
     output: Path | None = None,
     with_secrets: bool = False,
     reason: str = "manual",
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     clock: Callable[[], float] = time.monotonic,
 ) -> BackupResult:
     """One archive of paths.ui_data (+ the settings file, + the secrets when asked)."""

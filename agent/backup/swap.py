@@ -28,16 +28,12 @@ from agent import engine, log, stack
 from agent.backup import layout
 from agent.errors import AgentError
 from agent.files import fsync_dir
+from agent.results import Progress, quiet
 from agent.settings import Settings
 
-Progress = Callable[[str], None]
 Record = Callable[[dict[str, Any]], None]  # writes the journal with these folders
 COPYING = ".copying"  # suffix of keep_copy's folder until it is whole
 MARGIN = 64 << 20  # bytes left free beyond the copy
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def check_swappable(settings: Settings) -> None:
@@ -59,7 +55,7 @@ def stop_ui(settings: Settings) -> None:
 
 
 def swap_in(
-    settings: Settings, staged: Path, record: Record, progress: Progress = _quiet
+    settings: Settings, staged: Path, record: Record, progress: Progress = quiet
 ) -> dict[str, Any]:
     """The unpacked folder becomes the data folder; the one from before goes aside."""
     live = settings.paths.ui_data
@@ -105,7 +101,7 @@ def _sweep_copies(live: Path) -> None:
                 shutil.rmtree(live.parent / name, ignore_errors=True)
 
 
-def keep_copy(settings: Settings, record: Record, progress: Progress = _quiet) -> dict[str, Any]:
+def keep_copy(settings: Settings, record: Record, progress: Progress = quiet) -> dict[str, Any]:
     """A copy of the quiet data folder (the UI stopped) beside it, for a rollback to rename
     back. The journal names it before the copy begins; it is only there once it is whole."""
     live = settings.paths.ui_data
@@ -131,7 +127,7 @@ def keep_copy(settings: Settings, record: Record, progress: Progress = _quiet) -
     return data
 
 
-def put_back(settings: Settings, data: dict[str, Any], progress: Progress = _quiet) -> Path | None:
+def put_back(settings: Settings, data: dict[str, Any], progress: Progress = quiet) -> Path | None:
     """The data folder from before the change that wrote `data`, back in place (the UI
     stopped first). The folder that was in use is renamed aside, never deleted: returns
     where it went (None: nothing was swapped yet, the data folder is the one from before)."""

@@ -9,13 +9,13 @@ GPU runtime by the caller); what a failed run created is removed again.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent import log
 from agent.engine import engine_errors, explain
 from agent.errors import AgentError, BadInput
+from agent.results import Progress, quiet
 from agent.stack.containers import create, host_network, port_free, remove
 from agent.stack.observe import by_service, labelled
 from agent.stack.project import L_HASH, L_IMAGE, L_PROJECT, L_SERVICE, Project, parse_port
@@ -23,12 +23,7 @@ from agent.stack.project import L_HASH, L_IMAGE, L_PROJECT, L_SERVICE, Project, 
 if TYPE_CHECKING:
     from agent.engine import Container, DockerClient, Network
 
-Progress = Callable[[str], None]
 PORT_SETTING = {8000: "api.port", 8080: "ui.port"}
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 class ImageUnavailable(AgentError):
@@ -36,7 +31,7 @@ class ImageUnavailable(AgentError):
 
 
 def ensure_images(
-    client: DockerClient, project: Project, progress: Progress = _quiet
+    client: DockerClient, project: Project, progress: Progress = quiet
 ) -> dict[str, str]:
     """image reference -> local image id, pulling what is missing. Changes no container."""
     return {
@@ -45,7 +40,7 @@ def ensure_images(
     }
 
 
-def ensure_image(client: DockerClient, image: str, progress: Progress = _quiet) -> str:
+def ensure_image(client: DockerClient, image: str, progress: Progress = quiet) -> str:
     """The local id of `image`, pulled first when it is not here. Changes no container."""
     from docker.errors import DockerException, ImageNotFound
     from docker.utils import parse_repository_tag
@@ -79,9 +74,7 @@ def _pull_failed(image: str, reason: str) -> ImageUnavailable:
     )
 
 
-def reconcile(
-    client: DockerClient, project: Project, progress: Progress = _quiet
-) -> dict[str, str]:
+def reconcile(client: DockerClient, project: Project, progress: Progress = quiet) -> dict[str, str]:
     """Make the engine match the file: service -> created | recreated | started | kept."""
     ids = ensure_images(client, project, progress)
     with engine_errors("the Docker engine could not list the stack"):
@@ -240,7 +233,7 @@ def _roll_back(client: DockerClient, created: list[str], network: Network | None
             network.remove()
 
 
-def down(client: DockerClient, project: str, progress: Progress = _quiet) -> list[str]:
+def down(client: DockerClient, project: str, progress: Progress = quiet) -> list[str]:
     """Remove the stack's containers (the UI first) and networks. Never any data."""
     removed: list[str] = []
     fix = "run `sandbox-agent down` again; `sandbox-agent status` shows what is left"
