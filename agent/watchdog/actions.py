@@ -250,6 +250,7 @@ class Actions:
                     stopped = "; its container was stopped so that Docker does not loop it"
             self._own[service] = OwnWindow(wall - 1.0, self.wall() + 0.5)
         self.failed_reason[service] = reason
+        self.write_motd()  # before the event: whoever it reaches finds the login message
         self.report.event(
             "service_failed",
             "crit",
@@ -259,7 +260,6 @@ class Actions:
             attempt=decision.attempt,
             fix=fix,
         )
-        self.write_motd()
 
     def change_pending(self, pending: PendingChange | None) -> None:
         """A change killed half done: said once (at error, with its fix) and on the login
@@ -267,6 +267,7 @@ class Actions:
         if pending == self.pending:
             return
         self.pending = pending
+        self.write_motd()  # first: whoever reads the event finds the login message saying it
         if pending is not None:
             self.report.event(
                 "change_interrupted",
@@ -276,7 +277,6 @@ class Actions:
                 config=pending.config,
                 fix=pending.fix,
             )
-        self.write_motd()
 
     def write_motd(self) -> None:
         """The login message: a change half done, a failed service, each with its fix;
