@@ -44,21 +44,28 @@ log "lint and types: ruff check, ruff format --check, mypy agent"
 .venv/bin/mypy
 
 log "test images (cached by content hash)"
-# The real Open WebUI from PyPI (~4.5 minutes the first time on 2 cores) and the real vLLM's
-# argument parser in a venv of its own (~5 minutes) download while the stand-ins build; each
-# is cached by content, so a warm run passes all three in seconds.
+# The real Open WebUI from PyPI (~10 minutes the first time on 2 cores, beside the rest) and
+# the real vLLM's argument parser in a venv of its own (~5 minutes) build in the background:
+# only the browser tier needs the first (it runs after the slices) and only the parser's test
+# the second (its fixture waits on the build's lock). The stand-ins build now. Each is cached
+# by content, so a warm run passes all three in seconds.
 builds=$(mktemp -d)
 .venv/bin/python tests/fakes/webui_real.py >"$builds/webui.log" 2>&1 & webui=$!
 .venv/bin/python tests/fakes/vllm_parser.py >"$builds/vllm.log" 2>&1 & vllm=$!
 .venv/bin/python tests/fakes/images.py build
-for job in webui vllm; do
-  if ! wait "${!job}"; then
-    tail -30 "$builds/$job.log"
-    echo "the $job build failed (log above)" >&2
-    exit 1
-  fi
-  tail -1 "$builds/$job.log"
-done
+# the background builds, waited for: before pytest when tests are named, else before the
+# browser tier
+wait_builds() {
+  local job
+  for job in webui vllm; do
+    if ! wait "${!job}"; then
+      tail -30 "$builds/$job.log"
+      echo "the $job build failed (log above)" >&2
+      exit 1
+    fi
+    tail -1 "$builds/$job.log"
+  done
+}
 
 log "pytest"
 # With no tests named, the suite runs as SLICES pytest processes at once (tests/conftest.py
@@ -70,6 +77,7 @@ paths=()
 for arg in "$@"; do [[ "$arg" == -* ]] || paths+=("$arg"); done
 slices=${SANDBOX_TEST_SLICES:-3}
 if [ ${#paths[@]} -gt 0 ] || [ "$slices" -le 1 ]; then
+  wait_builds
   set +e
   .venv/bin/python -m pytest "$@"
   rc=$?
@@ -99,6 +107,7 @@ for k in $(seq "$slices"); do
   cat "$out/$k.log"
   [ "$code" -eq 0 ] || [ "$code" -eq 5 ] || rc=1
 done
+wait_builds
 set +e
 .venv/bin/python -m pytest "$@" -p no:cacheprovider tests/e2e >"$out/e2e.log" 2>&1
 code=$?
