@@ -5,7 +5,7 @@
 # Extra arguments go to pytest, e.g. `tests/run.sh tests/unit`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-log() { printf '\n== %s\n' "$*"; }
+log() { printf '\n== %s (at %ss)\n' "$*" "$SECONDS"; }
 
 need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
@@ -36,7 +36,12 @@ tests/e2e/setup_browser.sh
 
 log "python environment (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# installed again only when what it is installed from changed (a warm run saves the resolve)
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  touch "$stamp"
+fi
 
 log "lint and types: ruff check, ruff format --check, mypy agent"
 .venv/bin/ruff check .
@@ -128,4 +133,5 @@ if [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
 fi
 [ "$failed" -eq 0 ] || rc=1
 printf '\n%s passed, %s failed, %s skipped\n' "$passed" "$failed" "$skipped"
+echo "tests/run.sh took ${SECONDS}s"
 exit "$rc"

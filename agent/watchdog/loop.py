@@ -143,6 +143,9 @@ class Watch:
         if machine is None or self.maintenance:
             return
         heard = read_event(event, ours=self.actions.own_window(event.service))
+        bad = heard.died or (heard.verdict is not None and not heard.verdict.ok)
+        if bad and self._change_began(now):
+            return
         if heard.oom:
             self.actions.oom(event.service)
         if heard.died:
@@ -166,8 +169,14 @@ class Watch:
         if svc is None or svc.state not in PROBED:
             return
         verdict = sig.verdict(needed(self.schedules[done.service]))
-        if verdict is not None:
+        if verdict is not None and (verdict.ok or not self._change_began(now)):
             self._decide(machine.observe(now, verdict))
+
+    def _change_began(self, now: float) -> bool:
+        """Whether a change took the maintenance lock since the last look (read again now,
+        before bad news is judged: the change may be what stops the service)."""
+        self._check_maintenance(now)
+        return self.maintenance is not None
 
     def _gpu_news(self, news: GpuNews, now: float) -> None:
         self.actions.gpu_notes = report_gpus(news, self.actions.report, self.actions.metrics)
