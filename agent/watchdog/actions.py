@@ -96,6 +96,9 @@ class Actions:
     def oom(self, service: str) -> None:
         self._oom.add(service)
 
+    def oom_seen(self, service: str) -> bool:
+        return service in self._oom
+
     def died(self, event: StackEvent) -> None:
         code = event.attributes.get("exitCode")
         oom = event.service in self._oom

@@ -65,6 +65,7 @@ class Watch:
         self.machines: dict[str, Machine] = {}
         self.signals = {s: Signals() for s in self.services}
         self.containers: dict[str, ServiceStatus] = {}
+        self.killed: dict[str, StackEvent] = {}  # a die by SIGKILL, its `oom` still to come
         self.due: dict[str, float] = {}
         self.client: DockerClient | None = None
         self.maintenance: str | None = None
@@ -148,8 +149,14 @@ class Watch:
             return
         if heard.oom:
             self.actions.oom(event.service)
+            if (killed := self.killed.pop(event.service, None)) is not None:
+                self.actions.died(killed)  # its `die` came first
         if heard.died:
-            self.actions.died(event)
+            code = event.attributes.get("exitCode")
+            if code == "137" and not self.actions.oom_seen(event.service):
+                self.killed[event.service] = event  # a kill: its `oom` event may come after
+            else:
+                self.actions.died(event)
         if heard.reread is not None:
             self.due["containers"] = now + heard.reread
         if heard.verdict is not None:
@@ -232,6 +239,8 @@ class Watch:
 
     def _read_containers(self, now: float, first: bool = False) -> None:
         self.due["containers"] = now + self.periods.containers
+        for service in list(self.killed):  # no `oom` event came after the kill: an exit
+            self.actions.died(self.killed.pop(service))
         try:
             if self.client is None:
                 self.client = self.connect()

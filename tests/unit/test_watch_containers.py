@@ -145,3 +145,65 @@ def test_events_of_our_own_restart_are_no_news() -> None:
     assert read_event(event("die", exitCode="143"), ours=ours) == Heard()
     later = event("die", at=WALL + 0.6, exitCode="143")
     assert read_event(later, ours=ours) == Heard(died=True, reread=0.5)
+
+
+@pytest.mark.parametrize("order", [("oom", "die"), ("die", "oom")], ids=["oom first", "die first"])
+def test_a_kill_by_the_oom_killer_is_said_as_oom_whichever_event_comes_first(
+    order: tuple[str, str], write_config: Any, tmp_path: Any
+) -> None:
+    """containerd reports the OOM and the exit apart: under load the `die` can come first."""
+    from agent import engine, settings, systemd_client
+    from agent.watchdog.actions import Actions
+    from agent.watchdog.loop import Watch
+    from agent.watchdog.report import Reporter
+    from agent.watchdog.stages import ApiKey
+
+    s = settings.load(write_config({"project": "unit"}))
+    nowhere = f"unix://{tmp_path}/no-engine.sock"  # nothing listens: the engine is away
+    w = Watch(
+        s,
+        connect=lambda: engine.connect(nowhere, timeout=1),
+        api_key=ApiKey(None),
+        actions=Actions(s, Reporter(), systemd_client.Notifier.from_env({})),
+        policy=Policy(),
+    )
+    w.start()
+    try:
+        for action in order:
+            w.news.put(
+                event(action, at=w.wall(), **({"exitCode": "137"} if action == "die" else {}))
+            )
+        w.step()
+        crashed = [e for e in w.actions.report.sent if e["event"] == "service_crashed"]
+        assert [(e["reason"], e["oom"]) for e in crashed] == [("oom", 1)]
+    finally:
+        w.close()
+
+
+def test_a_kill_with_no_oom_event_is_said_as_an_exit_at_the_next_read(
+    write_config: Any, tmp_path: Any
+) -> None:
+    from agent import engine, settings, systemd_client
+    from agent.watchdog.actions import Actions
+    from agent.watchdog.loop import Watch
+    from agent.watchdog.report import Reporter
+    from agent.watchdog.stages import ApiKey
+
+    s = settings.load(write_config({"project": "unit"}))
+    w = Watch(
+        s,
+        connect=lambda: engine.connect(f"unix://{tmp_path}/none.sock", timeout=1),
+        api_key=ApiKey(None),
+        actions=Actions(s, Reporter(), systemd_client.Notifier.from_env({})),
+        policy=Policy(),
+    )
+    w.start()
+    try:
+        w.news.put(event("die", at=w.wall(), exitCode="137"))
+        w.step()
+        assert not [e for e in w.actions.report.sent if e["event"] == "service_crashed"]
+        w._read_containers(w.clock())  # the reread the die asked for (0.5 s later)
+        crashed = [e for e in w.actions.report.sent if e["event"] == "service_crashed"]
+        assert [(e["reason"], e["exit_code"]) for e in crashed] == [("exit", "137")]
+    finally:
+        w.close()
