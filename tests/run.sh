@@ -83,7 +83,14 @@ log "pytest"
 # remove Docker bridges all the time.
 paths=()
 for arg in "$@"; do [[ "$arg" == -* ]] || paths+=("$arg"); done
-slices=${SANDBOX_TEST_SLICES:-3}
+# Four slices on a warm machine; three beside the background builds of a fresh one (two
+# cores cannot carry four slices and pip unpacking torch without starving the timing tests).
+busy() { kill -0 "$webui" 2>/dev/null || kill -0 "$vllm" 2>/dev/null; }
+for _ in $(seq 40); do busy || break; sleep 0.5; done  # a cached build is done in seconds
+default_slices=4
+if busy; then default_slices=3; fi
+slices=${SANDBOX_TEST_SLICES:-$default_slices}
+echo "pytest in $slices slices$(busy && echo ', beside the background builds')"
 if [ ${#paths[@]} -gt 0 ] || [ "$slices" -le 1 ]; then
   wait_builds
   set +e
