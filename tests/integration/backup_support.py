@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.conftest import AGENT, agent_env
 from tests.integration.stack_support import (
     agent,
     docker_client,
@@ -48,6 +50,15 @@ class Box:
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Any:
         return agent(*args, "--config", str(self.config), env=env, timeout=timeout)
+
+    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        """The agent started in the background on this box (a test kills it midway)."""
+        return subprocess.Popen(
+            [AGENT, *args, "--config", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=agent_env(),
+        )
 
     def ids(self) -> dict[str, tuple[str, str]]:
         found = self.client.containers.list(

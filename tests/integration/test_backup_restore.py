@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import AGENT, agent_env
 from tests.integration.backup_support import Box, running_box, state
 from tests.integration.stack_support import agent, free_port, tree_digest
 
@@ -144,12 +142,7 @@ def test_a_restore_the_ui_does_not_come_up_on_is_undone(box: Box) -> None:
 def test_a_restore_killed_midway_is_repaired_by_up_with_nothing_lost(box: Box) -> None:
     slow = _archive_with(box, {"load_seconds": 60})
     before = state(box)
-    child = subprocess.Popen(
-        [AGENT, "restore", str(slow), "--yes", "--config", str(box.config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=agent_env(),
-    )
+    child = box.spawn("restore", str(slow), "--yes")
     try:
         for _ in range(600):
             text = box.journal.read_text() if box.journal.exists() else ""
@@ -194,12 +187,7 @@ def test_a_restore_killed_while_it_unpacks_changed_nothing(box: Box) -> None:
     finally:
         big.unlink()
     before, ids = state(box), box.ids()
-    child = subprocess.Popen(
-        [AGENT, "restore", str(archive), "--yes", "--config", str(box.config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=agent_env(),
-    )
+    child = box.spawn("restore", str(archive), "--yes")
     try:
         for _ in range(3000):
             if list(box.folder.glob("ui_data.restoring-*/uploads")):

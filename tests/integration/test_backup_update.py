@@ -13,13 +13,11 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import AGENT, agent_env
 from tests.integration.backup_support import REVISION, Box, alembic, running_box, state
 
 pytestmark = pytest.mark.docker
@@ -70,12 +68,7 @@ def test_an_update_killed_after_the_new_ui_migrated_is_repaired_by_up(box: Box) 
     slow = image(box, "migrates-slow", "STANDIN_MIGRATE=standin-3", "STANDIN_LOAD_SECONDS=60")
     try:
         before = state(box)
-        child = subprocess.Popen(
-            [AGENT, "update", "--webui-image", slow, "--yes", "--config", str(box.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=agent_env(),
-        )
+        child = box.spawn("update", "--webui-image", slow, "--yes")
         try:
             for _ in range(1200):
                 text = box.journal.read_text() if box.journal.exists() else ""
